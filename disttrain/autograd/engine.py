@@ -1,0 +1,237 @@
+"""The graph and the backward pass: nodes, recording, and reverse-mode accumulation.
+
+Every differentiable primitive has one row in rules.RULES; recording an op stores the
+row, the forward's inputs and output, and their version numbers in a Node. backward()
+walks the nodes in reverse topological order, calls one vjp per input that needs a
+gradient, undoes broadcasting in `sum_to`, and accumulates into leaves.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .grad_mode import is_grad_enabled
+
+FREED_GRAPH = (
+    "Trying to backward through the graph a second time (or directly access saved tensors "
+    "after they have already been freed). Saved intermediate values of the graph are freed "
+    "when you call .backward() or autograd.grad(). Specify retain_graph=True if you need to "
+    "backward through the graph a second time or if you need to access saved tensors after "
+    "calling backward."
+)
+INPLACE_HINT = (
+    " Hint: enable anomaly detection to find the operation that failed to compute its "
+    "gradient, with torch.autograd.set_detect_anomaly(True, check_nan=False)."
+)
+
+# Callbacks queued during a backward pass run once it finishes (torch's queue_callback);
+# DistributedDataParallel uses this to wait for its last all-reduce.
+_final_callbacks: list = []
+
+
+def queue_callback(fn) -> None:
+    """Run fn() once the backward pass in progress has finished."""
+    _final_callbacks.append(fn)
+
+
+def sum_to(grad: np.ndarray, shape: tuple) -> np.ndarray:
+    """Undo broadcasting: sum grad over the dims that broadcasting added or stretched."""
+    if grad.shape == shape:
+        return grad
+    lead = grad.ndim - len(shape)
+    axes = tuple(range(lead)) + tuple(
+        i + lead for i, n in enumerate(shape) if n == 1 and grad.shape[i + lead] != 1
+    )
+    out = grad.sum(axis=axes, keepdims=True) if axes else grad
+    return out.reshape(shape)
+
+
+class Node:
+    """One recorded op: its rule, inputs (Tensors or constants) and saved arrays."""
+
+    __slots__ = (
+        "rule", "inputs", "saved", "out", "params", "versions", "out_version",
+        "pre_hooks", "retained", "freed", "__weakref__",
+    )
+
+    def __init__(self, rule, inputs, saved, out, params, out_version):
+        self.rule = rule
+        self.inputs = inputs
+        self.saved = saved
+        self.out = out
+        self.params = params
+        self.out_version = out_version
+        self.versions = (
+            tuple(t._version[0] if hasattr(t, "_version") else None for t in inputs)
+            if rule.uses_inputs else ()
+        )
+        self.pre_hooks = None
+        self.retained = None
+        self.freed = False
+
+    def name(self) -> str:
+        return f"{self.rule.name}Backward0"
+
+    def __repr__(self) -> str:
+        return f"<{self.name()} object at {hex(id(self))}>"
+
+    @property
+    def next_functions(self) -> tuple:
+        return tuple((getattr(t, "grad_fn", None), 0) for t in self.inputs)
+
+    def check_versions(self) -> None:
+        """Raise PyTorch's error if a tensor this node saved was modified in place."""
+        if self.out_version is not None and self.out_version[0] != self.out_version[1][0]:
+            expected, box = self.out_version
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by "
+                f"an inplace operation: [{_type_name(self.out)}], which is output 0 of "
+                f"{self.rule.name}, is at version {box[0]}; expected version {expected} "
+                "instead." + INPLACE_HINT
+            )
+        for t, seen in zip(self.inputs, self.versions):
+            if seen is not None and t._version[0] != seen:
+                origin = f", which is output 0 of {t.grad_fn.rule.name}," if t.grad_fn else ""
+                raise RuntimeError(
+                    "one of the variables needed for gradient computation has been modified "
+                    f"by an inplace operation: [{_type_name(t.data)}]{origin} is at version "
+                    f"{t._version[0]}; expected version {seen} instead." + INPLACE_HINT
+                )
+
+
+def _type_name(array: np.ndarray) -> str:
+    kind = {"float32": "Float", "float64": "Double", "int64": "Long"}.get(str(array.dtype), "")
+    return f"torch.{kind}Tensor [{', '.join(map(str, array.shape))}]".replace(" []", " []")
+
+
+def record(rule, out_data: np.ndarray, inputs: tuple, **params):
+    """Wrap out_data in a Tensor and, if any input requires grad, attach a Node to it."""
+    from .tensor import Tensor
+
+    out = Tensor._make(out_data)
+    if is_grad_enabled():
+        for t in inputs:
+            if t.__class__ is Tensor and t._requires_grad:
+                break
+        else:
+            return out
+        out._requires_grad = True
+        saved = None
+        if rule.saves:
+            saved = tuple(t.data if t.__class__ is Tensor else t for t in inputs)
+        out_version = (0, out._version) if rule.uses_out else None
+        out.grad_fn = Node(rule, inputs, saved, out_data if rule.saves else None, params,
+                           out_version)
+    return out
+
+
+def _topological_order(root: Node) -> list:
+    """Nodes reachable from root, each after every node that feeds gradient into it."""
+    order, seen = [], {id(root)}
+    stack = [(root, iter(root.inputs))]
+    while stack:
+        node, children = stack[-1]
+        for t in children:
+            child = getattr(t, "grad_fn", None)
+            if child is not None and id(child) not in seen:
+                seen.add(id(child))
+                stack.append((child, iter(child.inputs)))
+                break
+        else:
+            stack.pop()
+            order.append(node)
+    order.reverse()
+    return order
+
+
+def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
+    """Add grad into leaf.grad, running the leaf's hooks first, as AccumulateGrad does."""
+    from .tensor import Tensor
+
+    if leaf._hooks:
+        for hook in list(leaf._hooks.values()):
+            replaced = hook(Tensor._make(grad))
+            if replaced is not None:
+                grad, fresh = _as_array(replaced), False
+    if grad.dtype != leaf.data.dtype:
+        grad, fresh = grad.astype(leaf.data.dtype), True
+    if leaf._grad is None:
+        if leaf._grad_storage is not None:
+            np.copyto(leaf._grad_storage, grad)
+            leaf._grad = Tensor._make(leaf._grad_storage)
+        else:
+            leaf._grad = Tensor._make(grad if fresh else grad.copy())
+    else:
+        leaf._grad.data += grad
+    if leaf._post_accumulate_hooks:
+        for hook in list(leaf._post_accumulate_hooks.values()):
+            hook(leaf)
+
+
+def _as_array(value) -> np.ndarray:
+    return value.data if hasattr(value, "data") and not isinstance(value, np.ndarray) else (
+        np.asarray(value)
+    )
+
+
+def backward(root, grad: np.ndarray, retain_graph: bool) -> None:
+    """Propagate grad from root to every leaf that requires grad."""
+    try:
+        if root.grad_fn is None:
+            _accumulate_leaf(root, grad, fresh=False)
+            return
+        order = _topological_order(root.grad_fn)
+        pending = {id(root.grad_fn): grad}
+        for node in order:
+            g = pending.pop(id(node), None)
+            if g is None:
+                continue
+            g = _run_node(node, g, pending, retain_graph)
+    finally:
+        callbacks = list(_final_callbacks)
+        _final_callbacks.clear()
+    for fn in callbacks:
+        fn()
+
+
+def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool) -> None:
+    """Apply one node's hooks and vjps and hand each input its share of the gradient."""
+    from .tensor import Tensor
+
+    if node.pre_hooks:
+        for hook in list(node.pre_hooks.values()):
+            replaced = hook(Tensor._make(g))
+            if replaced is not None:
+                g = _as_array(replaced)
+    if node.retained is not None:
+        tensor = node.retained()
+        if tensor is not None:
+            tensor._grad = Tensor._make(g.copy()) if tensor._grad is None else (
+                Tensor._make(tensor._grad.data + g)
+            )
+    rule = node.rule
+    if rule.saves:
+        if node.freed:
+            raise RuntimeError(FREED_GRAPH)
+        node.check_versions()
+    args = node.saved
+    for i, t in enumerate(node.inputs):
+        if t.__class__ is not Tensor or not t._requires_grad:
+            continue
+        vjp = rule.vjps[i]
+        if vjp is None:
+            continue
+        gi = vjp(g, node.out, *args, **node.params) if rule.saves else vjp(g, **node.params)
+        if gi.shape != t.data.shape:
+            gi = sum_to(gi, t.data.shape)
+        fresh = gi is not g and gi.base is None
+        if t.grad_fn is None:
+            _accumulate_leaf(t, gi, fresh)
+        else:
+            key = id(t.grad_fn)
+            before = pending.get(key)
+            pending[key] = gi if before is None else before + gi
+    if not retain_graph and rule.saves:
+        node.saved = None
+        node.out = None
+        node.freed = True

@@ -1,0 +1,366 @@
+"""Every tensor operation, written once; Tensor's methods and operators are these functions.
+
+Only the calls to `record` with a row of RULES are differentiable primitives; everything
+else (mean, var, softmax's callers, layer_norm, losses...) is composed from them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import numpy as np
+
+from . import kernels
+from .engine import record
+from .rules import RULES
+from .tensor import Tensor
+
+R = RULES
+values_indices = namedtuple("values_indices", ["values", "indices"])
+
+
+def _data(x):
+    """The array behind x; numpy scalars become Python scalars so float32 stays float32."""
+    if x.__class__ is Tensor:
+        return x.data
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+def as_tensor(x) -> Tensor:
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+# -- arithmetic (broadcasting; the engine sums gradients back to each input's shape) ---
+def add(a, b):
+    return record(R["Add"], _data(a) + _data(b), (a, b))
+
+
+def sub(a, b):
+    return record(R["Sub"], _data(a) - _data(b), (a, b))
+
+
+def mul(a, b):
+    return record(R["Mul"], _data(a) * _data(b), (a, b))
+
+
+def div(a, b):
+    return record(R["Div"], _data(a) / _data(b), (a, b))
+
+
+def neg(a):
+    return record(R["Neg"], -a.data, (a,))
+
+
+def pow(a, b):  # noqa: A001 - torch.pow
+    return record(R["Pow"], _data(a) ** _data(b), (a, b))
+
+
+def matmul(a, b):
+    return record(R["MatMul"], _data(a) @ _data(b), (a, b))
+
+
+# -- elementwise functions ----------------------------------------------------------------
+def exp(x):
+    return record(R["Exp"], np.exp(x.data), (x,))
+
+
+def log(x):
+    return record(R["Log"], np.log(x.data), (x,))
+
+
+def sqrt(x):
+    return record(R["Sqrt"], np.sqrt(x.data), (x,))
+
+
+def abs(x):  # noqa: A001 - torch.abs
+    return record(R["Abs"], np.abs(x.data), (x,))
+
+
+def tanh(x):
+    return record(R["Tanh"], np.tanh(x.data), (x,))
+
+
+def sigmoid(x):
+    # The two-branch form never overflows exp for large |x|.
+    d = x.data
+    e = np.exp(-np.abs(d))
+    return record(R["Sigmoid"], np.where(d >= 0, 1 / (1 + e), e / (1 + e)).astype(d.dtype), (x,))
+
+
+def relu(x):
+    return record(R["Relu"], np.maximum(x.data, 0), (x,))
+
+
+def gelu(x, approximate: str = "none"):
+    d = x.data
+    if approximate == "tanh":
+        inner = math.sqrt(2 / math.pi) * (d + 0.044715 * d**3)
+        out = 0.5 * d * (1 + np.tanh(inner))
+    elif approximate == "none":
+        out = 0.5 * d * (1 + kernels.erf(d / math.sqrt(2)))
+    else:
+        raise ValueError(f"approximate argument must be either none or tanh, got {approximate!r}")
+    return record(R["Gelu"], out, (x,), approximate=approximate)
+
+
+def clamp(x, min=None, max=None):  # noqa: A002 - torch's argument names
+    if min is None and max is None:
+        raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    return record(R["Clamp"], np.clip(x.data, min, max), (x,), lo=min, hi=max)
+
+
+def where(condition, a, b):
+    cond = np.asarray(_data(condition), dtype=bool)
+    return record(R["Where"], np.where(cond, _data(a), _data(b)), (cond, a, b))
+
+
+def maximum(a, b):
+    return record(R["Maximum"], np.maximum(_data(a), _data(b)), (a, b))
+
+
+def minimum(a, b):
+    return record(R["Minimum"], np.minimum(_data(a), _data(b)), (a, b))
+
+
+# -- reductions -------------------------------------------------------------------------------
+def _dims(dim, ndim):
+    if dim is None:
+        return None
+    dims = dim if isinstance(dim, (tuple, list)) else (dim,)
+    return tuple(d % ndim if ndim else 0 for d in dims)
+
+
+def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
+    d = _dims(dim, x.ndim)
+    out = np.sum(x.data, axis=d, keepdims=keepdim)
+    return record(R["Sum"], np.asarray(out), (x,), shape=x.shape, dim=d, keepdim=keepdim)
+
+
+def mean(x, dim=None, keepdim=False):
+    d = _dims(dim, x.ndim)
+    count = x.data.size if d is None else int(np.prod([x.shape[i] for i in d]))
+    return sum(x, dim, keepdim) * (1.0 / count)
+
+
+def var(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
+    d = _dims(dim, x.ndim)
+    count = x.data.size if d is None else int(np.prod([x.shape[i] for i in d]))
+    ddof = correction if correction is not None else (1 if unbiased else 0)
+    centered = x - mean(x, d, keepdim=True)
+    return sum(centered * centered, d, keepdim) * (1.0 / (count - ddof))
+
+
+def std(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
+    return sqrt(var(x, dim, keepdim, unbiased=unbiased, correction=correction))
+
+
+def _extreme(x, dim, keepdim, reduce, arg):
+    if dim is None:
+        return record(R["Amax"], np.asarray(reduce(x.data)), (x,), dim=None, keepdim=False)
+    d = dim % x.ndim if x.ndim else 0
+    indices = arg(x.data, axis=d, keepdims=True)
+    values = np.take_along_axis(x.data, indices, axis=d)
+    if not keepdim:
+        values, indices = values.squeeze(d), indices.squeeze(d)
+    out = record(R["Max"], values, (x,), shape=x.shape, dim=d, keepdim=keepdim, indices=indices)
+    return values_indices(out, Tensor._make(indices))
+
+
+def max(x, dim=None, keepdim=False):  # noqa: A001 - torch.max
+    return _extreme(x, dim, keepdim, np.max, np.argmax)
+
+
+def min(x, dim=None, keepdim=False):  # noqa: A001 - torch.min
+    return _extreme(x, dim, keepdim, np.min, np.argmin)
+
+
+def amax(x, dim=None, keepdim=False):
+    d = _dims(dim, x.ndim)
+    return record(R["Amax"], np.amax(x.data, axis=d, keepdims=keepdim), (x,), dim=d,
+                  keepdim=keepdim)
+
+
+def argmax(x, dim=None, keepdim=False):
+    return Tensor._make(np.asarray(np.argmax(x.data, axis=dim, keepdims=keepdim)))
+
+
+def argmin(x, dim=None, keepdim=False):
+    return Tensor._make(np.asarray(np.argmin(x.data, axis=dim, keepdims=keepdim)))
+
+
+def softmax(x, dim):
+    shifted = x.data - x.data.max(axis=dim, keepdims=True)
+    e = np.exp(shifted)
+    return record(R["Softmax"], e / e.sum(axis=dim, keepdims=True), (x,), dim=dim)
+
+
+def log_softmax(x, dim):
+    shifted = x.data - x.data.max(axis=dim, keepdims=True)
+    out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
+    return record(R["LogSoftmax"], out, (x,), dim=dim)
+
+
+# -- shape ----------------------------------------------------------------------------------
+def reshape(x, *shape):
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    return record(R["View"], x.data.reshape(shape), (x,), shape=x.shape)
+
+
+view = reshape
+
+
+def permute(x, *dims):
+    dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+    dims = tuple(d % x.ndim for d in dims)
+    return record(R["Permute"], x.data.transpose(dims), (x,), axes=dims)
+
+
+def transpose(x, dim0, dim1):
+    dims = list(range(x.ndim))
+    dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
+    return permute(x, dims)
+
+
+def t(x):
+    if x.ndim > 2:
+        raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
+    return transpose(x, 0, 1) if x.ndim == 2 else x
+
+
+def squeeze(x, dim=None):
+    if dim is None:
+        return reshape(x, tuple(n for n in x.shape if n != 1))
+    d = dim % x.ndim if x.ndim else 0
+    return reshape(x, x.shape[:d] + x.shape[d + 1:]) if x.ndim and x.shape[d] == 1 else x
+
+
+def unsqueeze(x, dim):
+    d = dim % (x.ndim + 1)
+    return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
+
+
+def flatten(x, start_dim=0, end_dim=-1):
+    if x.ndim == 0:
+        return reshape(x, (1,))
+    s, e = start_dim % x.ndim, end_dim % x.ndim
+    return reshape(x, x.shape[:s] + (-1,) + x.shape[e + 1:])
+
+
+def expand(x, *sizes):
+    sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
+    lead = len(sizes) - x.ndim
+    shape = tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes))
+    return record(R["Expand"], np.broadcast_to(x.data, shape), (x,))
+
+
+def getitem(x, key):
+    key = _index_key(key)
+    items = key if isinstance(key, tuple) else (key,)
+    advanced = any(isinstance(k, (np.ndarray, list)) for k in items)
+    return record(R["Index"], x.data[key], (x,), shape=x.shape, key=key, advanced=advanced)
+
+
+def _index_key(key):
+    if isinstance(key, tuple):
+        return tuple(_index_key(k) for k in key)
+    if isinstance(key, Tensor):
+        return key.data
+    if isinstance(key, list):
+        return np.asarray(key)
+    return key
+
+
+def cat(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
+    d = dim % tensors[0].ndim
+    bounds = np.cumsum([0] + [t.shape[d] for t in tensors]).tolist()
+    out = np.concatenate([t.data for t in tensors], axis=d)
+    return record(R["Cat"], out, tuple(tensors), dim=d, bounds=bounds)
+
+
+def stack(tensors, dim=0):
+    tensors = list(tensors)
+    if not tensors:
+        raise RuntimeError("stack expects a non-empty TensorList")
+    return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+# -- convolution, pooling, normalisation --------------------------------------------------
+def conv2d(x, weight, bias=None, stride=1, padding=0):
+    out, cols = kernels.conv2d(x.data, weight.data, stride, padding)
+    y = record(R["Conv2d"], np.ascontiguousarray(out), (x, weight), cols=cols, stride=stride,
+               padding=padding, x_shape=x.shape)
+    return y if bias is None else y + reshape(bias, (1, -1, 1, 1))
+
+
+def max_pool2d(x, kernel_size, stride=None):
+    stride = kernel_size if stride is None else stride
+    out, arg = kernels.max_pool2d(x.data, kernel_size, stride)
+    return record(R["MaxPool2d"], out, (x,), arg=arg, kernel_size=kernel_size, stride=stride,
+                  x_shape=x.shape)
+
+
+def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    if isinstance(normalized_shape, int):
+        normalized_shape = (normalized_shape,)
+    dims = tuple(range(x.ndim - len(normalized_shape), x.ndim))
+    centered = x - mean(x, dims, keepdim=True)
+    variance = mean(centered * centered, dims, keepdim=True)  # biased, as PyTorch
+    y = centered / sqrt(variance + eps)
+    if weight is not None:
+        y = y * weight
+    return y + bias if bias is not None else y
+
+
+# -- comparisons (no gradient) --------------------------------------------------------------
+def _compare(fn):
+    return lambda a, b: Tensor._make(np.asarray(fn(_data(a), _data(b))))
+
+
+eq, ne = _compare(np.equal), _compare(np.not_equal)
+lt, le, gt, ge = _compare(np.less), _compare(np.less_equal), _compare(np.greater), _compare(
+    np.greater_equal)
+
+
+def _cast(dtype):
+    return lambda x: x if x.dtype == dtype else record(
+        R["View"], x.data.astype(dtype), (x,), shape=x.shape)
+
+
+def to(x, dtype):
+    """Cast to dtype; the gradient flows back cast to the input's dtype by the engine."""
+    return _cast(np.dtype(dtype))(x)
+
+
+def clone(x):
+    return record(R["View"], x.data.copy(), (x,), shape=x.shape)
+
+
+# Methods: the same functions, bound as PyTorch names them.
+_METHODS = {
+    "__add__": add, "__radd__": lambda a, b: add(b, a), "__sub__": sub,
+    "__rsub__": lambda a, b: sub(b, a), "__mul__": mul, "__rmul__": lambda a, b: mul(b, a),
+    "__truediv__": div, "__rtruediv__": lambda a, b: div(b, a), "__neg__": neg,
+    "__pow__": pow, "__rpow__": lambda a, b: pow(b, a), "__matmul__": matmul,
+    "__rmatmul__": lambda a, b: matmul(b, a), "__getitem__": getitem,
+    "__eq__": eq, "__ne__": ne, "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
+    "add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "pow": pow, "matmul": matmul,
+    "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "tanh": tanh, "sigmoid": sigmoid,
+    "relu": relu, "clamp": clamp, "sum": sum, "mean": mean, "var": var, "std": std,
+    "max": max, "min": min, "amax": amax, "argmax": argmax, "argmin": argmin,
+    "softmax": softmax, "log_softmax": log_softmax, "reshape": reshape, "view": view,
+    "permute": permute, "transpose": transpose, "t": t, "squeeze": squeeze,
+    "unsqueeze": unsqueeze, "flatten": flatten, "expand": expand, "clone": clone, "to": to,
+    "maximum": maximum, "minimum": minimum,
+    "float": _cast(np.dtype(np.float32)), "double": _cast(np.dtype(np.float64)),
+}
+for _name, _fn in _METHODS.items():
+    setattr(Tensor, _name, _fn)
+Tensor.T = property(lambda x: permute(x, tuple(reversed(range(x.ndim)))))
+Tensor.mT = property(lambda x: transpose(x, -2, -1))
+Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, as in PyTorch

@@ -1,0 +1,166 @@
+"""The gradient rules: one row per differentiable primitive, in the style of HIPS autograd.
+
+A row is Rule(name, vjps, uses): one vector-Jacobian product per input (None where no
+gradient flows), and which saved values the vjps read ("x" the inputs, "o" the output).
+A vjp that reads saved values is called vjp(g, out, *inputs, **params); one that reads
+none is called vjp(g, **params). Broadcasting is undone by the engine (engine.sum_to),
+never here. Every other op in disttrain is written from these.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import numpy as np
+
+from . import kernels
+
+
+class Rule(NamedTuple):
+    name: str
+    vjps: tuple
+    uses_inputs: bool
+    uses_out: bool
+
+    @property
+    def saves(self) -> bool:
+        return self.uses_inputs or self.uses_out
+
+
+class PerInput:
+    """vjps for an op with any number of inputs (cat): vjps[i] is fn bound to i."""
+
+    def __init__(self, fn: Callable):
+        self.fn = fn
+
+    def __getitem__(self, i: int) -> Callable:
+        return lambda g, **params: self.fn(i, g, **params)
+
+
+def _pow_base(g, out, a, b):
+    # d(a**b)/da = b * a**(b-1); PyTorch defines it as 0 where b == 0.
+    return np.where(b == 0, 0.0, g * b * a ** (b - 1)) if np.ndim(b) else (
+        g * 0.0 if b == 0 else g * b * a ** (b - 1)
+    )
+
+
+def _pow_exponent(g, out, a, b):
+    # d(a**b)/db = a**b * log(a); PyTorch masks it to 0 where a == 0 and b >= 0.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((a == 0) & (b >= 0), 0.0, g * out * np.log(a))
+
+
+def _half_on_ties(g, a, b, pick):
+    # maximum/minimum: the winner takes the gradient; a tie splits it, as in PyTorch.
+    return np.where(a == b, g / 2, np.where(pick, g, 0.0))
+
+
+def _gelu_vjp(g, out, x, approximate):
+    if approximate == "tanh":
+        k = math.sqrt(2 / math.pi)
+        inner = k * (x + 0.044715 * x**3)
+        t = np.tanh(inner)
+        return g * (0.5 * (1 + t) + 0.5 * x * (1 - t * t) * k * (1 + 3 * 0.044715 * x * x))
+    cdf = 0.5 * (1 + kernels.erf(x / math.sqrt(2)))
+    pdf = np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+    return g * (cdf + x * pdf)
+
+
+def _unreduce(g, shape, dim, keepdim):
+    """Spread a reduction's gradient back over the reduced dims."""
+    if dim is not None and not keepdim:
+        g = np.expand_dims(g, dim)
+    return np.broadcast_to(g, shape)
+
+
+def _amax_vjp(g, out, x, dim, keepdim):
+    # Full max/min reduction: PyTorch shares the gradient evenly among tied maxima.
+    expanded = out if (dim is None or keepdim) else np.expand_dims(out, dim)
+    mask = x == expanded
+    count = mask.sum(axis=dim, keepdims=True)
+    return mask * (_unreduce(g, x.shape, dim, keepdim) / count)
+
+
+def _pick_vjp(g, shape, dim, keepdim, indices):
+    # max(dim)/min(dim): the gradient goes to the returned index only.
+    grad = np.zeros(shape, dtype=g.dtype)
+    if not keepdim:
+        g, indices = np.expand_dims(g, dim), np.expand_dims(indices, dim)
+    np.put_along_axis(grad, indices, g, axis=dim)
+    return grad
+
+
+def _index_vjp(g, shape, key, advanced):
+    grad = np.zeros(shape, dtype=g.dtype)
+    if advanced:
+        np.add.at(grad, key, g)  # repeated indices add up, never overwrite
+    else:
+        grad[key] = g
+    return grad
+
+
+def _matmul_vjp(g, a, b, first: bool):
+    # Promote 1-D operands as matmul does, then undo the promotion on the way out.
+    A = a[None, :] if a.ndim == 1 else a
+    B = b[:, None] if b.ndim == 1 else b
+    if a.ndim == 1:
+        g = np.expand_dims(g, -2)
+    if b.ndim == 1:
+        g = np.expand_dims(g, -1)
+    if first:
+        grad = g @ np.swapaxes(B, -1, -2)
+        return grad[..., 0, :] if a.ndim == 1 else grad
+    grad = np.swapaxes(A, -1, -2) @ g
+    return grad[..., 0] if b.ndim == 1 else grad
+
+
+def _cat_vjp(i, g, dim, bounds):
+    return g[(slice(None),) * (dim % g.ndim) + (slice(bounds[i], bounds[i + 1]),)]
+
+
+def rule(name: str, *vjps, uses: str = "") -> Rule:
+    return Rule(name, vjps, "x" in uses, "o" in uses)
+
+
+RULES = {r.name: r for r in (
+    rule("Add", lambda g: g, lambda g: g),
+    rule("Sub", lambda g: g, lambda g: -g),
+    rule("Neg", lambda g: -g),
+    rule("Mul", lambda g, o, a, b: g * b, lambda g, o, a, b: g * a, uses="x"),
+    rule("Div", lambda g, o, a, b: g / b, lambda g, o, a, b: -g * a / (b * b), uses="x"),
+    rule("Pow", _pow_base, _pow_exponent, uses="xo"),
+    rule("Exp", lambda g, o, x: g * o, uses="o"),
+    rule("Log", lambda g, o, x: g / x, uses="x"),
+    rule("Sqrt", lambda g, o, x: g / (2 * o), uses="o"),
+    rule("Abs", lambda g, o, x: g * np.sign(x), uses="x"),
+    rule("Tanh", lambda g, o, x: g * (1 - o * o), uses="o"),
+    rule("Sigmoid", lambda g, o, x: g * o * (1 - o), uses="o"),
+    rule("Relu", lambda g, o, x: g * (o > 0), uses="o"),
+    rule("Gelu", lambda g, o, x, approximate: _gelu_vjp(g, o, x, approximate), uses="x"),
+    rule("Clamp", lambda g, o, x, lo, hi: g * kernels.inside(x, lo, hi), uses="x"),
+    rule("Where", None, lambda g, o, c, a, b: np.where(c, g, 0),
+         lambda g, o, c, a, b: np.where(c, 0, g), uses="x"),
+    rule("Maximum", lambda g, o, a, b: _half_on_ties(g, a, b, a > b),
+         lambda g, o, a, b: _half_on_ties(g, a, b, b > a), uses="x"),
+    rule("Minimum", lambda g, o, a, b: _half_on_ties(g, a, b, a < b),
+         lambda g, o, a, b: _half_on_ties(g, a, b, b < a), uses="x"),
+    rule("MatMul", lambda g, o, a, b: _matmul_vjp(g, a, b, True),
+         lambda g, o, a, b: _matmul_vjp(g, a, b, False), uses="x"),
+    rule("Sum", lambda g, shape, dim, keepdim: _unreduce(g, shape, dim, keepdim)),
+    rule("Amax", lambda g, o, x, dim, keepdim: _amax_vjp(g, o, x, dim, keepdim), uses="xo"),
+    rule("Max", _pick_vjp),
+    rule("Softmax", lambda g, o, x, dim: o * (g - (g * o).sum(dim, keepdims=True)), uses="o"),
+    rule("LogSoftmax", lambda g, o, x, dim: g - np.exp(o) * g.sum(dim, keepdims=True),
+         uses="o"),
+    rule("View", lambda g, shape: g.reshape(shape)),
+    rule("Permute", lambda g, axes: g.transpose(np.argsort(axes))),
+    rule("Expand", lambda g: g),
+    rule("Index", _index_vjp),
+    Rule("Cat", PerInput(_cat_vjp), False, False),
+    rule("Conv2d", lambda g, o, x, w, **p: kernels.conv2d_grad_input(g, w, **p),
+         lambda g, o, x, w, **p: kernels.conv2d_grad_weight(g, **p).reshape(w.shape),
+         uses="x"),
+    rule("MaxPool2d", kernels.max_pool2d_grad),
+)}

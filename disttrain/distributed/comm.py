@@ -1,0 +1,78 @@
+"""The Communicator protocol every backend implements, and the one-process communicator.
+
+A backend (coordinator actor, TCP ring, MPI) lives in workers/; disttrain only knows
+this protocol, so the library never imports Ray or mpi4py.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+DEFAULT_TIMEOUT_S = 300.0
+
+
+class CollectiveError(RuntimeError):
+    """A collective could not complete: a peer died, timed out, or is out of step."""
+
+
+class CollectiveTimeout(CollectiveError, TimeoutError):
+    """A collective waited longer than its timeout."""
+
+
+@runtime_checkable
+class Communicator(Protocol):
+    """What DistributedDataParallel and the train loop need from a backend.
+
+    Every call is collective: all ranks make the same calls in the same order. `step`
+    is the training step the caller is in; it travels with every collective so a rank
+    out of step fails with both step numbers instead of hanging.
+    """
+
+    rank: int
+    world_size: int
+    timeout_s: float
+    step: int
+
+    def allreduce_(self, buf: np.ndarray) -> np.ndarray:
+        """Sum `buf` over all ranks, in place; every rank gets the same result."""
+
+    def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
+        """Overwrite `buf` on every rank with root's `buf`, in place."""
+
+    def allgather(self, obj: Any) -> list:
+        """Every rank's `obj` (plain data: numbers, strings, lists, dicts), in rank order."""
+
+    def barrier(self) -> None:
+        """Return once every rank has entered the barrier."""
+
+    def close(self) -> None:
+        """Release sockets and threads; safe to call twice."""
+
+
+class LocalCommunicator:
+    """The communicator of a one-process job: every collective is the identity."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self.rank = 0
+        self.world_size = 1
+        self.timeout_s = timeout_s
+        self.step = 0
+
+    def allreduce_(self, buf: np.ndarray) -> np.ndarray:
+        return buf
+
+    def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
+        if root != 0:
+            raise ValueError(f"broadcast_ root={root} is not a rank of a world of size 1")
+        return buf
+
+    def allgather(self, obj: Any) -> list:
+        return [obj]
+
+    def barrier(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
