@@ -111,14 +111,14 @@ def record(rule, out_data: np.ndarray, inputs: tuple, **params):
     out = Tensor._make(out_data)
     if is_grad_enabled():
         for t in inputs:
-            if t.__class__ is Tensor and t._requires_grad:
+            if isinstance(t, Tensor) and t._requires_grad:
                 break
         else:
             return out
         out._requires_grad = True
         saved = None
         if rule.saves:
-            saved = tuple(t.data if t.__class__ is Tensor else t for t in inputs)
+            saved = tuple(t.data if isinstance(t, Tensor) else t for t in inputs)
         out_version = (0, out._version) if rule.uses_out else None
         out.grad_fn = Node(rule, inputs, saved, out_data if rule.saves else None, params,
                            out_version)
@@ -216,7 +216,7 @@ def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool) -> N
         node.check_versions()
     args = node.saved
     for i, t in enumerate(node.inputs):
-        if t.__class__ is not Tensor or not t._requires_grad:
+        if not isinstance(t, Tensor) or not t._requires_grad:
             continue
         vjp = rule.vjps[i]
         if vjp is None:

@@ -22,7 +22,7 @@ values_indices = namedtuple("values_indices", ["values", "indices"])
 
 def _data(x):
     """The array behind x; numpy scalars become Python scalars so float32 stays float32."""
-    if x.__class__ is Tensor:
+    if isinstance(x, Tensor):
         return x.data
     if isinstance(x, np.generic):
         return x.item()

@@ -21,6 +21,18 @@ class CollectiveTimeout(CollectiveError, TimeoutError):
     """A collective waited longer than its timeout."""
 
 
+class CollectiveAborted(CollectiveError):
+    """The job was aborted (a rank died, or the supervisor gave up); the message says why."""
+
+
+class StepMismatch(CollectiveError):
+    """Ranks entered the same collective at different training steps."""
+
+
+class PeerLost(CollectiveError):
+    """A peer's process died or its connection closed in the middle of a collective."""
+
+
 @runtime_checkable
 class Communicator(Protocol):
     """What DistributedDataParallel and the train loop need from a backend.
