@@ -1,0 +1,79 @@
+"""Gradient buckets: each parameter's .grad is a view into one flat buffer per bucket.
+
+Because the views are what backward writes into, a full bucket is all-reduced as it
+is, with no gather copy, as PyTorch's DDP does with gradient_as_bucket_view=True.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# PyTorch's reducer makes the first bucket small so communication can start early.
+FIRST_BUCKET_BYTES = 1024 * 1024
+
+
+@dataclass
+class Bucket:
+    """A run of parameters of one dtype whose gradients share one flat buffer.
+
+    The buffer holds the gradients, then one "used" flag per parameter: 1.0 where this
+    rank's backward produced a gradient. After the all-reduce the flags count the ranks
+    that did, so a parameter no rank touched keeps grad None, as without DDP.
+    """
+
+    index: int
+    params: list
+    names: list
+    buffer: np.ndarray
+    views: list
+    flags: np.ndarray
+    ready: set = field(default_factory=set)
+
+    @property
+    def numel(self) -> int:
+        return self.buffer.size - len(self.params)
+
+    def reset(self) -> None:
+        self.ready.clear()
+        self.flags.fill(0)
+
+
+def assign_buckets(named_params: list, bucket_cap_mb: float) -> list:
+    """Group (name, param) pairs into buckets, in reverse registration order.
+
+    Backward reaches the last layers first, so reverse order fills buckets roughly in
+    the order gradients arrive (PyTorch's heuristic). Each bucket holds one dtype.
+    """
+    cap = int(bucket_cap_mb * 1024 * 1024)
+    groups, current, size, dtype = [], [], 0, None
+    for name, p in reversed(named_params):
+        limit = FIRST_BUCKET_BYTES if not groups else cap
+        nbytes = p.data.nbytes
+        if current and (p.data.dtype != dtype or size + nbytes > limit):
+            groups.append(current)
+            current, size = [], 0
+        current.append((name, p))
+        size += nbytes
+        dtype = p.data.dtype
+    if current:
+        groups.append(current)
+    return [_make_bucket(i, group) for i, group in enumerate(groups)]
+
+
+def _make_bucket(index: int, group: list) -> Bucket:
+    dtype = group[0][1].data.dtype
+    total = sum(p.data.size for _, p in group)
+    buffer = np.zeros(total + len(group), dtype=dtype)
+    views, offset = [], 0
+    for _, p in group:
+        view = buffer[offset:offset + p.data.size].reshape(p.data.shape)
+        if p._grad is not None:  # keep a gradient the user accumulated before wrapping
+            np.copyto(view, p._grad.data)
+            p._grad = type(p._grad)._make(view)
+        p._grad_storage = view
+        views.append(view)
+        offset += p.data.size
+    return Bucket(index, [p for _, p in group], [n for n, _ in group], buffer, views,
+                  buffer[total:])

@@ -1,0 +1,195 @@
+"""DistributedDataParallel: the same model on every rank, gradients averaged during backward.
+
+As PyTorch's DDP: rank 0's parameters and buffers are broadcast at start; every rank's
+parameter names and shapes are compared first, so a mismatch is an error naming the
+parameter, not a hang; each bucket's all-reduce starts in a background thread as soon
+as backward has filled it, overlapping the rest of backward; buckets are reduced in
+index order on every rank; no_sync() skips the all-reduce for gradient accumulation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+
+import numpy as np
+
+from ..autograd import engine
+from ..autograd.tensor import Tensor
+from .buckets import assign_buckets
+from .comm import CollectiveError, CollectiveTimeout, Communicator
+
+
+class DistributedDataParallel:
+    """Wrap a module so every backward() leaves the world-averaged gradient in .grad."""
+
+    def __init__(self, module, comm: Communicator, bucket_cap_mb: float = 25.0,
+                 broadcast_buffers: bool = True):
+        self.module = module
+        self.comm = comm
+        self.require_backward_grad_sync = True
+        self.comm_seconds = 0.0  # time inside collectives, overlapped with backward or not
+        self.wait_seconds = 0.0  # time backward's end waited for them: the exposed cost
+        named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+        _check_same_model(comm, named)
+        _broadcast_state(comm, module, broadcast_buffers)
+        self.buckets = assign_buckets(named, bucket_cap_mb)
+        self._bucket_of = {}
+        for bucket in self.buckets:
+            for slot, p in enumerate(bucket.params):
+                self._bucket_of[id(p)] = (bucket, slot)
+                p.register_post_accumulate_grad_hook(self._on_grad_ready)
+        self._next_to_launch = 0
+        self._in_backward = False
+        self._jobs: queue.Queue = queue.Queue()
+        self._done: queue.Queue = queue.Queue()
+        self._worker = threading.Thread(target=self._reduce_loop, name="ddp-allreduce",
+                                        daemon=True)
+        self._worker.start()
+
+    # -- the module interface ----------------------------------------------------------
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    def forward(self, *args, **kwargs):
+        return self.module(*args, **kwargs)
+
+    def __getattr__(self, name):
+        # Everything else (parameters, state_dict, train, eval...) is the module's.
+        return getattr(self.__dict__["module"], name)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        """Backward passes inside accumulate local gradients without communicating."""
+        previous = self.require_backward_grad_sync
+        self.require_backward_grad_sync = False
+        try:
+            yield
+        finally:
+            self.require_backward_grad_sync = previous
+
+    # -- during backward ---------------------------------------------------------------
+    def _on_grad_ready(self, param: Tensor) -> None:
+        if not self.require_backward_grad_sync:
+            return
+        if not self._in_backward:
+            self._in_backward = True
+            for bucket in self.buckets:
+                bucket.reset()
+            engine.queue_callback(self._finish_backward)
+        bucket, slot = self._bucket_of[id(param)]
+        if slot in bucket.ready:
+            raise RuntimeError(
+                f"parameter {bucket.names[slot]!r} received a gradient twice in one backward: "
+                "DistributedDataParallel cannot reduce a parameter used more than once per "
+                "forward; run the shared part once or use no_sync()"
+            )
+        bucket.ready.add(slot)
+        bucket.flags[slot] = 1.0
+        self._launch_ready_buckets()
+
+    def _launch_ready_buckets(self) -> None:
+        # Buckets go out in index order on every rank, so ring and MPI collectives match up.
+        while self._next_to_launch < len(self.buckets):
+            bucket = self.buckets[self._next_to_launch]
+            if len(bucket.ready) < len(bucket.params):
+                return
+            self._jobs.put(bucket)
+            self._next_to_launch += 1
+
+    def _finish_backward(self) -> None:
+        """Queued by the first gradient of a backward; runs when that backward ends."""
+        try:
+            for bucket in self.buckets[self._next_to_launch:]:
+                for slot, p in enumerate(bucket.params):
+                    if slot not in bucket.ready:  # no gradient here: contribute zeros
+                        bucket.views[slot].fill(0)
+                        bucket.ready.add(slot)
+            self._launch_ready_buckets()
+            start = time.perf_counter()
+            for _ in range(len(self.buckets)):
+                error = self._wait_for_bucket()
+                if error is not None:
+                    raise error
+            self.wait_seconds += time.perf_counter() - start
+        finally:
+            self._next_to_launch = 0
+            self._in_backward = False
+        self._install_averaged_grads()
+
+    def _wait_for_bucket(self):
+        # The communicator times out on its own; this bound only guards against a bug there.
+        try:
+            return self._done.get(timeout=2 * self.comm.timeout_s + 30)
+        except queue.Empty:
+            return CollectiveTimeout(
+                f"gradient all-reduce did not finish within {2 * self.comm.timeout_s + 30:.0f} s "
+                f"at step {self.comm.step}"
+            )
+
+    def _install_averaged_grads(self) -> None:
+        for bucket in self.buckets:
+            for slot, p in enumerate(bucket.params):
+                if bucket.flags[slot] == 0:
+                    p._grad = None  # no rank produced one: leave it as backward would
+                elif p._grad is None or p._grad.data is not bucket.views[slot]:
+                    p._grad = Tensor._make(bucket.views[slot])
+
+    def _reduce_loop(self) -> None:
+        while True:
+            bucket = self._jobs.get()
+            if bucket is None:
+                return
+            start = time.perf_counter()
+            try:
+                self.comm.allreduce_(bucket.buffer)
+                bucket.buffer[: bucket.numel] /= self.comm.world_size
+                self._done.put(None)
+            except Exception as error:  # handed to the training thread, which raises it
+                self._done.put(error)
+            finally:
+                self.comm_seconds += time.perf_counter() - start
+
+    def close(self) -> None:
+        """Stop the background all-reduce thread."""
+        self._jobs.put(None)
+
+
+def _check_same_model(comm: Communicator, named: list) -> None:
+    """Every rank must hold the same parameter names, shapes and dtypes, or none trains."""
+    mine = [[name, list(p.shape), str(p.dtype)] for name, p in named]
+    everyone = comm.allgather(mine)
+    reference = everyone[0]
+    for rank, theirs in enumerate(everyone[1:], start=1):
+        if theirs == reference:
+            continue
+        for a, b in zip(reference, theirs):
+            if a != b:
+                raise CollectiveError(
+                    f"rank {rank}'s model differs from rank 0's at parameter {b[0]!r}: "
+                    f"shape {tuple(b[1])} {b[2]} on rank {rank}, parameter {a[0]!r} shape "
+                    f"{tuple(a[1])} {a[2]} on rank 0; every worker must build the same model"
+                )
+        raise CollectiveError(
+            f"rank {rank} has {len(theirs)} parameters but rank 0 has {len(reference)}; "
+            "every worker must build the same model"
+        )
+
+
+def _broadcast_state(comm: Communicator, module, broadcast_buffers: bool) -> None:
+    """Overwrite every rank's parameters (and buffers) with rank 0's, in place."""
+    tensors = [p for _, p in module.named_parameters()]
+    if broadcast_buffers and hasattr(module, "named_buffers"):
+        tensors += [b for _, b in module.named_buffers()]
+    by_dtype: dict = {}
+    for t in tensors:
+        by_dtype.setdefault(t.data.dtype, []).append(t)
+    for dtype, group in by_dtype.items():
+        flat = np.concatenate([t.data.reshape(-1) for t in group]).astype(dtype, copy=False)
+        comm.broadcast_(flat, 0)
+        offset = 0
+        for t in group:
+            t.data[...] = flat[offset:offset + t.data.size].reshape(t.data.shape)
+            offset += t.data.size

@@ -1,0 +1,202 @@
+"""The per-step loop, the same for every backend.
+
+    global zero_grad -> forward on the local shard -> loss.backward() (DDP all-reduces
+    bucket by bucket as backward fills them) -> optimizer.step()
+
+The Trainer knows nothing of Ray or MPI: it is handed a Communicator. Step numbers
+travel with every collective (comm.step), so a rank out of step fails loudly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import nn
+from ..autograd import manual_seed, no_grad
+from ..autograd.tensor import Tensor
+from ..data import distributed_loader
+from ..distributed import DistributedDataParallel
+from ..optim import state_dict_from_arrays, state_dict_to_arrays
+from . import checkpoint as ckpt
+from .builders import build_datasets, build_model, build_optimizer, build_scheduler, dtype_of
+from .spec import JobSpec
+
+
+@dataclass
+class StepTimes:
+    """Seconds per phase, summed since the last log line."""
+
+    compute: float = 0.0
+    comm: float = 0.0
+    steps: int = 0
+    trace: list = field(default_factory=list)  # Chrome-trace events for timeline.json
+
+
+class Trainer:
+    """One replica: model, shard of the data, optimizer and DDP over a communicator."""
+
+    def __init__(self, spec: JobSpec, comm, *, run_dir=None, on_log=None, trace_steps=50):
+        self.spec, self.comm, self.run_dir = spec, comm, run_dir
+        self.rank, self.world_size = comm.rank, comm.world_size
+        self.on_log = on_log or (lambda record: None)
+        self.trace_steps = trace_steps
+        self.train_set, self.val_set = build_datasets(spec)
+        x, y = self.train_set.arrays[0], self.train_set.arrays[1]
+        self.n_classes = int(max(y.max(), self.val_set.arrays[1].max())) + 1
+        manual_seed(spec.job.seed)  # same initial weights on every rank (DDP broadcasts too)
+        self.model = build_model(spec, x.shape[1], self.n_classes)
+        self.ddp = DistributedDataParallel(self.model, comm, spec.distributed.bucket_cap_mb)
+        self.optimizer = build_optimizer(spec, self.model.parameters())
+        self.scheduler = build_scheduler(spec, self.optimizer)
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.loader = distributed_loader(self.train_set, spec.job.batch_size, rank=self.rank,
+                                         world_size=self.world_size, seed=spec.job.seed,
+                                         shuffle=spec.data.shuffle)
+        self.steps_per_epoch = len(self.loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"[job] batch_size {spec.job.batch_size} is larger than the "
+                             f"{len(self.train_set)} training samples: choose a smaller one")
+        total = spec.job.epochs * self.steps_per_epoch
+        self.total_steps = min(total, spec.job.max_steps) if spec.job.max_steps else total
+        self.step = 0
+        self.times = StepTimes()
+        self.history: list = []
+
+    # -- one step ------------------------------------------------------------------------
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
+        """zero_grad, forward, backward (with the all-reduce), optimizer step; the local loss."""
+        self.comm.step = self.step
+        # Dropout masks depend on (seed, step, rank) alone, so a resumed run draws the same.
+        manual_seed(int(np.random.SeedSequence([self.spec.job.seed, self.step, self.rank])
+                        .generate_state(1)[0]))
+        start, waited = time.perf_counter(), self.ddp.wait_seconds
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.ddp(Tensor._make(x)), Tensor._make(y))
+        loss.backward()
+        self.optimizer.step()
+        end = time.perf_counter()
+        comm = self.ddp.wait_seconds - waited
+        self.times.compute += end - start - comm
+        self.times.comm += comm
+        self.times.steps += 1
+        if self.step < self.trace_steps:
+            self._trace(start, end, comm)
+        self.step += 1
+        return loss.item()
+
+    def _trace(self, start: float, end: float, comm: float) -> None:
+        us = 1e6
+        common = {"ph": "X", "pid": f"rank {self.rank}", "args": {"step": self.step}}
+        self.times.trace.append(dict(common, name="forward+backward+step", tid="compute",
+                                     ts=start * us, dur=(end - start - comm) * us))
+        if comm:
+            self.times.trace.append(dict(common, name="all-reduce wait", tid="communication",
+                                         ts=(end - comm) * us, dur=comm * us))
+
+    # -- the run -------------------------------------------------------------------------
+    def run(self, should_stop=lambda: False) -> dict:
+        """Train until the last step, or until every rank has agreed to stop; a summary."""
+        started, stopped = time.perf_counter(), False
+        loss_sum, loss_count = 0.0, 0
+        while self.step < self.total_steps and not stopped:
+            epoch, first = divmod(self.step, self.steps_per_epoch)
+            self.loader.set_epoch(epoch)
+            for x, y in self.loader.iter_from(first):
+                loss_sum += self.train_step(x, y)
+                loss_count += 1
+                at_end = self.step >= self.total_steps
+                if self.step % self.spec.job.log_every == 0 or at_end:
+                    stopped = self._log(epoch, loss_sum / loss_count, should_stop())
+                    loss_sum, loss_count = 0.0, 0
+                every = self.spec.job.checkpoint_every
+                if every and self.step % every == 0 and not at_end:
+                    self.save_checkpoint()
+                if stopped or at_end:
+                    break
+            else:
+                self._end_epoch(epoch)
+        self.save_checkpoint()
+        summary = {"step": self.step, "stopped": stopped and self.step < self.total_steps,
+                   "seconds": time.perf_counter() - started, **self.evaluate()}
+        return summary
+
+    def _end_epoch(self, epoch: int) -> None:
+        if self.scheduler is not None:
+            self.scheduler.step()
+        if self.spec.job.eval_every_epoch:
+            self.on_log({"step": self.step, "epoch": epoch, **self.evaluate()})
+
+    def _log(self, epoch: int, local_loss: float, stop_requested: bool) -> bool:
+        """Average the loss over ranks, emit one metrics record; True if any rank must stop."""
+        totals = np.array([local_loss, 1.0 if stop_requested else 0.0], dtype=np.float64)
+        self.comm.allreduce_(totals)
+        t = self.times
+        step_s = (t.compute + t.comm) / max(t.steps, 1)
+        self.on_log({
+            "step": self.step, "epoch": epoch, "loss": totals[0] / self.world_size,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
+            "compute_s": t.compute, "comm_s": t.comm,
+        })
+        self.history.append((self.step, totals[0] / self.world_size))
+        self.times = StepTimes(trace=t.trace)
+        return bool(totals[1] > 0)
+
+    @no_grad()
+    def evaluate(self) -> dict:
+        """Validation loss and accuracy over the whole validation set, shared by the ranks."""
+        x, y = self.val_set.arrays[0], self.val_set.arrays[1]
+        mine = np.arange(self.rank, len(y), self.world_size)
+        was_training = self.model.training
+        self.model.eval()
+        logits = self.model(Tensor._make(x[mine])).data
+        self.model.train(was_training)
+        shifted = logits - logits.max(axis=1, keepdims=True)
+        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+        totals = np.array([-log_probs[np.arange(len(mine)), y[mine]].sum(),
+                           (logits.argmax(axis=1) == y[mine]).sum(), len(mine)],
+                          dtype=np.float64)
+        self.comm.allreduce_(totals)
+        return {"val_loss": totals[0] / totals[2], "val_accuracy": totals[1] / totals[2]}
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def state_arrays(self) -> tuple[dict, dict, dict]:
+        """(model arrays, optimizer arrays, meta) of this replica now."""
+        model = {k: np.array(v.data) for k, v in self.model.state_dict().items()}
+        optim_arrays, optim_meta = state_dict_to_arrays(self.optimizer.state_dict())
+        meta = {"epoch": self.step // self.steps_per_epoch, "world_size": self.world_size,
+                "sampler": {"seed": self.spec.job.seed, "shuffle": self.spec.data.shuffle,
+                            "epoch": self.step // self.steps_per_epoch,
+                            "batch": self.step % self.steps_per_epoch},
+                "rng": {"kind": "derived", "from": ["seed", "step", "rank"]},
+                "optimizer": optim_meta,
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None}
+        return model, optim_arrays, meta
+
+    def save_checkpoint(self):
+        """Rank 0 writes RUN/checkpoints/step-N (and RUN/final/model.npz at the end)."""
+        if self.rank != 0 or self.run_dir is None:
+            return None
+        model, optim_arrays, meta = self.state_arrays()
+        path = ckpt.save_checkpoint(self.run_dir, self.step, model, optim_arrays, meta)
+        if self.step >= self.total_steps:
+            ckpt.save_final_model(self.run_dir, model)
+        return path
+
+    def load_state(self, model: dict, optim_arrays: dict, meta: dict) -> None:
+        """Continue from a checkpoint: parameters, optimizer state, scheduler and step."""
+        self.model.load_state_dict(model)
+        self.optimizer.load_state_dict(state_dict_from_arrays(optim_arrays, meta["optimizer"]))
+        if self.scheduler is not None and meta.get("scheduler"):
+            self.scheduler.load_state_dict(meta["scheduler"])
+        self.step = int(meta["step"])
+
+    def close(self) -> None:
+        self.ddp.close()
+
+
+def dtype_name(spec: JobSpec) -> str:
+    return np.dtype(dtype_of(spec)).name

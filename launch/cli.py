@@ -1,0 +1,121 @@
+"""The `disttrain` command: train a job file, benchmark, or show a run's status.
+
+Exit codes: 0 done; 2 bad input (usage, job file, data), one line naming the file and
+key; 1 the job failed after its restarts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from disttrain.train.spec import SpecError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UsageError(Exception):
+    """Bad input the user can fix; printed as one line, exit code 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # argparse's own usage errors also exit 2, in one line
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="disttrain", description="Data-parallel training on Ray or MPI.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    train = sub.add_parser("train", help="run a job file (TOML)")
+    train.add_argument("job", help="the job file, e.g. examples/digits.toml")
+    train.add_argument("--workers", type=int, help="override [distributed] workers")
+    train.add_argument("--backend", choices=["coordinator", "ring", "mpi", "local"],
+                       help="override [distributed] backend")
+    train.add_argument("--epochs", type=int, help="override [job] epochs")
+    train.add_argument("--max-steps", type=int, help="override [job] max_steps")
+    train.add_argument("--run-dir", help="where to write the run (default runs/NAME-TIME)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its newest valid checkpoint")
+    train.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
+    train.add_argument("--quiet", action="store_true", help="print only the summary")
+    status = sub.add_parser("status", help="show a run directory's status.json")
+    status.add_argument("run_dir")
+    bench = sub.add_parser("bench", help="benchmarks, side by side with peers")
+    bench.add_argument("what", choices=["step", "allreduce", "scaling"])
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
+    return parser
+
+
+def main(argv=None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command == "train":
+            return cmd_train(args)
+        if args.command == "status":
+            return cmd_status(args)
+        return cmd_bench(args)
+    except (UsageError, SpecError) as error:
+        print(f"disttrain: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _overrides(args) -> dict:
+    pairs = {"distributed.workers": args.workers, "distributed.backend": args.backend,
+             "job.epochs": args.epochs, "job.max_steps": args.max_steps}
+    return {k: v for k, v in pairs.items() if v is not None}
+
+
+def cmd_train(args) -> int:
+    from .config import load_job
+
+    spec = load_job(args.job, _overrides(args))
+    run_dir = Path(args.run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if args.resume and not (run_dir / "checkpoints").is_dir():
+        raise UsageError(f"--resume: {run_dir} has no checkpoints/ folder; pass the --run-dir "
+                         "of an earlier run")
+    if spec.distributed.backend == "mpi":
+        return _train_under_mpiexec(args, spec, run_dir)
+    if spec.distributed.backend == "local" and spec.distributed.workers != 1:
+        raise SpecError(f"{args.job}: [distributed] backend: 'local' runs one process; set "
+                        "workers = 1 or choose coordinator, ring or mpi")
+    from .runner import run_job
+
+    return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
+
+
+def _train_under_mpiexec(args, spec, run_dir: Path) -> int:
+    """Run the job as `mpiexec -n W python -m workers.mpi JOB`; MPI has no restarts."""
+    from .config import dump_job
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_file = run_dir / "job.toml"
+    job_file.write_text(dump_job(spec))
+    command = ["mpiexec", "-n", str(spec.distributed.workers), sys.executable, "-m",
+               "workers.mpi", str(job_file), "--run-dir", str(run_dir)]
+    if args.resume:
+        command.append("--resume")
+    return subprocess.call(command)
+
+
+def cmd_status(args) -> int:
+    path = Path(args.run_dir) / "status.json"
+    if not path.exists():
+        raise UsageError(f"{path}: no such file; pass a run directory written by "
+                         "`disttrain train`")
+    print(json.dumps(json.loads(path.read_text()), indent=1))
+    return EXIT_OK
+
+
+def cmd_bench(args) -> int:
+    import importlib
+
+    module = importlib.import_module(f"bench.{args.what}")
+    return module.main(args.rest) or EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

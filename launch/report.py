@@ -1,0 +1,55 @@
+"""What the user sees while a job runs, and where the time went at the end."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Progress:
+    """One line per logged step, so logs read the same in a terminal and in CI."""
+
+    def __init__(self, stream=sys.stdout, quiet: bool = False):
+        self.stream, self.quiet = stream, quiet
+        self.total = 0
+        self.started = time.perf_counter()
+        self.compute_s = 0.0
+        self.comm_s = 0.0
+        self.last: dict = {}
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            print(line, file=self.stream, flush=True)
+
+    def warn(self, line: str) -> None:
+        print(f"warning: {line}", file=sys.stderr, flush=True)
+
+    def start(self, step: int, total: int) -> None:
+        self.total = total
+        self.say(f"training from step {step} to {total}")
+
+    def update(self, record: dict) -> None:
+        self.last.update(record)
+        if "loss" in record:
+            self.compute_s += record.get("compute_s", 0.0)
+            self.comm_s += record.get("comm_s", 0.0)
+            width = len(str(self.total))
+            self.say(f"step {record['step']:>{width}}/{self.total}  epoch {record['epoch']:>3}  "
+                     f"loss {record['loss']:.4f}  lr {record['lr']:.4g}  "
+                     f"{record['samples_per_s']:,.0f} samples/s")
+        elif "val_accuracy" in record:
+            self.say(f"epoch {record['epoch']:>3} done  val_loss {record['val_loss']:.4f}  "
+                     f"val_accuracy {record['val_accuracy']:.2%}")
+
+    def finish(self, summary: dict, run_dir) -> None:
+        wall = time.perf_counter() - self.started
+        busy = self.compute_s + self.comm_s
+        self.say(f"{'stopped' if summary.get('stopped') else 'done'} at step {summary['step']}: "
+                 f"val_loss {summary['val_loss']:.4f}  "
+                 f"val_accuracy {summary['val_accuracy']:.2%}")
+        if busy:
+            self.say(f"where the time went (rank 0, {busy:.2f} s in steps of {wall:.2f} s "
+                     f"wall): compute {self.compute_s:.2f} s ({self.compute_s / busy:.0%}), "
+                     f"waiting for all-reduce {self.comm_s:.2f} s ({self.comm_s / busy:.0%}); "
+                     "the rest is startup, evaluation and checkpoints")
+        self.say(f"run directory: {run_dir}")

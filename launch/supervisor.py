@@ -1,0 +1,207 @@
+"""The supervisor: starts (or joins) Ray, places the workers, watches them, restarts on loss.
+
+One attempt = a coordinator + N TrainWorker actors in a placement group. If a worker
+dies, the coordinator's abort wakes the survivors, the whole group is torn down and a
+new one resumes from the newest valid checkpoint (as Ray Train restarts a worker group),
+up to [distributed] max_restarts times.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+from dataclasses import dataclass, field
+
+import ray
+from ray.exceptions import GetTimeoutError, RayActorError, RayError
+from ray.util.placement_group import placement_group, remove_placement_group
+from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
+from workers.coordinator import create_coordinator
+from workers.train_worker import remote_train_worker
+
+from .report import Progress
+from .rundir import RunDir
+
+
+class JobFailed(RuntimeError):
+    """The job could not finish within its restarts."""
+
+
+@dataclass
+class Attempt:
+    coordinator: object
+    group: object
+    workers: list
+    infos: list = field(default_factory=list)
+
+
+def ensure_ray(address: str | None, num_cpus: int) -> None:
+    """Join the cluster at address, or start a local one sized for the job."""
+    if ray.is_initialized():
+        return
+    kwargs = dict(logging_level=logging.WARNING, include_dashboard=False,
+                  log_to_driver=True)
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(num_cpus=num_cpus, **kwargs)
+
+
+class Supervisor:
+    """Runs one job to completion on Ray, writing the run directory as it goes."""
+
+    def __init__(self, spec, run_dir: RunDir, progress: Progress, resume: bool = False):
+        self.spec, self.run_dir, self.progress = spec, run_dir, progress
+        self.resume = resume
+        self.secret = secrets.token_hex(32)  # authenticates ring connections of this job
+        self.stop_requested = False
+        self.trace: list = []
+
+    def request_stop(self, *_):
+        """SIGINT/SIGTERM: every rank stops at the next agreed step and checkpoints."""
+        self.stop_requested = True
+
+    def run(self) -> dict:
+        d = self.spec.distributed
+        restarts = 0
+        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self.request_stop),
+                    signal.SIGTERM: signal.signal(signal.SIGTERM, self.request_stop)}
+        try:
+            while True:
+                attempt = self._start(resume=self.resume or restarts > 0)
+                try:
+                    return self._watch(attempt)
+                except (RayActorError, WorkerLost) as error:
+                    restarts += 1
+                    self.progress.warn(f"attempt {restarts} failed: {error}")
+                    self.run_dir.write_status(state="restarting", restarts=restarts)
+                    if restarts > d.max_restarts:
+                        raise JobFailed(f"{error} (gave up after {d.max_restarts} restarts)") \
+                            from None
+                finally:
+                    self._teardown(attempt)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.run_dir.write_timeline(self.trace)
+
+    def _start(self, resume: bool) -> Attempt:
+        d = self.spec.distributed
+        coordinator = create_coordinator(world_size=d.workers, timeout_s=d.timeout_s,
+                                          heartbeat_timeout_s=max(5 * d.heartbeat_s, 10.0))
+        group = placement_group([{"CPU": d.cpus_per_worker}] * d.workers, strategy=d.placement)
+        try:
+            ray.get(group.ready(), timeout=60)
+        except GetTimeoutError:
+            remove_placement_group(group)
+            raise JobFailed(
+                f"could not place {d.workers} workers x {d.cpus_per_worker} CPU "
+                f"({d.placement}) within 60 s; the cluster has "
+                f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] workers or "
+                "cpus_per_worker") from None
+        actor = remote_train_worker(num_cpus=d.cpus_per_worker)
+        workers = [
+            actor.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
+                placement_group=group, placement_group_bundle_index=i)).remote(
+                i, self.spec.to_dict(), str(self.run_dir.path), coordinator, self.secret)
+            for i in range(d.workers)
+        ]
+        attempt = Attempt(coordinator, group, workers)
+        infos = self._get([w.setup.remote(resume) for w in workers], attempt,
+                          timeout=d.timeout_s + 60)
+        attempt.infos = sorted(infos, key=lambda info: info["rank"])
+        first = attempt.infos[0]
+        if first["resumed_from"]:
+            self.progress.say(f"resumed from {first['resumed_from']} (step {first['step']})")
+        self.run_dir.write_status(
+            state="running", step=first["step"], workers=[
+                {"rank": i["rank"], "node": i["node"], "pid": i["pid"], "state": "running"}
+                for i in attempt.infos])
+        self.progress.start(first["step"], first["total_steps"])
+        return attempt
+
+    def _get(self, refs: list, attempt: Attempt, timeout: float) -> list:
+        """ray.get that turns a dead actor into WorkerLost naming its rank."""
+        try:
+            return ray.get(refs, timeout=timeout)
+        except RayActorError as error:
+            raise WorkerLost(self._dead_rank(attempt, error)) from None
+
+    def _watch(self, attempt: Attempt) -> dict:
+        d = self.spec.distributed
+        runs = [w.run.remote() for w in attempt.workers]
+        pending = list(runs)
+        stop_sent = False
+        while pending:
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
+            self._drain(attempt)
+            if self.stop_requested and not stop_sent:
+                for w in attempt.workers:
+                    w.request_stop.remote()
+                stop_sent = True
+                self.progress.say("stopping at the next logged step; a checkpoint follows")
+            for i, ref in enumerate(runs):
+                if ref not in pending:
+                    self._raise_if_failed(attempt, ref, i)
+        summaries = self._get(runs, attempt, timeout=d.timeout_s)
+        self._drain(attempt)
+        summary = summaries[0]
+        state = "stopped" if summary["stopped"] else "done"
+        self.run_dir.write_status(state=state, step=summary["step"], workers=[
+            dict(w, state=state) for w in self.run_dir.status["workers"]])
+        return summary
+
+    def _raise_if_failed(self, attempt: Attempt, ref, index: int) -> None:
+        try:
+            ray.get(ref, timeout=0)
+        except RayActorError as error:
+            reason = self._dead_rank(attempt, error)
+            attempt.coordinator.abort.remote(reason)  # wake every rank waiting on the dead one
+            raise WorkerLost(reason) from None
+        except RayError as error:
+            cause = getattr(error, "cause", None) or error
+            raise WorkerLost(f"rank {index} failed: {str(cause).splitlines()[-1]}") from None
+
+    def _dead_rank(self, attempt: Attempt, error) -> str:
+        for info in attempt.infos:
+            try:
+                ray.get(attempt.workers[info["rank"]].info.remote(), timeout=5)
+            except (RayError, GetTimeoutError):
+                return (f"rank {info['rank']} (pid {info['pid']} on {info['node']}) died")
+        return f"a worker died: {str(error).splitlines()[0]}"
+
+    def _drain(self, attempt: Attempt) -> None:
+        for i, worker in enumerate(attempt.workers):
+            try:
+                got = ray.get(worker.drain.remote(), timeout=10)
+            except (RayError, GetTimeoutError):
+                continue  # a dead worker is reported by _raise_if_failed
+            records = [r for r in got["records"] if "warning" not in r]
+            for r in got["records"]:
+                if "warning" in r:
+                    self.progress.warn(r["warning"])
+            self.run_dir.append_metrics(records)
+            self.trace += got["trace"]
+            for record in records:
+                self.progress.update(record)
+                if "epoch" in record:
+                    self.run_dir.write_status(step=record["step"], epoch=record["epoch"])
+
+    def _teardown(self, attempt: Attempt) -> None:
+        for w in attempt.workers:
+            ray.kill(w, no_restart=True)
+        ray.kill(attempt.coordinator, no_restart=True)
+        remove_placement_group(attempt.group)
+
+
+class WorkerLost(RuntimeError):
+    """A rank died or failed; the message names it."""
+
+
+def default_num_cpus(spec) -> int:
+    """Logical CPUs for a local cluster: room for every worker plus the coordinator."""
+    d = spec.distributed
+    return max(int(d.workers * d.cpus_per_worker + 1), os.cpu_count() or 1)
