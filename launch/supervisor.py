@@ -174,7 +174,7 @@ class Supervisor:
         return f"a worker died: {str(error).splitlines()[0]}"
 
     def _drain(self, attempt: Attempt) -> None:
-        for i, worker in enumerate(attempt.workers):
+        for worker in attempt.workers:
             try:
                 got = ray.get(worker.drain.remote(), timeout=10)
             except (RayError, GetTimeoutError):

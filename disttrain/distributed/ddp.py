@@ -103,7 +103,7 @@ class DistributedDataParallel:
         """Queued by the first gradient of a backward; runs when that backward ends."""
         try:
             for bucket in self.buckets[self._next_to_launch:]:
-                for slot, p in enumerate(bucket.params):
+                for slot in range(len(bucket.params)):
                     if slot not in bucket.ready:  # no gradient here: contribute zeros
                         bucket.views[slot].fill(0)
                         bucket.ready.add(slot)

@@ -1,0 +1,21 @@
+"""Layers, losses and the Module base class, mirroring torch.nn."""
+
+from . import functional, init
+from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from .containers import ModuleDict, ModuleList, Sequential
+from .conv import Conv2d, MaxPool2d
+from .dropout import Dropout
+from .embedding import Embedding
+from .flatten import Flatten
+from .linear import Identity, Linear
+from .loss import CrossEntropyLoss, MSELoss, NLLLoss
+from .module import Module
+from .normalization import LayerNorm
+from .parameter import Parameter
+
+__all__ = [
+    "functional", "init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+    "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "ReLU", "Tanh", "Sigmoid", "GELU",
+    "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "Embedding", "MSELoss",
+    "CrossEntropyLoss", "NLLLoss",
+]
