@@ -89,7 +89,7 @@ def cmd_train(args) -> int:
 
 def _train_under_mpiexec(args, spec, run_dir: Path) -> int:
     """Run the job as `mpiexec -n W python -m workers.mpi JOB`; MPI has no restarts."""
-    from .config import dump_job
+    from disttrain.train.spec import dump_job
 
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / "job.toml"

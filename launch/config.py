@@ -1,11 +1,9 @@
-"""Read a job file (TOML), apply command-line overrides, and write the resolved spec back."""
+"""Read a job file (TOML) and apply command-line overrides."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 from disttrain.train.spec import JobSpec, SpecError, spec_from_dict
 
@@ -27,25 +25,3 @@ def load_job(path, overrides: dict | None = None) -> JobSpec:
         section, key = dotted.split(".")
         raw.setdefault(section, {})[key] = value
     return spec_from_dict(raw, source=str(path))
-
-
-def _toml_value(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value)  # a JSON string is a valid TOML basic string
-    if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
-def dump_job(spec: JobSpec) -> str:
-    """The spec as TOML, every key written out, so RUN/job.toml reruns the same job."""
-    lines = []
-    for section, table in spec.to_dict().items():
-        lines.append(f"[{section}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
-        lines.append("")
-    return "\n".join(lines)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import sys
 
+from disttrain.train.rundir import RunDir
 from disttrain.train.spec import SpecError
 
 from .report import Progress
-from .rundir import RunDir
 
 
 def run_job(spec, run_dir, *, resume=False, address=None, quiet=False) -> int:

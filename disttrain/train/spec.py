@@ -8,6 +8,7 @@ misspelt key silently ignored is a run wasted.
 from __future__ import annotations
 
 import dataclasses
+import json
 from dataclasses import dataclass, field
 
 
@@ -200,3 +201,25 @@ def _check_values(spec: JobSpec, source: str) -> None:
     if spec.optimizer.nesterov and (spec.optimizer.momentum <= 0 or spec.optimizer.dampening):
         raise SpecError(f"{source}: [optimizer] nesterov: Nesterov momentum requires a momentum "
                         "and zero dampening; set momentum > 0 and dampening = 0")
+
+
+def _toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a valid TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def dump_job(spec: JobSpec) -> str:
+    """The spec as TOML, every key written out, so RUN/job.toml reruns the same job."""
+    lines = []
+    for section, table in spec.to_dict().items():
+        lines.append(f"[{section}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
+        lines.append("")
+    return "\n".join(lines)

@@ -7,7 +7,7 @@ import os
 import time
 from pathlib import Path
 
-from .config import dump_job
+from .spec import dump_job
 
 
 def _write_atomic(path: Path, text: str) -> None:
