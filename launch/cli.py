@@ -94,11 +94,23 @@ def _train_under_mpiexec(args, spec, run_dir: Path) -> int:
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / "job.toml"
     job_file.write_text(dump_job(spec))
-    command = ["mpiexec", "-n", str(spec.distributed.workers), sys.executable, "-m",
+    command = [find_mpiexec(), "-n", str(spec.distributed.workers), sys.executable, "-m",
                "workers.mpi", str(job_file), "--run-dir", str(run_dir)]
     if args.resume:
         command.append("--resume")
     return subprocess.call(command)
+
+
+def find_mpiexec() -> str:
+    """mpiexec on PATH, else the one the mpich wheel put beside this Python."""
+    import shutil
+
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = shutil.which("mpiexec") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise UsageError("[distributed] backend = 'mpi' needs mpiexec: pip install "
+                         "'disttrain[mpi]' (the mpich wheel brings it)")
+    return found
 
 
 def cmd_status(args) -> int:
