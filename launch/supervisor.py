@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
+import time
 from dataclasses import dataclass, field
 
 import ray
@@ -58,17 +58,16 @@ class Supervisor:
         self.resume = resume
         self.secret = secrets.token_hex(32)  # authenticates ring connections of this job
         self.stop_requested = False
+        self.should_stop = lambda: False  # polled; the runner wires SIGINT/SIGTERM to it
         self.trace: list = []
 
     def request_stop(self, *_):
-        """SIGINT/SIGTERM: every rank stops at the next agreed step and checkpoints."""
+        """Every rank stops at the next logged step (all agree on it) and checkpoints."""
         self.stop_requested = True
 
     def run(self) -> dict:
         d = self.spec.distributed
         restarts = 0
-        previous = {signal.SIGINT: signal.signal(signal.SIGINT, self.request_stop),
-                    signal.SIGTERM: signal.signal(signal.SIGTERM, self.request_stop)}
         try:
             while True:
                 attempt = self._start(resume=self.resume or restarts > 0)
@@ -77,15 +76,15 @@ class Supervisor:
                 except (RayActorError, WorkerLost) as error:
                     restarts += 1
                     self.progress.warn(f"attempt {restarts} failed: {error}")
-                    self.run_dir.write_status(state="restarting", restarts=restarts)
+                    failures = self.run_dir.status.get("failures", []) + [str(error)]
+                    self.run_dir.write_status(state="restarting", restarts=restarts,
+                                              failures=failures)
                     if restarts > d.max_restarts:
                         raise JobFailed(f"{error} (gave up after {d.max_restarts} restarts)") \
                             from None
                 finally:
                     self._teardown(attempt)
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
             self.run_dir.write_timeline(self.trace)
 
     def _start(self, resume: bool) -> Attempt:
@@ -138,7 +137,7 @@ class Supervisor:
         while pending:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=0.5)
             self._drain(attempt)
-            if self.stop_requested and not stop_sent:
+            if (self.stop_requested or self.should_stop()) and not stop_sent:
                 for w in attempt.workers:
                     w.request_stop.remote()
                 stop_sent = True
@@ -157,21 +156,36 @@ class Supervisor:
     def _raise_if_failed(self, attempt: Attempt, ref, index: int) -> None:
         try:
             ray.get(ref, timeout=0)
-        except RayActorError as error:
-            reason = self._dead_rank(attempt, error)
-            attempt.coordinator.abort.remote(reason)  # wake every rank waiting on the dead one
-            raise WorkerLost(reason) from None
+            return
+        except RayActorError:
+            reported = "its process exited"
         except RayError as error:
             cause = getattr(error, "cause", None) or error
-            raise WorkerLost(f"rank {index} failed: {str(cause).splitlines()[-1]}") from None
+            reported = str(cause).strip().splitlines()[-1]
+        # A survivor often notices a dead peer (closed socket) before Ray does: name the
+        # dead rank as the cause, and wake every rank still waiting on it.
+        dead = self._find_dead_rank(attempt)
+        reason = f"{dead}; rank {index} reported: {reported}" if dead else (
+            f"rank {index} failed: {reported}")
+        attempt.coordinator.abort.remote(reason)
+        raise WorkerLost(reason)
+
+    def _find_dead_rank(self, attempt: Attempt, patience_s: float = 10.0) -> str | None:
+        """'rank R (pid P on NODE) died' for the first worker whose process is gone."""
+        deadline = time.monotonic() + patience_s
+        while time.monotonic() < deadline:
+            for info in attempt.infos:
+                try:
+                    ray.get(attempt.workers[info["rank"]].info.remote(), timeout=2)
+                except RayActorError:
+                    return f"rank {info['rank']} (pid {info['pid']} on {info['node']}) died"
+                except (RayError, GetTimeoutError):
+                    continue
+            time.sleep(0.2)
+        return None
 
     def _dead_rank(self, attempt: Attempt, error) -> str:
-        for info in attempt.infos:
-            try:
-                ray.get(attempt.workers[info["rank"]].info.remote(), timeout=5)
-            except (RayError, GetTimeoutError):
-                return (f"rank {info['rank']} (pid {info['pid']} on {info['node']}) died")
-        return f"a worker died: {str(error).splitlines()[0]}"
+        return self._find_dead_rank(attempt) or f"a worker died: {str(error).splitlines()[0]}"
 
     def _drain(self, attempt: Attempt) -> None:
         for worker in attempt.workers:

@@ -1,0 +1,1 @@
+"""Optimizer tests: torch.optim is the oracle."""

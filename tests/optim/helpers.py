@@ -1,0 +1,127 @@
+"""Shared by the optim tests: one deterministic problem run with disttrain and with torch."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+import disttrain
+import disttrain.optim as optim
+
+SHAPES = {"w": (3, 4), "b": (4,), "c": (5,)}
+# above disttrain.optim._scratch.SMALL elements, so the reused scratch buffers are exercised
+LARGE_SHAPES = {"w": (70, 80), "b": (80,), "c": (4500,)}
+SKIPPED_EVERY = 3  # c gets no gradient on steps 0, 3, 6...: its grad is None, the step skips it
+
+
+def initial_values(dtype=np.float64, shapes=SHAPES) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(shape).astype(dtype) for shape in shapes.values()]
+
+
+class Lib:
+    """The few functions the loss needs, from disttrain or torch."""
+
+    def __init__(self, module):
+        self.module = module
+        self.optim = optim if module is disttrain else torch.optim
+
+    def leaf(self, array):
+        if self.module is disttrain:
+            return disttrain.tensor(array.copy(), requires_grad=True)
+        return torch.tensor(array.copy(), requires_grad=True)
+
+    def const(self, array):
+        return self.module.tensor(array)
+
+    def tanh(self, x):
+        return self.module.tanh(x)
+
+    def numpy(self, t) -> np.ndarray:
+        return t.detach().numpy().copy() if self.module is torch else t.data.copy()
+
+
+OURS, TORCH = Lib(disttrain), Lib(torch)
+
+
+def loss(lib: Lib, params, step: int):
+    """Quadratic plus tanh terms that change with the step, so the gradients do too."""
+    w, b, c = params
+    coef = np.linspace(0.5, 1.5, w.numel()).reshape(w.shape).astype(lib.numpy(w).dtype)
+    total = (lib.const(coef) * (w - 0.3) ** 2).sum() + lib.tanh(w * (0.5 + 0.1 * step)).sum()
+    total = total + ((b - 1.0) ** 2).sum() * 0.3 + lib.tanh(b * w.sum()).sum()
+    if step % SKIPPED_EVERY:
+        total = total + (c ** 2).sum() * 0.2 + lib.tanh(c * (2.0 - 0.05 * step)).sum()
+    return total
+
+
+@dataclass
+class Run:
+    """One optimizer over the three parameters, in two groups (c has its own lr)."""
+
+    lib: Lib
+    opt_name: str
+    kwargs: dict
+    second_lr: float
+    values: list = field(default_factory=initial_values)
+
+    def __post_init__(self):
+        self.params = [self.lib.leaf(v) for v in self.values]
+        groups = [{"params": self.params[:2]}, {"params": self.params[2:], "lr": self.second_lr}]
+        self.opt = getattr(self.lib.optim, self.opt_name)(groups, **self.kwargs)
+
+    def step(self, k: int) -> None:
+        self.opt.zero_grad()
+        loss(self.lib, self.params, k).backward()
+        self.opt.step()
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.lib.numpy(p) for p in self.params]
+
+
+@dataclass(frozen=True)
+class Case:
+    """An optimizer and one setting of its hyperparameters."""
+
+    opt_name: str
+    kwargs: dict
+    second_lr: float
+
+    @property
+    def id(self) -> str:
+        return self.opt_name + "-" + "-".join(f"{k}={v}" for k, v in self.kwargs.items())
+
+
+def _grid(**axes):
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+def sgd_rejects(s: dict) -> bool:
+    """torch's rule: Nesterov needs momentum and no dampening."""
+    return s["nesterov"] and (s["momentum"] <= 0 or s["dampening"] != 0)
+
+
+SGD_SETTINGS = _grid(momentum=[0, 0.9], dampening=[0, 0.5], weight_decay=[0, 1e-2],
+                     nesterov=[False, True], maximize=[False, True])
+ADAM_SETTINGS = _grid(amsgrad=[False, True], weight_decay=[0, 1e-2], maximize=[False, True])
+
+# the registry: every optimizer with every setting the trajectory tests run
+REGISTRY = (
+    [Case("SGD", dict(lr=0.02, **s), 0.01) for s in SGD_SETTINGS]
+    + [Case("Adam", dict(lr=0.05, **s), 0.02) for s in ADAM_SETTINGS]
+    + [Case("AdamW", dict(lr=0.05, **s), 0.02) for s in ADAM_SETTINGS]
+)
+VALID = [c for c in REGISTRY if not (c.opt_name == "SGD" and sgd_rejects(c.kwargs))]
+REJECTED = [c for c in REGISTRY if c not in VALID]
+
+# one stateful setting per optimizer, for the state_dict tests
+STATEFUL = [
+    Case("SGD", dict(lr=0.1, momentum=0.9, nesterov=True, weight_decay=1e-2), 0.05),
+    Case("SGD", dict(lr=0.1, momentum=0.9, dampening=0.5), 0.05),
+    Case("SGD", dict(lr=0.1), 0.05),
+    Case("Adam", dict(lr=0.05, amsgrad=True, weight_decay=1e-2), 0.02),
+    Case("AdamW", dict(lr=0.05, maximize=True), 0.02),
+]

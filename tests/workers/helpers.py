@@ -1,0 +1,69 @@
+"""What the worker tests share: deterministic per-rank data and the Ray actor that plays a rank."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+
+SIZES = (1, 7, 1001, 1_000_003)
+DTYPES = ("float32", "float64")
+
+
+def int_data(rank: int, n: int, dtype: str) -> np.ndarray:
+    """Integer-valued floats: every backend's sum of these is exact."""
+    return ((np.arange(n) * 7 + rank * 13) % 101 - 50 + rank).astype(dtype)
+
+
+def random_data(rank: int, n: int, dtype: str) -> np.ndarray:
+    """Floats whose sum depends on the order of additions."""
+    rng = np.random.default_rng(1000 + rank)
+    return (rng.standard_normal(n) * 10.0 ** rng.integers(-3, 4, n)).astype(dtype)
+
+
+def digest(a: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+
+class RankActor:
+    """One rank: builds a communicator with make_communicator and runs scripted collectives."""
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def build(self, backend, rank, world_size, coordinator, secret, timeout_s, **kw):
+        from workers.backends import make_communicator
+
+        self.comm = make_communicator(backend, rank=rank, world_size=world_size,
+                                      coordinator=coordinator, secret=secret,
+                                      timeout_s=timeout_s, **kw)
+        return getattr(self.comm, "listen_address", None)
+
+    def conformance(self) -> dict:
+        """Every collective on every dtype and size; results keyed for the test to check."""
+        comm, out = self.comm, {}
+        for dtype in DTYPES:
+            for n in SIZES:
+                comm.step += 1
+                out[("ints", dtype, n)] = comm.allreduce_(int_data(comm.rank, n, dtype))
+                out[("random", dtype, n)] = comm.allreduce_(random_data(comm.rank, n, dtype))
+                for root in range(comm.world_size):
+                    buf = int_data(comm.rank, n, dtype)
+                    comm.broadcast_(buf, root)
+                    out[("broadcast", dtype, n, root)] = digest(buf)
+        out["allgather"] = comm.allgather({"rank": comm.rank, "name": f"w{comm.rank}",
+                                           "values": [comm.rank, 1.5, None]})
+        comm.barrier()
+        out["after_barrier"] = comm.allgather(comm.rank)
+        return out
+
+    def allreduce_at(self, step: int, data: np.ndarray) -> np.ndarray:
+        self.comm.step = step
+        return self.comm.allreduce_(data.copy())
+
+    def close(self) -> None:
+        comm = getattr(self, "comm", None)
+        if comm is not None:
+            comm.close()
+            self.comm = None
