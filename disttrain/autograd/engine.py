@@ -108,6 +108,8 @@ def record(rule, out_data: np.ndarray, inputs: tuple, **params):
     """Wrap out_data in a Tensor and, if any input requires grad, attach a Node to it."""
     from .tensor import Tensor
 
+    if type(out_data) is not np.ndarray:
+        out_data = np.asarray(out_data)  # ufuncs on 0-d arrays return numpy scalars
     out = Tensor._make(out_data)
     if is_grad_enabled():
         for t in inputs:
@@ -125,15 +127,23 @@ def record(rule, out_data: np.ndarray, inputs: tuple, **params):
     return out
 
 
-def _topological_order(root: Node) -> list:
-    """Nodes reachable from root, each after every node that feeds gradient into it."""
-    order, seen = [], {id(root)}
+def _topological_order(root: Node) -> tuple:
+    """Nodes reachable from root, each after every node that feeds gradient into it.
+
+    Also returns, for each leaf with hooks, [edges into it, leaf, grad so far, fresh]:
+    as torch's AccumulateGrad, such a leaf runs its hooks once, on the summed gradient.
+    """
+    order, seen, waiting = [], {id(root)}, {}
     stack = [(root, iter(root.inputs))]
     while stack:
         node, children = stack[-1]
         for t in children:
-            child = getattr(t, "grad_fn", None)
-            if child is not None and id(child) not in seen:
+            child = getattr(t, "grad_fn", 0)
+            if child is None:
+                if getattr(t, "_hooks", None) or getattr(t, "_post_accumulate_hooks", None):
+                    entry = waiting.setdefault(id(t), [0, t, None, False])
+                    entry[0] += 1
+            elif child and id(child) not in seen:
                 seen.add(id(child))
                 stack.append((child, iter(child.inputs)))
                 break
@@ -141,7 +151,7 @@ def _topological_order(root: Node) -> list:
             stack.pop()
             order.append(node)
     order.reverse()
-    return order
+    return order, waiting
 
 
 def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
@@ -160,12 +170,25 @@ def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
             np.copyto(leaf._grad_storage, grad)
             leaf._grad = Tensor._make(leaf._grad_storage)
         else:
-            leaf._grad = Tensor._make(grad if fresh else grad.copy())
+            fresh = fresh and type(grad) is np.ndarray  # not a numpy scalar from a 0-d op
+            leaf._grad = Tensor._make(grad if fresh else np.array(grad))
     else:
         leaf._grad.data += grad
     if leaf._post_accumulate_hooks:
         for hook in list(leaf._post_accumulate_hooks.values()):
             hook(leaf)
+
+
+def _gather_leaf(entry: list, grad: np.ndarray, fresh: bool, waiting: dict) -> None:
+    """Sum a hooked leaf's incoming gradients; accumulate once the last one has arrived."""
+    if entry[2] is None:
+        entry[2], entry[3] = grad, fresh
+    else:
+        entry[2], entry[3] = entry[2] + grad, True
+    entry[0] -= 1
+    if entry[0] == 0:
+        del waiting[id(entry[1])]
+        _accumulate_leaf(entry[1], entry[2], entry[3])
 
 
 def _as_array(value) -> np.ndarray:
@@ -180,13 +203,16 @@ def backward(root, grad: np.ndarray, retain_graph: bool) -> None:
         if root.grad_fn is None:
             _accumulate_leaf(root, grad, fresh=False)
             return
-        order = _topological_order(root.grad_fn)
+        order, waiting = _topological_order(root.grad_fn)
         pending = {id(root.grad_fn): grad}
         for node in order:
             g = pending.pop(id(node), None)
             if g is None:
                 continue
-            g = _run_node(node, g, pending, retain_graph)
+            _run_node(node, g, pending, retain_graph, waiting)
+        for _, leaf, g, fresh in list(waiting.values()):  # edges that carried no gradient
+            if g is not None:
+                _accumulate_leaf(leaf, g, fresh)
     finally:
         callbacks = list(_final_callbacks)
         _final_callbacks.clear()
@@ -194,7 +220,8 @@ def backward(root, grad: np.ndarray, retain_graph: bool) -> None:
         fn()
 
 
-def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool) -> None:
+def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool,
+              waiting: dict) -> None:
     """Apply one node's hooks and vjps and hand each input its share of the gradient."""
     from .tensor import Tensor
 
@@ -226,7 +253,11 @@ def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool) -> N
             gi = sum_to(gi, t.data.shape)
         fresh = gi is not g and gi.base is None
         if t.grad_fn is None:
-            _accumulate_leaf(t, gi, fresh)
+            entry = waiting.get(id(t)) if waiting else None
+            if entry is None:
+                _accumulate_leaf(t, gi, fresh)
+            else:
+                _gather_leaf(entry, gi, fresh, waiting)
         else:
             key = id(t.grad_fn)
             before = pending.get(key)

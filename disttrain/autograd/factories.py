@@ -26,7 +26,10 @@ def ones(*size, dtype=None, requires_grad=False) -> Tensor:
 
 
 def full(size, fill_value, dtype=None, requires_grad=False) -> Tensor:
-    return _new(np.full(tuple(size), fill_value, dtype=dtype or _default_dtype), requires_grad)
+    if dtype is None:  # as torch: the fill value's kind decides (int64, bool, float32)
+        kind = np.asarray(fill_value).dtype.kind
+        dtype = np.int64 if kind in "iu" else np.bool_ if kind == "b" else _default_dtype
+    return _new(np.full(tuple(size), fill_value, dtype=dtype), requires_grad)
 
 
 def empty(*size, dtype=None, requires_grad=False) -> Tensor:

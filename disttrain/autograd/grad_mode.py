@@ -43,13 +43,22 @@ class _GradModeContext:
         return ()
 
 
-class no_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+class _NoArgContext(_GradModeContext):
+    """Usable as @no_grad() and, as torch allows, as a bare @no_grad."""
+
+    def __new__(cls, orig_func=None):
+        if orig_func is None:
+            return super().__new__(cls)
+        return cls()(orig_func)
+
+
+class no_grad(_NoArgContext):  # noqa: N801 - PyTorch's name
     """Results computed inside do not require grad."""
 
     mode = False
 
 
-class enable_grad(_GradModeContext):  # noqa: N801 - PyTorch's name
+class enable_grad(_NoArgContext):  # noqa: N801 - PyTorch's name
     """Turn grad mode back on inside a no_grad block."""
 
     mode = True
@@ -65,6 +74,10 @@ class set_grad_enabled(_GradModeContext):  # noqa: N801 - PyTorch's name
 
     def __enter__(self):
         return None
+
+    def __call__(self, fn):
+        _set(self._previous)  # as a decorator it must not change the mode at definition
+        return super().__call__(fn)
 
     def _ctor_args(self):
         return (self.mode,)

@@ -10,17 +10,18 @@ from .tensor import Tensor
 def numerical_grad(fn, inputs: list, index: int, eps: float) -> np.ndarray:
     """d sum(fn(*inputs) * seed) / d inputs[index] by central differences, seed fixed."""
     x = inputs[index].data
-    grad = np.zeros_like(x)
-    flat, gflat = x.reshape(-1), grad.reshape(-1)
+    grad = np.zeros(x.shape, dtype=x.dtype)
     seed = _seed(fn, inputs)
-    for i in range(flat.size):
-        original = flat[i]
-        flat[i] = original + eps
+    # Index x itself (not x.reshape(-1), a copy when x is not contiguous) so the
+    # perturbation reaches the tensor fn reads.
+    for i in np.ndindex(x.shape):
+        original = x[i]
+        x[i] = original + eps
         plus = float(np.sum(_value(fn, inputs) * seed))
-        flat[i] = original - eps
+        x[i] = original - eps
         minus = float(np.sum(_value(fn, inputs) * seed))
-        flat[i] = original
-        gflat[i] = (plus - minus) / (2 * eps)
+        x[i] = original
+        grad[i] = (plus - minus) / (2 * eps)
     return grad
 
 

@@ -34,20 +34,59 @@ def as_tensor(x) -> Tensor:
 
 
 # -- arithmetic (broadcasting; the engine sums gradients back to each input's shape) ---
+_F32, _F64 = np.dtype(np.float32), np.dtype(np.float64)
+
+
+def _binary(rule, fn, a, b):
+    """Record fn(a, b); the result dtype follows torch where numpy 2 would differ."""
+    # A numpy scalar operand becomes a Python one: saved for the vjp, it would turn float32
+    # gradients float64.
+    if isinstance(a, Tensor):
+        x = a.data
+    else:
+        x = a = _data(a)
+    if isinstance(b, Tensor):
+        y = b.data
+    else:
+        y = b = _data(b)
+    out = fn(x, y)
+    if out.dtype is _F64:
+        # numpy 2 gives float64 for float32 with an integer tensor, with a 0-d float64
+        # tensor, and for int / int; torch gives float32 there. Compute in torch's dtype,
+        # casting operands through a cast node so each gets its gradient in its own dtype.
+        target = _F64 if _keeps_float64(a, b) else _F32
+        a2, b2 = _cast_operand(a, target), _cast_operand(b, target)
+        if a2 is not a or b2 is not b:
+            a, b = a2, b2
+            out = fn(_data(a), _data(b))
+    return record(rule, out, (a, b))
+
+
+def _keeps_float64(a, b) -> bool:
+    """Whether torch's result is float64: the floats of the highest-ranked operands decide."""
+    floats = [t for t in (a, b) if isinstance(t, Tensor) and t.dtype.kind == "f"]
+    dimensioned = [t for t in floats if t.ndim]
+    return any(t.dtype == _F64 for t in (dimensioned or floats))
+
+
+def _cast_operand(x, dtype):
+    return to(x, dtype) if isinstance(x, Tensor) and x.dtype != dtype else x
+
+
 def add(a, b):
-    return record(R["Add"], _data(a) + _data(b), (a, b))
+    return _binary(R["Add"], np.add, a, b)
 
 
 def sub(a, b):
-    return record(R["Sub"], _data(a) - _data(b), (a, b))
+    return _binary(R["Sub"], np.subtract, a, b)
 
 
 def mul(a, b):
-    return record(R["Mul"], _data(a) * _data(b), (a, b))
+    return _binary(R["Mul"], np.multiply, a, b)
 
 
 def div(a, b):
-    return record(R["Div"], _data(a) / _data(b), (a, b))
+    return _binary(R["Div"], np.true_divide, a, b)
 
 
 def neg(a):
@@ -55,11 +94,11 @@ def neg(a):
 
 
 def pow(a, b):  # noqa: A001 - torch.pow
-    return record(R["Pow"], _data(a) ** _data(b), (a, b))
+    return _binary(R["Pow"], np.power, a, b)
 
 
 def matmul(a, b):
-    return record(R["MatMul"], _data(a) @ _data(b), (a, b))
+    return _binary(R["MatMul"], np.matmul, a, b)
 
 
 # -- elementwise functions ----------------------------------------------------------------
@@ -109,6 +148,10 @@ def gelu(x, approximate: str = "none"):
 def clamp(x, min=None, max=None):  # noqa: A002 - torch's argument names
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
+    if isinstance(min, Tensor) or isinstance(max, Tensor):
+        # Tensor bounds get gradients too; where() gives torch's split (x wins at a bound).
+        y = x if min is None else where(ge(x, min), x, min)
+        return y if max is None else where(le(y, max), y, max)
     return record(R["Clamp"], np.clip(x.data, min, max), (x,), lo=min, hi=max)
 
 
@@ -118,11 +161,11 @@ def where(condition, a, b):
 
 
 def maximum(a, b):
-    return record(R["Maximum"], np.maximum(_data(a), _data(b)), (a, b))
+    return _binary(R["Maximum"], np.maximum, a, b)
 
 
 def minimum(a, b):
-    return record(R["Minimum"], np.minimum(_data(a), _data(b)), (a, b))
+    return _binary(R["Minimum"], np.minimum, a, b)
 
 
 # -- reductions -------------------------------------------------------------------------------
@@ -130,7 +173,7 @@ def _dims(dim, ndim):
     if dim is None:
         return None
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
-    return tuple(d % ndim if ndim else 0 for d in dims)
+    return tuple(d % ndim for d in dims) if ndim else ()  # torch lets dim 0/-1 name a 0-d
 
 
 def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
@@ -150,7 +193,8 @@ def var(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
     count = x.data.size if d is None else int(np.prod([x.shape[i] for i in d]))
     ddof = correction if correction is not None else (1 if unbiased else 0)
     centered = x - mean(x, d, keepdim=True)
-    return sum(centered * centered, d, keepdim) * (1.0 / (count - ddof))
+    scale = 1.0 / (count - ddof) if count > ddof else math.inf  # torch divides by 0: nan
+    return sum(centered * centered, d, keepdim) * scale
 
 
 def std(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
@@ -160,7 +204,11 @@ def std(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
 def _extreme(x, dim, keepdim, reduce, arg):
     if dim is None:
         return record(R["Amax"], np.asarray(reduce(x.data)), (x,), dim=None, keepdim=False)
-    d = dim % x.ndim if x.ndim else 0
+    if isinstance(dim, Tensor):  # torch.max(a, b) is maximum(a, b)
+        return (maximum if reduce is np.max else minimum)(x, dim)
+    if x.ndim == 0:
+        return values_indices(reshape(x, ()), Tensor._make(np.zeros((), dtype=np.int64)))
+    d = dim % x.ndim
     indices = arg(x.data, axis=d, keepdims=True)
     values = np.take_along_axis(x.data, indices, axis=d)
     if not keepdim:
@@ -204,9 +252,18 @@ def log_softmax(x, dim):
 
 
 # -- shape ----------------------------------------------------------------------------------
+def _view_of(out, x):
+    """Share x's version counter if out's array is a view of x's, as torch's views do, so an
+    in-place change through either one is caught by the nodes that saved the other."""
+    base = out.data.base
+    if base is not None and (base is x.data or base is x.data.base):
+        out._version = x._version
+    return out
+
+
 def reshape(x, *shape):
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return record(R["View"], x.data.reshape(shape), (x,), shape=x.shape)
+    return _view_of(record(R["View"], x.data.reshape(shape), (x,), shape=x.shape), x)
 
 
 view = reshape
@@ -215,7 +272,7 @@ view = reshape
 def permute(x, *dims):
     dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     dims = tuple(d % x.ndim for d in dims)
-    return record(R["Permute"], x.data.transpose(dims), (x,), axes=dims)
+    return _view_of(record(R["Permute"], x.data.transpose(dims), (x,), axes=dims), x)
 
 
 def transpose(x, dim0, dim1):
@@ -231,10 +288,12 @@ def t(x):
 
 
 def squeeze(x, dim=None):
+    # dim may be an int or a tuple (torch >= 2.0); a named dim whose size is not 1 stays.
     if dim is None:
-        return reshape(x, tuple(n for n in x.shape if n != 1))
-    d = dim % x.ndim if x.ndim else 0
-    return reshape(x, x.shape[:d] + x.shape[d + 1:]) if x.ndim and x.shape[d] == 1 else x
+        drop = range(x.ndim)
+    else:
+        drop = _dims(dim, x.ndim) if x.ndim else ()
+    return reshape(x, tuple(n for i, n in enumerate(x.shape) if not (i in drop and n == 1)))
 
 
 def unsqueeze(x, dim):
@@ -253,14 +312,18 @@ def expand(x, *sizes):
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
     lead = len(sizes) - x.ndim
     shape = tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes))
-    return record(R["Expand"], np.broadcast_to(x.data, shape), (x,))
+    return _view_of(record(R["Expand"], np.broadcast_to(x.data, shape), (x,)), x)
 
 
 def getitem(x, key):
     key = _index_key(key)
     items = key if isinstance(key, tuple) else (key,)
     advanced = any(isinstance(k, (np.ndarray, list)) for k in items)
-    return record(R["Index"], x.data[key], (x,), shape=x.shape, key=key, advanced=advanced)
+    data = x.data[key]
+    if type(data) is not np.ndarray:  # x[0] of a 1-D array: a 0-d view, not a numpy scalar
+        data = x.data[items + (Ellipsis,)]
+    out = record(R["Index"], data, (x,), shape=x.shape, key=key, advanced=advanced)
+    return out if advanced else _view_of(out, x)
 
 
 def _index_key(key):
@@ -329,7 +392,7 @@ lt, le, gt, ge = _compare(np.less), _compare(np.less_equal), _compare(np.greater
 
 def _cast(dtype):
     return lambda x: x if x.dtype == dtype else record(
-        R["View"], x.data.astype(dtype), (x,), shape=x.shape)
+        R["View"], x.data.astype(dtype), (x,), shape=x.shape, dtype=x.dtype)
 
 
 def to(x, dtype):

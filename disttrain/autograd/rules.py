@@ -41,15 +41,18 @@ class PerInput:
 
 def _pow_base(g, out, a, b):
     # d(a**b)/da = b * a**(b-1); PyTorch defines it as 0 where b == 0.
-    return np.where(b == 0, 0.0, g * b * a ** (b - 1)) if np.ndim(b) else (
-        g * 0.0 if b == 0 else g * b * a ** (b - 1)
-    )
+    if not np.ndim(b):
+        return g * 0.0 if b == 0 else g * b * a ** (b - 1)
+    with np.errstate(divide="ignore", invalid="ignore"):  # the masked entries may be inf
+        return np.where(b == 0, 0.0, g * b * a ** (b - 1))
 
 
 def _pow_exponent(g, out, a, b):
     # d(a**b)/db = a**b * log(a); PyTorch masks it to 0 where a == 0 and b >= 0.
+    # A Python base is logged in out's dtype: np.log(2.0) would be a (strong) float64.
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where((a == 0) & (b >= 0), 0.0, g * out * np.log(a))
+        log_a = np.log(a if isinstance(a, np.ndarray) else np.asarray(a, dtype=out.dtype))
+        return np.where((a == 0) & (b >= 0), 0.0, g * out * log_a)
 
 
 def _half_on_ties(g, a, b, pick):
@@ -79,7 +82,7 @@ def _amax_vjp(g, out, x, dim, keepdim):
     # Full max/min reduction: PyTorch shares the gradient evenly among tied maxima.
     expanded = out if (dim is None or keepdim) else np.expand_dims(out, dim)
     mask = x == expanded
-    count = mask.sum(axis=dim, keepdims=True)
+    count = mask.sum(axis=dim, keepdims=True).astype(g.dtype)  # int64 would promote g
     return mask * (_unreduce(g, x.shape, dim, keepdim) / count)
 
 
@@ -105,10 +108,10 @@ def _matmul_vjp(g, a, b, first: bool):
     # Promote 1-D operands as matmul does, then undo the promotion on the way out.
     A = a[None, :] if a.ndim == 1 else a
     B = b[:, None] if b.ndim == 1 else b
+    if b.ndim == 1:  # first, so a 0-d g (1-D @ 1-D) grows to (1,) before -2 is used
+        g = np.expand_dims(g, -1)
     if a.ndim == 1:
         g = np.expand_dims(g, -2)
-    if b.ndim == 1:
-        g = np.expand_dims(g, -1)
     if first:
         grad = g @ np.swapaxes(B, -1, -2)
         return grad[..., 0, :] if a.ndim == 1 else grad
@@ -154,7 +157,9 @@ RULES = {r.name: r for r in (
     rule("Softmax", lambda g, o, x, dim: o * (g - (g * o).sum(dim, keepdims=True)), uses="o"),
     rule("LogSoftmax", lambda g, o, x, dim: g - np.exp(o) * g.sum(dim, keepdims=True),
          uses="o"),
-    rule("View", lambda g, shape: g.reshape(shape)),
+    # View also carries casts (to/float/double): dtype, when given, is the input's.
+    rule("View", lambda g, shape, dtype=None: (
+        g.reshape(shape) if dtype is None else g.reshape(shape).astype(dtype, copy=False))),
     rule("Permute", lambda g, axes: g.transpose(np.argsort(axes))),
     rule("Expand", lambda g: g),
     rule("Index", _index_vjp),

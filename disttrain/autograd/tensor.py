@@ -42,8 +42,8 @@ def _to_array(data, dtype=None) -> np.ndarray:
         data = data.data
     if dtype is not None:
         return np.array(data, dtype=np.dtype(dtype))
-    if isinstance(data, np.ndarray):
-        return data.copy()
+    if isinstance(data, (np.ndarray, np.generic)):
+        return np.array(data)  # a copy; numpy arrays and scalars keep their dtype
     array = np.array(data)
     if array.dtype.kind == "f":
         return array.astype(_default_dtype)
@@ -122,6 +122,22 @@ class Tensor:
             )
         return self.data
 
+    def __bool__(self) -> bool:
+        if self.data.size != 1:
+            raise RuntimeError("Boolean value of Tensor with more than one value is ambiguous")
+        return bool(self.data)
+
+    def __float__(self) -> float:
+        return float(self._scalar())
+
+    def __int__(self) -> int:
+        return int(self._scalar())
+
+    def _scalar(self):
+        if self.data.size != 1:
+            raise TypeError("only one element tensors can be converted to Python scalars")
+        return self.data.item()
+
     def tolist(self):
         return self.data.tolist()
 
@@ -146,10 +162,14 @@ class Tensor:
 
     @requires_grad.setter
     def requires_grad(self, flag: bool) -> None:
+        if self.grad_fn is not None and flag:  # torch: the setter refuses even True
+            raise RuntimeError("you can only change requires_grad flags of leaf variables.")
         self.requires_grad_(flag)
 
     def requires_grad_(self, requires_grad: bool = True) -> Tensor:
         if self.grad_fn is not None:
+            if requires_grad:
+                return self  # a non-leaf already requires grad; torch allows this
             raise RuntimeError(
                 "you can only change requires_grad flags of leaf variables. If you want to use "
                 "a computed variable in a subgraph that doesn't require differentiation use "
@@ -157,7 +177,7 @@ class Tensor:
             )
         if requires_grad and self.data.dtype.kind not in "fc":
             raise RuntimeError(
-                "only Tensors of floating point and complex dtype can require gradients"
+                "Only Tensors of floating point and complex dtype can require gradients"
             )
         self._requires_grad = bool(requires_grad)
         return self

@@ -1,0 +1,21 @@
+"""Flatten."""
+
+from __future__ import annotations
+
+from . import functional as F
+from .module import Module
+
+
+class Flatten(Module):
+    """Flatten dims start_dim..end_dim into one (the batch dim is kept by default)."""
+
+    def __init__(self, start_dim: int = 1, end_dim: int = -1):
+        super().__init__()
+        self.start_dim = start_dim
+        self.end_dim = end_dim
+
+    def forward(self, input):
+        return F.flatten(input, self.start_dim, self.end_dim)
+
+    def extra_repr(self) -> str:
+        return f"start_dim={self.start_dim}, end_dim={self.end_dim}"

@@ -1,0 +1,140 @@
+"""Every gradient rule in rules.RULES against central finite differences, in float64."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import disttrain
+from disttrain.autograd import ops
+from disttrain.autograd.rules import RULES
+
+from .helpers import make_inputs, rules_used
+
+I64 = np.int64
+
+
+def case(name, fn, *specs, low=-2.0, high=2.0, **kw):
+    return pytest.param(fn, specs, low, high, kw, id=name)
+
+
+CASES = [
+    case("add", lambda a, b: a + b, (3, 4), (3, 4)),
+    case("add-broadcast", lambda a, b: a + b, (3, 1, 4), (2, 1)),
+    case("add-scalar-0d", lambda a, b: a + b + 1.5, (), (2, 3)),
+    case("radd", lambda a: 2.0 + a, (3,)),
+    case("sub-broadcast", lambda a, b: a - b, (2, 3), (3,)),
+    case("rsub", lambda a: 1.0 - a, (2, 2)),
+    case("neg", lambda a: -a, (2, 3)),
+    case("mul-broadcast", lambda a, b: a * b, (4, 1), (1, 5)),
+    case("mul-scalar", lambda a: a * 3.0, (5,)),
+    case("div", lambda a, b: a / b, (3, 4), (4,), low=0.5),
+    case("rdiv", lambda a: 2.0 / a, (3,), low=0.5),
+    case("pow-tensor-tensor", lambda a, b: a ** b, (3, 4), (4,), low=0.5),
+    case("pow-scalar-exp", lambda a: a ** 3, (2, 3)),
+    case("pow-fractional-exp", lambda a: a ** 0.5, (4,), low=0.3),
+    case("pow-zero-exp", lambda a: a ** 0, (4,)),
+    case("rpow", lambda a: 2.0 ** a, (2, 3)),
+    case("exp", lambda a: a.exp(), (2, 3)),
+    case("log", lambda a: a.log(), (2, 3), low=0.2),
+    case("sqrt", lambda a: a.sqrt(), (2, 3), low=0.2),
+    case("abs", lambda a: a.abs(), (3, 4)),
+    case("tanh", lambda a: a.tanh(), (3, 4)),
+    case("sigmoid", lambda a: a.sigmoid(), (3, 4), low=-6, high=6),
+    case("relu", lambda a: a.relu(), (3, 4)),
+    case("gelu-exact", lambda a: ops.gelu(a), (3, 4), low=-3, high=3),
+    case("gelu-tanh", lambda a: ops.gelu(a, approximate="tanh"), (3, 4), low=-3, high=3),
+    case("clamp-both", lambda a: a.clamp(-0.5, 0.7), (4, 4)),
+    case("clamp-min", lambda a: a.clamp(min=0.1), (4, 4)),
+    case("clamp-max", lambda a: a.clamp(max=0.1), (4, 4)),
+    case("where", lambda a, b, c: disttrain.where(c, a, b), (3, 4), (4,),
+         np.random.default_rng(3).random((3, 4)) > 0.5),
+    case("maximum-broadcast", lambda a, b: disttrain.maximum(a, b), (3, 4), (4,)),
+    case("minimum", lambda a, b: disttrain.minimum(a, b), (3, 4), (3, 4)),
+    case("matmul-2d", lambda a, b: a @ b, (3, 4), (4, 2)),
+    case("matmul-1d-1d", lambda a, b: a @ b, (4,), (4,)),
+    case("matmul-1d-2d", lambda a, b: a @ b, (4,), (4, 3)),
+    case("matmul-2d-1d", lambda a, b: a @ b, (3, 4), (4,)),
+    case("matmul-batched-broadcast", lambda a, b: a @ b, (2, 1, 3, 4), (5, 4, 2)),
+    case("matmul-1d-batched", lambda a, b: a @ b, (4,), (2, 4, 3)),
+    case("sum-all", lambda a: a.sum(), (3, 4)),
+    case("sum-dim-tuple", lambda a: a.sum(dim=(0, 2)), (2, 3, 4)),
+    case("sum-keepdim-neg", lambda a: a.sum(dim=-1, keepdim=True), (2, 3, 4)),
+    case("mean-dims", lambda a: a.mean(dim=(1, -1), keepdim=True), (2, 3, 4)),
+    case("var", lambda a: a.var(dim=1), (3, 5)),
+    case("std-all", lambda a: a.std(), (3, 5)),
+    case("amax-all", lambda a: a.amax(), (3, 4)),
+    case("amax-dims", lambda a: a.amax(dim=(0, 2)), (3, 4, 2)),
+    case("max-all", lambda a: a.max(), (3, 4)),
+    case("max-dim", lambda a: a.max(dim=1).values, (3, 4)),
+    case("min-dim-keepdim", lambda a: a.min(dim=0, keepdim=True)[0], (3, 4)),
+    case("softmax", lambda a: a.softmax(dim=-1), (3, 4)),
+    case("softmax-dim0", lambda a: a.softmax(0), (3, 4)),
+    case("log-softmax", lambda a: a.log_softmax(dim=1), (3, 4)),
+    case("reshape", lambda a: a.reshape(4, 3) * disttrain.arange(12.0).reshape(4, 3), (3, 4)),
+    case("view-squeeze-unsqueeze", lambda a: a.view(3, 1, 4).squeeze(1).unsqueeze(0), (3, 4)),
+    case("flatten", lambda a: a.flatten(1), (2, 3, 2)),
+    case("permute", lambda a: a.permute(2, 0, 1), (2, 3, 4)),
+    case("transpose", lambda a: a.transpose(0, -1), (2, 3, 4)),
+    case("T", lambda a: a.T, (3, 4)),
+    case("expand", lambda a: a.expand(2, 3, 4), (3, 1)),
+    case("index-basic", lambda a: a[1:, ::2], (4, 5)),
+    case("index-negative-step", lambda a: a[::-1, 1], (4, 5)),
+    case("index-int-array-repeated", lambda a, i: a[i], (4, 3), np.array([0, 2, 0, 0, 3])),
+    case("index-tuple-slice-array", lambda a, i: a[1:, i], (4, 5), np.array([4, 0, 4])),
+    case("index-bool-mask", lambda a, m: a[m], (3, 4),
+         np.random.default_rng(1).random((3, 4)) > 0.4),
+    case("embedding", lambda w, i: w[i], (6, 3), np.array([[0, 5, 5], [2, 0, 5]])),
+    case("cat", lambda a, b: disttrain.cat([a, b, a], dim=1), (2, 3), (2, 1)),
+    case("stack", lambda a, b: disttrain.stack([a, b], dim=-1), (2, 3), (2, 3)),
+    case("conv2d", lambda x, w, b: ops.conv2d(x, w, b), (2, 2, 5, 5), (3, 2, 3, 3), (3,)),
+    case("conv2d-stride2-pad1", lambda x, w: ops.conv2d(x, w, stride=2, padding=1),
+         (1, 2, 6, 5), (2, 2, 3, 3)),
+    case("conv2d-2x2-odd", lambda x, w: ops.conv2d(x, w, stride=2), (1, 1, 7, 7), (2, 1, 2, 2)),
+    case("max-pool2d", lambda x: ops.max_pool2d(x, 2), (2, 2, 4, 6)),
+    case("max-pool2d-overlap", lambda x: ops.max_pool2d(x, 3, stride=1), (1, 2, 5, 5)),
+    case("layer-norm", lambda x, w, b: ops.layer_norm(x, 4, w, b), (3, 4), (4,), (4,)),
+    case("to-float64-and-clone", lambda a: a.to(disttrain.float64).clone() * 2, (3,)),
+]
+
+
+def _tensors(specs, low, high):
+    return [disttrain.tensor(a, requires_grad=a.dtype.kind == "f") if isinstance(a, np.ndarray)
+            else a for a in make_inputs(specs, np.float64, low, high, seed=7)]
+
+
+@pytest.mark.parametrize("fn, specs, low, high, kw", CASES)
+def test_rule_matches_finite_differences(fn, specs, low, high, kw):
+    assert disttrain.gradcheck(fn, _tensors(specs, low, high), **kw)
+
+
+def test_every_rule_has_a_gradcheck_case():
+    covered = set()
+    for param in CASES:
+        fn, specs, low, high, _ = param.values
+        covered |= rules_used(fn(*_tensors(specs, low, high)))
+    missing = sorted(set(RULES) - covered)
+    assert not missing, f"rules with no finite-difference case: {missing}"
+
+
+def test_gradcheck_catches_a_wrong_rule(monkeypatch):
+    # The checker itself must be able to fail: break Exp's rule and expect an error.
+    wrong = RULES["Exp"]._replace(vjps=(lambda g, o, x: g * o * 1.01,))
+    monkeypatch.setitem(RULES, "Exp", wrong)
+    monkeypatch.setattr(ops, "R", RULES)
+    with pytest.raises(AssertionError, match="differs from finite differences"):
+        disttrain.gradcheck(lambda a: a.exp(), [disttrain.randn(3, dtype=np.float64,
+                                                                 requires_grad=True)])
+
+
+def test_gradcheck_needs_float64():
+    with pytest.raises(ValueError, match="float64"):
+        disttrain.gradcheck(lambda a: a * 2, [disttrain.randn(3, requires_grad=True)])
+
+
+def test_gradcheck_non_contiguous_input():
+    # A transposed (non-contiguous) input must still be perturbed in place.
+    base = disttrain.tensor(np.random.default_rng(0).normal(size=(4, 3)))
+    a = disttrain.tensor(base.data.T, requires_grad=True)
+    a.data = base.data.T
+    assert disttrain.gradcheck(lambda t: (t * t).sum(dim=0), [a])
