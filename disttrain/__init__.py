@@ -3,6 +3,7 @@
 `import disttrain` never imports Ray, mpi4py, workers or launch (tested).
 """
 
+from . import data, distributed, nn, optim  # noqa: E402,F401 - as torch.nn, torch.optim
 from .autograd import *  # noqa: F403 - the engine's public names are disttrain's
 from .autograd import __all__ as _engine_names
 from .autograd.ops import (  # noqa: F401 - torch-style top-level functions

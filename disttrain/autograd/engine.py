@@ -89,7 +89,8 @@ class Node:
                 f"{self.rule.name}, is at version {box[0]}; expected version {expected} "
                 "instead." + INPLACE_HINT
             )
-        for t, seen in zip(self.inputs, self.versions):
+        for t, seen in zip(self.inputs, self.versions) if self.rule.reads is None else (
+                (self.inputs[j], self.versions[j]) for j in self._inputs_read()):
             if seen is not None and t._version[0] != seen:
                 origin = f", which is output 0 of {t.grad_fn.rule.name}," if t.grad_fn else ""
                 raise RuntimeError(
@@ -97,6 +98,15 @@ class Node:
                     f"by an inplace operation: [{_type_name(t.data)}]{origin} is at version "
                     f"{t._version[0]}; expected version {seen} instead." + INPLACE_HINT
                 )
+
+
+    def _inputs_read(self) -> set:
+        """Indices of the inputs the vjps that will run actually read."""
+        read = set()
+        for i, t in enumerate(self.inputs):
+            if getattr(t, "_requires_grad", False) and self.rule.vjps[i] is not None:
+                read.update(self.rule.reads[i])
+        return read
 
 
 def _type_name(array: np.ndarray) -> str:

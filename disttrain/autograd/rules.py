@@ -23,6 +23,9 @@ class Rule(NamedTuple):
     vjps: tuple
     uses_inputs: bool
     uses_out: bool
+    # reads[i]: the inputs vjps[i] reads (None: all). An input only one vjp reads may be
+    # modified in place when that vjp will not run, as PyTorch saves only what it needs.
+    reads: tuple | None = None
 
     @property
     def saves(self) -> bool:
@@ -123,16 +126,18 @@ def _cat_vjp(i, g, dim, bounds):
     return g[(slice(None),) * (dim % g.ndim) + (slice(bounds[i], bounds[i + 1]),)]
 
 
-def rule(name: str, *vjps, uses: str = "") -> Rule:
-    return Rule(name, vjps, "x" in uses, "o" in uses)
+def rule(name: str, *vjps, uses: str = "", reads: tuple | None = None) -> Rule:
+    return Rule(name, vjps, "x" in uses, "o" in uses, reads)
 
 
 RULES = {r.name: r for r in (
     rule("Add", lambda g: g, lambda g: g),
     rule("Sub", lambda g: g, lambda g: -g),
     rule("Neg", lambda g: -g),
-    rule("Mul", lambda g, o, a, b: g * b, lambda g, o, a, b: g * a, uses="x"),
-    rule("Div", lambda g, o, a, b: g / b, lambda g, o, a, b: -g * a / (b * b), uses="x"),
+    rule("Mul", lambda g, o, a, b: g * b, lambda g, o, a, b: g * a, uses="x",
+         reads=((1,), (0,))),
+    rule("Div", lambda g, o, a, b: g / b, lambda g, o, a, b: -g * a / (b * b), uses="x",
+         reads=((1,), (0, 1))),
     rule("Pow", _pow_base, _pow_exponent, uses="xo"),
     rule("Exp", lambda g, o, x: g * o, uses="o"),
     rule("Log", lambda g, o, x: g / x, uses="x"),
@@ -150,7 +155,7 @@ RULES = {r.name: r for r in (
     rule("Minimum", lambda g, o, a, b: _half_on_ties(g, a, b, a < b),
          lambda g, o, a, b: _half_on_ties(g, a, b, b < a), uses="x"),
     rule("MatMul", lambda g, o, a, b: _matmul_vjp(g, a, b, True),
-         lambda g, o, a, b: _matmul_vjp(g, a, b, False), uses="x"),
+         lambda g, o, a, b: _matmul_vjp(g, a, b, False), uses="x", reads=((1,), (0,))),
     rule("Sum", lambda g, shape, dim, keepdim: _unreduce(g, shape, dim, keepdim)),
     rule("Amax", lambda g, o, x, dim, keepdim: _amax_vjp(g, o, x, dim, keepdim), uses="xo"),
     rule("Max", _pick_vjp),

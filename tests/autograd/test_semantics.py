@@ -543,3 +543,26 @@ def test_view_shares_version_counter_copy_does_not():
 @pytest.mark.parametrize("value", [3, 3.0, True], ids=repr)
 def test_full_dtype_follows_fill_value(value):
     assert disttrain.full((2,), value).dtype == np.dtype(str(torch.full((2,), value).dtype)[6:])
+
+
+def test_inplace_change_to_an_input_no_running_vjp_reads_is_allowed_as_in_torch():
+    """x @ w with only w requiring grad never reads w again: torch lets w change in place."""
+    import torch
+
+    import disttrain
+
+    for lib in (torch, disttrain):
+        w = lib.ones(3, 3, requires_grad=True)
+        x = lib.ones(2, 3)
+        y = (x @ w).sum()
+        with lib.no_grad():
+            w.mul_(2)
+        y.backward()
+        assert w.grad is not None
+    for lib in (torch, disttrain):
+        x = lib.ones(2, 3, requires_grad=True)
+        w = lib.ones(3, 3)
+        y = (x @ w).sum()
+        w.mul_(2)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            y.backward()
