@@ -70,13 +70,19 @@ def _overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    from disttrain.train.builders import check_job
+
     from .config import load_job
 
     spec = load_job(args.job, _overrides(args))
+    check_job(spec, args.job)
     run_dir = Path(args.run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume and not (run_dir / "checkpoints").is_dir():
         raise UsageError(f"--resume: {run_dir} has no checkpoints/ folder; pass the --run-dir "
                          "of an earlier run")
+    if not args.resume and (run_dir / "status.json").exists():
+        raise UsageError(f"--run-dir: {run_dir} already holds a run; pass --resume to continue "
+                         "it, or choose another --run-dir (nothing was overwritten)")
     if spec.distributed.backend == "mpi":
         return _train_under_mpiexec(args, spec, run_dir)
     if spec.distributed.backend == "local" and spec.distributed.workers != 1:

@@ -23,8 +23,16 @@ def build_model(spec: JobSpec, n_features: int, n_classes: int):
     """The model the [model] table describes, initialised from the job's seed."""
     m, dtype = spec.model, dtype_of(spec)
     if m.kind == "custom":
-        model = load_factory(m.factory)(spec)
-        return model.to(dtype) if hasattr(model, "to") else model
+        factory = load_factory(m.factory)
+        try:
+            model = factory(spec)
+        except Exception as error:  # the user's code: report it as their input's problem
+            raise SpecError(f"[model] factory: {m.factory} raised {type(error).__name__}: "
+                            f"{error}") from None
+        if not hasattr(model, "named_parameters"):
+            raise SpecError(f"[model] factory: {m.factory} returned {type(model).__name__}, "
+                            "not a disttrain.nn.Module")
+        return model.to(dtype)
     if m.kind == "cnn":
         side = int(round(n_features ** 0.5))
         if side * side != n_features:
@@ -72,8 +80,11 @@ def load_factory(factory: str):
             loader_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(target)
-    except ImportError as error:
-        raise SpecError(f"[model] factory: cannot import {target!r}: {error}") from None
+    except SpecError:
+        raise
+    except Exception as error:  # ImportError, or any error while running the user's module
+        raise SpecError(f"[model] factory: cannot import {target!r}: "
+                        f"{type(error).__name__}: {error}") from None
     if not hasattr(module, name):
         raise SpecError(f"[model] factory: {target} has no function {name!r}")
     return getattr(module, name)
@@ -112,3 +123,20 @@ def build_scheduler(spec: JobSpec, optimizer):
         return optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=s.t_max or spec.job.epochs, eta_min=s.eta_min)
     return None
+
+
+def check_job(spec: JobSpec, source: str = "job") -> None:
+    """Build what the workers will build, in this process, so bad input fails before launch.
+
+    Raises SpecError naming the file and key; the model is built and dropped.
+    """
+    try:
+        train, val = build_datasets(spec)
+        x, y = train.arrays[0], train.arrays[1]
+        classes = int(max(y.max(), val.arrays[1].max())) + 1
+        build_model(spec, x.shape[1], classes)
+    except SpecError as error:
+        raise SpecError(f"{source}: {error}") from None
+    if spec.job.batch_size > len(y):
+        raise SpecError(f"{source}: [job] batch_size: {spec.job.batch_size} is larger than the "
+                        f"{len(y)} training samples; choose at most {len(y)}")
