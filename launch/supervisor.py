@@ -117,7 +117,8 @@ class Supervisor:
             self.progress.say(f"resumed from {first['resumed_from']} (step {first['step']})")
         self.run_dir.write_status(
             state="running", step=first["step"], workers=[
-                {"rank": i["rank"], "node": i["node"], "pid": i["pid"], "state": "running"}
+                {"rank": i["rank"], "node": i["node"], "node_id": i["node_id"], "pid": i["pid"],
+                 "state": "running"}
                 for i in attempt.infos])
         self.progress.start(first["step"], first["total_steps"])
         return attempt

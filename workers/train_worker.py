@@ -38,7 +38,7 @@ class TrainWorker:
 
     def info(self) -> dict:
         return {"node": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
-                "pid": os.getpid()}
+                "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
     def setup(self, resume: bool) -> dict:
         """Join the job, build the replica, and load the newest valid checkpoint if resuming."""
