@@ -91,14 +91,15 @@ class Supervisor:
         d = self.spec.distributed
         coordinator = create_coordinator(world_size=d.workers, timeout_s=d.timeout_s,
                                           heartbeat_timeout_s=max(5 * d.heartbeat_s, 10.0))
-        group = placement_group([{"CPU": d.cpus_per_worker}] * d.workers, strategy=d.placement)
+        strategy = placement_strategy(d.placement)
+        group = placement_group([{"CPU": d.cpus_per_worker}] * d.workers, strategy=strategy)
         try:
             ray.get(group.ready(), timeout=60)
         except GetTimeoutError:
             remove_placement_group(group)
             raise JobFailed(
                 f"could not place {d.workers} workers x {d.cpus_per_worker} CPU "
-                f"({d.placement}) within 60 s; the cluster has "
+                f"({strategy}) within 60 s; the cluster has "
                 f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] workers or "
                 "cpus_per_worker") from None
         actor = remote_train_worker(num_cpus=d.cpus_per_worker)
@@ -214,6 +215,14 @@ class Supervisor:
 
 class WorkerLost(RuntimeError):
     """A rank died or failed; the message names it."""
+
+
+def placement_strategy(placement: str) -> str:
+    """'auto' packs workers on one machine and spreads them over a cluster's nodes."""
+    if placement != "auto":
+        return placement
+    alive = [n for n in ray.nodes() if n.get("Alive") and n.get("Resources", {}).get("CPU")]
+    return "SPREAD" if len(alive) > 1 else "PACK"
 
 
 def default_num_cpus(spec) -> int:

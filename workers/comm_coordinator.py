@@ -1,16 +1,30 @@
 """CoordinatorCommunicator: the Communicator protocol on top of the coordinator actor.
 
-Small buffers go to the coordinator, which sums them in rank order (one round trip).
-Large buffers never pass through the coordinator: every rank `ray.put`s its buffer once
-and the coordinator only swaps ObjectRefs. Then rank r sums slice r of all buffers,
-reading them zero-copy from the object store in rank order, and the ranks swap their
-summed slices the same way. Each element is still ((b0 + b1) + b2) + ..., so the bits
-equal the star sum's, while the work is split W ways and the coordinator copies nothing.
+The coordinator is the control plane: rendezvous, step and sequence checks, heartbeats,
+abort, and small buffers, which it sums in rank order (one round trip, the star path).
+
+Large buffers never pass through the coordinator. Their data path:
+
+* Every rank on one node (the usual case): shared memory (workers/shm.py). On the first
+  large collective the ranks agree through the coordinator on a segment whose name
+  holds a fresh secret, map it, and from then on synchronise through counters in the
+  segment (microseconds, not an actor round trip). Rank r sums slice r of every rank's
+  buffer in rank order. While waiting, a rank watches its peers' processes, the deadline
+  and (every half second) the coordinator's abort flag.
+* Ranks on several nodes, or `shared_memory=False`: the object store. Every rank
+  `ray.put`s its buffer once and the coordinator only swaps ObjectRefs; rank r sums
+  slice r of all buffers, read zero-copy in rank order, and the ranks swap the summed
+  slices the same way.
+
+Either way each element is ((b0 + b1) + b2) + ..., so the bits equal the star sum's.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -19,10 +33,12 @@ from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayT
 
 from disttrain.distributed.comm import (
     DEFAULT_TIMEOUT_S,
+    CollectiveAborted,
     CollectiveError,
     CollectiveTimeout,
     PeerLost,
 )
+from workers import shm
 from workers.collectives import (
     chunk_bounds,
     decode_plain,
@@ -35,6 +51,10 @@ from workers.collectives import (
 INLINE_BYTES = 256 * 1024
 # The coordinator reports a timeout itself; give its answer this long to arrive.
 GRACE_S = 10.0
+# While waiting on shared memory, ask the coordinator whether the job was aborted (or a
+# peer went elsewhere) after this long, and then this often.
+STATUS_AFTER_S = 0.25
+STATUS_EVERY_S = 0.5
 
 
 class CoordinatorCommunicator:
@@ -42,7 +62,9 @@ class CoordinatorCommunicator:
 
     def __init__(self, coordinator, rank: int, world_size: int,
                  timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_interval_s: float = 1.0,
-                 inline_bytes: int = INLINE_BYTES):
+                 inline_bytes: int = INLINE_BYTES, shared_memory: bool = True):
+        """`shared_memory=False` (the same on every rank) keeps large buffers on the
+        object-store path even when all ranks share a node."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of size {world_size}")
         self.rank = rank
@@ -53,6 +75,11 @@ class CoordinatorCommunicator:
         self._coord = coordinator
         self._seq = 0
         self._closed = threading.Event()
+        # None: not decided yet (decided with the peers on the first large collective).
+        self._shm: shm.ShmGroup | None = None
+        self._shm_state = None if (shared_memory and world_size > 1) else "off"
+        self._status_ref = None
+        self._status_due = 0.0
         self._heartbeats = None
         if world_size > 1:
             self._heartbeats = threading.Thread(
@@ -72,6 +99,11 @@ class CoordinatorCommunicator:
             self._check_like(total, flat, "allreduce_")
             np.copyto(flat, total)
             return buf
+        if self._use_shm(flat, "allreduce_"):
+            self._seq += 1
+            if self._shm.allreduce_(flat, step=self.step, seq=self._seq,
+                                    timeout_s=self.timeout_s, on_wait=self._on_shm_wait):
+                return buf
         self._allreduce_split(flat)
         return buf
 
@@ -83,6 +115,11 @@ class CoordinatorCommunicator:
                 f"broadcast_ root={root} is not a rank of a world of size {self.world_size}")
         if self.world_size == 1:
             return buf
+        if flat.nbytes > self.inline_bytes and self._use_shm(flat, "broadcast_"):
+            self._seq += 1
+            if self._shm.broadcast_(flat, root, step=self.step, seq=self._seq,
+                                    timeout_s=self.timeout_s, on_wait=self._on_shm_wait):
+                return buf
         payload = None
         if self.rank == root:
             payload = flat if flat.nbytes <= self.inline_bytes else [ray.put(flat)]
@@ -111,11 +148,96 @@ class CoordinatorCommunicator:
         if self._closed.is_set():
             return
         self._closed.set()
+        if self._shm is not None:
+            self._shm.close()
         if self.world_size > 1:
             try:
                 self._coord.leave.remote(self.rank)
             except Exception:  # the coordinator may already be gone at shutdown
                 pass
+
+    # --- the shared-memory data path -------------------------------------------------
+
+    def _use_shm(self, flat: np.ndarray, op: str) -> bool:
+        """Whether this large collective goes through shared memory (decided once)."""
+        if self._shm_state is None:
+            self._setup_shm(flat, op)
+        return self._shm_state == "on" and flat.nbytes < self._shm.too_big
+
+    def _setup_shm(self, flat: np.ndarray, op: str) -> None:
+        """Agree with every rank, through the coordinator, on a node-local group or none.
+
+        Rank 0 creates the segment before the first exchange, so it costs two round
+        trips once. Every rank takes part, so every rank reaches the same decision.
+        """
+        group, token = None, None
+        if self.rank == 0 and shm.supported():
+            try:
+                token = shm.new_token(_job_id())
+                group = shm.ShmGroup(0, self.world_size, token, create=True)
+            except (OSError, CollectiveError):
+                group, token = None, None
+        info = {"node": _node_key(), "supported": shm.supported(), "token": token}
+        infos = self._exchange(f"{op} (shared-memory setup)", info)
+        usable = (infos[0]["token"] is not None
+                  and all(i["supported"] and i["node"] == infos[0]["node"] for i in infos))
+        attached = group is not None
+        if usable and self.rank != 0:
+            try:
+                group = shm.ShmGroup(self.rank, self.world_size, infos[0]["token"],
+                                     create=False)
+                attached = True
+            except (OSError, CollectiveError, ValueError):
+                attached = False
+        oks = self._exchange(f"{op} (shared-memory attach)", usable and attached)
+        if all(oks):
+            try:
+                group.join(self.timeout_s)
+            except CollectiveError:
+                group.close()
+                raise
+            self._shm, self._shm_state = group, "on"
+        else:
+            if group is not None:
+                group.close()
+            self._shm_state = "off"
+
+    def _on_shm_wait(self, waited_s: float, pending: list) -> None:
+        """Called every few ms while a shared-memory collective waits for `pending`.
+
+        Polls the coordinator (without blocking) for an abort, and for a pending rank
+        that went into another collective at this sequence number or later: that rank
+        will never arrive, so fail now rather than at the timeout.
+        """
+        if waited_s < STATUS_AFTER_S:
+            return
+        now = time.monotonic()
+        if self._status_ref is None:
+            if now >= self._status_due:
+                self._status_ref = self._coord.status.remote()
+            return
+        ready, _ = ray.wait([self._status_ref], timeout=0)
+        if not ready:
+            return
+        ref, self._status_ref = self._status_ref, None
+        self._status_due = now + STATUS_EVERY_S
+        try:
+            status = ray.get(ref, timeout=1.0)
+        except RayActorError as e:
+            raise CollectiveError(f"collective #{self._seq} at step {self.step}: the "
+                                  f"coordinator actor died ({e})") from None
+        except Exception:  # a slow or odd answer: ask again later
+            return
+        if status.get("aborted"):
+            raise CollectiveAborted(status["aborted"])
+        for w in status.get("workers", []):
+            pos = w.get("position")
+            if w["rank"] in pending and pos is not None and pos[2] >= self._seq:
+                raise CollectiveError(
+                    f"rank {w['rank']} called {pos[0]} at step {pos[1]} (collective "
+                    f"#{pos[2]}) but rank {self.rank} is in a large collective at step "
+                    f"{self.step} (collective #{self._seq}); every rank must make the same "
+                    "calls with the same buffer sizes")
 
     # --- the split all-reduce ---------------------------------------------------------
 
@@ -197,3 +319,28 @@ class CoordinatorCommunicator:
                 self._coord.heartbeat.remote(self.rank)
             except Exception:  # a dead coordinator shows up in the next collective
                 pass
+
+
+def _node_key() -> str:
+    """Which machine (and /dev/shm) this process is on: Ray's node id, host and boot."""
+    parts = [socket.gethostname()]
+    try:
+        if ray.is_initialized():
+            parts.append(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - the host name alone will do
+        pass
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
+def _job_id() -> str:
+    try:
+        if ray.is_initialized():
+            return ray.get_runtime_context().get_job_id()
+    except Exception:  # noqa: BLE001 - only salt for the segment name
+        pass
+    return str(os.getpid())

@@ -37,7 +37,7 @@ def main(argv=None) -> int:
               "make them equal", file=sys.stderr)
         return 2
     run = RunDir(args.run_dir, spec) if comm.rank == 0 else None
-    with threadpool_limits(spec.job.blas_threads):
+    with threadpool_limits(spec.blas_threads()):
         trainer = Trainer(spec, comm, run_dir=args.run_dir,
                           on_log=(lambda r: run.append_metrics([r])) if run else None)
         if args.resume:

@@ -34,7 +34,7 @@ class TrainWorker:
         self._stop = threading.Event()
         # One BLAS pool per worker, sized to the CPUs it was given, so workers on one
         # machine do not oversubscribe its cores.
-        self._blas = threadpool_limits(self.spec.job.blas_threads)
+        self._blas = threadpool_limits(self.spec.blas_threads())
 
     def info(self) -> dict:
         return {"node": socket.gethostname(), "ip": ray.util.get_node_ip_address(),

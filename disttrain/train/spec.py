@@ -27,7 +27,7 @@ class JobSection:
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: only the final checkpoint
     eval_every_epoch: bool = True
-    blas_threads: int = 1
+    blas_threads: int = 0  # 0: match [distributed] cpus_per_worker
 
 
 @dataclass
@@ -75,7 +75,7 @@ class DistributedSection:
     backend: str = "coordinator"  # coordinator | ring | mpi | local
     workers: int = 2
     cpus_per_worker: float = 1.0
-    placement: str = "PACK"  # PACK on one machine, SPREAD on a cluster
+    placement: str = "auto"  # auto: PACK on one machine, SPREAD on a cluster
     timeout_s: float = 300.0
     heartbeat_s: float = 2.0
     bucket_cap_mb: float = 25.0
@@ -94,6 +94,10 @@ class JobSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def blas_threads(self) -> int:
+        """BLAS threads per worker: as set, or one per CPU the worker was given."""
+        return self.job.blas_threads or max(1, int(self.distributed.cpus_per_worker))
+
 
 CHOICES = {
     ("job", "dtype"): ("float32", "float64"),
@@ -103,13 +107,14 @@ CHOICES = {
     ("optimizer", "name"): ("sgd", "adam", "adamw"),
     ("scheduler", "name"): ("none", "step", "cosine"),
     ("distributed", "backend"): ("coordinator", "ring", "mpi", "local"),
-    ("distributed", "placement"): ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
+    ("distributed", "placement"): ("auto", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 POSITIVE = {("job", "epochs"), ("job", "batch_size"), ("job", "log_every"),
             ("distributed", "workers"), ("distributed", "timeout_s"),
             ("distributed", "heartbeat_s"), ("distributed", "bucket_cap_mb"),
-            ("distributed", "cpus_per_worker"), ("job", "blas_threads")}
-NON_NEGATIVE = {("job", "max_steps"), ("job", "checkpoint_every"), ("optimizer", "lr"),
+            ("distributed", "cpus_per_worker")}
+NON_NEGATIVE = {("job", "blas_threads"), ("job", "max_steps"), ("job", "checkpoint_every"),
+                ("optimizer", "lr"),
                 ("optimizer", "momentum"), ("optimizer", "weight_decay"),
                 ("distributed", "max_restarts"), ("model", "dropout")}
 

@@ -14,7 +14,9 @@ import pytest
 from tests.workers.helpers import DTYPES, SIZES, RankActor, digest, int_data, random_data
 from workers.collectives import sum_in_rank_order
 
-RAY_BACKENDS = ("coordinator", "ring")
+# coordinator-objstore: the coordinator backend with its shared-memory data path off, as
+# when ranks are on different nodes (large buffers then go through Ray's object store).
+RAY_BACKENDS = ("coordinator", "coordinator-objstore", "ring")
 WORLD_SIZES = (1, 2, 3)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -40,7 +42,9 @@ def conformance_results(ray_session, rank_pool):
         if (backend, world_size) not in cache:
             coordinator = create_coordinator(world_size, timeout_s=60.0)
             group = rank_pool[:world_size]
-            ray_session.get([a.build.remote(backend, r, world_size, coordinator, "s3cret", 60.0)
+            name, kw = backend_and_options(backend)
+            ray_session.get([a.build.remote(name, r, world_size, coordinator, "s3cret", 60.0,
+                                            **kw)
                              for r, a in enumerate(group)])
             cache[(backend, world_size)] = ray_session.get(
                 [a.conformance.remote() for a in group], timeout=300)
@@ -49,6 +53,13 @@ def conformance_results(ray_session, rank_pool):
         return cache[(backend, world_size)]
 
     return results
+
+
+def backend_and_options(backend: str) -> tuple:
+    """make_communicator's backend name and extra options for a test backend name."""
+    if backend == "coordinator-objstore":
+        return "coordinator", {"shared_memory": False}
+    return backend, {}
 
 
 def expected_sum(kind: str, world_size: int, n: int, dtype: str) -> np.ndarray:
@@ -80,7 +91,7 @@ def test_allreduce_matches_numpy(conformance_results, backend, world_size, dtype
         assert_close_to_sum(out[("random", dtype, size)], rounded, world_size, dtype)
         # Every rank holds the very same bits.
         assert digest(out[("random", dtype, size)]) == digest(per_rank[0][("random", dtype, size)])
-    if backend == "coordinator":  # sums in rank order, so it equals numpy's rank-order sum
+    if backend.startswith("coordinator"):  # sums in rank order, so it equals numpy's rank-order sum
         np.testing.assert_array_equal(per_rank[0][("random", dtype, size)], rounded)
 
 

@@ -19,12 +19,12 @@ from disttrain.distributed.comm import (
     StepMismatch,
 )
 from tests.workers.helpers import RankActor, random_data
-from tests.workers.test_conformance import run_mpi
+from tests.workers.test_conformance import backend_and_options, run_mpi
 from workers.collectives import sum_in_rank_order
 from workers.coordinator import Coordinator, create_coordinator
 from workers.ring import LocalRendezvous, RingCommunicator
 
-RAY_BACKENDS = ("coordinator", "ring")
+RAY_BACKENDS = ("coordinator", "coordinator-objstore", "ring")
 
 
 def start_group(ray, backend: str, world_size: int, timeout_s: float, **coordinator_kw):
@@ -32,7 +32,9 @@ def start_group(ray, backend: str, world_size: int, timeout_s: float, **coordina
     coordinator = create_coordinator(world_size, timeout_s=timeout_s, **coordinator_kw)
     actor = ray.remote(num_cpus=0, max_restarts=0)(RankActor)
     group = [actor.remote() for _ in range(world_size)]
-    addresses = ray.get([a.build.remote(backend, r, world_size, coordinator, "s3cret", timeout_s)
+    name, kw = backend_and_options(backend)
+    addresses = ray.get([a.build.remote(name, r, world_size, coordinator, "s3cret", timeout_s,
+                                        **kw)
                          for r, a in enumerate(group)])
     return coordinator, group, addresses
 

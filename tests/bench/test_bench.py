@@ -1,0 +1,116 @@
+"""Smoke tests of `disttrain bench step` and `disttrain bench scaling` with tiny sizes.
+
+They check the structure of each benchmark's output and that the implementations compared
+do equal work; never a time. The Ray and mpiexec paths of the scaling benchmark are
+marked slow.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench import scaling, step
+from launch.cli import main as cli_main
+
+TINY_STEP = ["--steps", "4", "--warmup", "1", "--rounds", "2", "--threads", "1",
+             "--sizes", "32,16,16,4", "--batch", "8", "--graph-ops", "20",
+             "--graph-iters", "4"]
+TINY_SCALING = dict(sizes=(32, 16, 16, 4), batch=8, steps=2, warmup=2, log_every=2)
+
+
+def _check_stats(stats: dict, n: int) -> None:
+    assert set(stats) == {"median", "min", "n"}
+    assert stats["n"] == n
+    assert 0 < stats["min"] <= stats["median"]
+
+
+def test_step_through_the_cli(tmp_path, capsys):
+    out = tmp_path / "step.json"
+    assert cli_main(["bench", "step", *TINY_STEP, "--threads", "1,2", "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    for heading in ("MLP 32-16-16-4", "first-step loss", "dt/numpy med", "small-op graph",
+                    "load average at start", "torch.set_num_threads(2)"):
+        assert heading in text
+    result = json.loads(out.read_text())
+    assert [r["threads"] for r in result["mlp"]] == [1, 2]
+    assert [r["threads"] for r in result["graph"]] == [1, 2]
+    for row in result["mlp"]:
+        for name in step.IMPLS:
+            _check_stats(row[name], 4)
+        for key in ("disttrain/numpy", "disttrain/torch", "disttrain/numpy (min)",
+                    "disttrain/torch (min)"):
+            assert row[key] > 0
+    for row in result["graph"]:
+        assert row["ops"] == 21  # 20 ops and the final sum
+        for lib in ("disttrain", "torch"):
+            _check_stats(row[lib], 4)
+        assert row["max_value_diff"] < 1e-4 and row["max_grad_diff"] < 1e-4
+
+
+def test_step_implementations_do_equal_work():
+    check = step.check_equal_work(step.make_problem((32, 16, 16, 4), batch=8))
+    assert set(check["loss"]) == set(step.IMPLS)
+    assert check["max_loss_diff"] < 1e-5
+    assert check["max_weight_diff"] < 1e-5
+
+
+def test_scaling_tables_from_rows():
+    rows = [{"system": s, "backend": b, "workers": w, "samples_per_s": sps, "step_ms": 1.0,
+             "compute_ms": 0.8, "comm_ms": 0.2}
+            for s, b, w, sps in (("disttrain", "coordinator", 1, 100.0),
+                                 ("disttrain", "coordinator", 2, 190.0),
+                                 ("torch", "gloo", 1, 100.0), ("torch", "gloo", 2, 150.0))]
+    rows = scaling.with_scaling(rows)
+    assert [round(r["scaling"], 2) for r in rows] == [1.0, 1.9, 1.0, 1.5]
+    table = scaling.format_rows(rows)
+    assert "1.90 (ok)" in table and "1.50 (MISS)" in table
+    summary = scaling.summarize_repeats([rows, rows])
+    assert len(summary) == 4 and all(r["repeats"] == 2 for r in summary)
+    assert "samples/s med [min-max]" in scaling.format_summary(summary)
+
+
+def test_scaling_job_covers_the_steps_in_one_epoch():
+    from disttrain.train.builders import build_datasets
+    from disttrain.train.spec import spec_from_dict
+
+    job = scaling.job_dict(2, "coordinator", (32, 16, 16, 4), batch=8, steps=6, warmup=4,
+                           log_every=2)
+    spec = spec_from_dict(job)
+    train, _ = build_datasets(spec)
+    assert len(train) // spec.job.batch_size >= 10
+    assert spec.data.name == "synthetic" and spec.job.blas_threads == 1
+
+
+def _check_rows(rows: list[dict], system: str, backend: str) -> None:
+    assert [(r["system"], r["backend"], r["workers"]) for r in rows] == [
+        (system, backend, 1), (system, backend, 2)]
+    for r in rows:
+        assert r["samples_per_s"] > 0 and r["step_ms"] > 0
+        assert r["compute_ms"] > 0 and r["comm_ms"] >= 0
+    assert rows[0]["scaling"] == 1.0 and rows[1]["scaling"] > 0
+
+
+def test_scaling_torch_ddp():
+    result = scaling.run(workers=(1, 2), systems=("torch",), log=lambda *a, **k: None,
+                         **TINY_SCALING)
+    _check_rows(result["runs"][0], "torch", "gloo")
+    text = scaling.report(result)
+    assert "scaling" in text and "load average at start" in text
+
+
+@pytest.mark.slow
+@pytest.mark.ray
+def test_scaling_disttrain_on_ray(ray_session, tmp_path):
+    result = scaling.run(workers=(1, 2), systems=("disttrain",), backends=("coordinator",),
+                         run_root=tmp_path, log=lambda *a, **k: None, **TINY_SCALING)
+    _check_rows(result["runs"][0], "disttrain", "coordinator")
+
+
+@pytest.mark.slow
+@pytest.mark.mpi
+def test_scaling_disttrain_under_mpiexec(tmp_path):
+    result = scaling.run(workers=(1, 2), systems=("disttrain",), backends=("mpi",),
+                         run_root=tmp_path, log=lambda *a, **k: None, **TINY_SCALING)
+    _check_rows(result["runs"][0], "disttrain", "mpi")

@@ -1,0 +1,524 @@
+"""The coordinator backend's shared-memory data path (workers/shm.py).
+
+Ray-free tests drive ShmGroup directly, with ranks as threads (fast) or as real
+processes (to SIGKILL one). Ray tests drive CoordinatorCommunicator in rank actors and
+check it against the star sum and the object-store path. No test asserts a duration:
+waits that could hang have generous guards and only fail if something hung.
+"""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import multiprocessing
+import os
+import signal
+import stat
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from disttrain.distributed.comm import (
+    CollectiveError,
+    CollectiveTimeout,
+    PeerLost,
+    StepMismatch,
+)
+from tests.workers.helpers import RankActor, random_data
+from workers import shm
+from workers.collectives import sum_in_rank_order
+from workers.coordinator import Coordinator, create_coordinator
+from workers.shm import ShmGroup, new_token, segment_name
+
+pytestmark = pytest.mark.skipif(not shm.supported(), reason="shared-memory path is x86-64 Linux")
+
+HANG_GUARD_S = 60  # only ever reached if a call hung
+
+
+def shm_exists(name: str) -> bool:
+    return os.path.exists(f"/dev/shm/{name}")
+
+
+def star_sum(arrays: list) -> np.ndarray:
+    """The coordinator's own star all-reduce (in-process), for bit comparisons."""
+    world_size = len(arrays)
+    coordinator = Coordinator(world_size, timeout_s=30)
+    out = [None] * world_size
+
+    def rank(r):
+        out[r] = coordinator.allreduce(r, 0, 1, arrays[r])
+
+    threads = [threading.Thread(target=rank, args=(r,)) for r in range(world_size)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_GUARD_S)
+    assert all(o is not None for o in out)
+    return out[0]
+
+
+# --- ranks as threads -----------------------------------------------------------------
+
+def thread_groups(world_size: int, **kw) -> list:
+    """Joined groups, one per rank, sharing one fresh segment."""
+    groups = [ShmGroup(0, world_size, new_token("test"), create=True, **kw)]
+    groups += [ShmGroup(r, world_size, groups[0].token, create=False, **kw)
+               for r in range(1, world_size)]
+    run_ranks(groups, lambda g: g.join(10))
+    return groups
+
+
+def run_ranks(groups, fn, delays=None) -> list:
+    """fn(group) on every rank at once (rank r after delays[r] s); results or exceptions."""
+    out = [None] * len(groups)
+
+    def rank(r):
+        if delays is not None:
+            time.sleep(delays[r])
+        try:
+            out[r] = fn(groups[r])
+        except Exception as e:  # noqa: BLE001 - handed to the test
+            out[r] = e
+
+    threads = [threading.Thread(target=rank, args=(r,), daemon=True) for r in range(len(groups))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(HANG_GUARD_S)
+        assert not t.is_alive(), "a rank hung"
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_sum_is_the_star_sum_bit_for_bit_in_every_arrival_order(dtype):
+    world_size, n = 3, 300_001
+    arrays = [random_data(r, n, dtype) for r in range(world_size)]
+    expected = star_sum(arrays)
+    other_order = sum_in_rank_order([arrays[2], arrays[0], arrays[1]], np.empty_like(arrays[0]))
+    assert not np.array_equal(expected, other_order)  # the data makes the order visible
+    # Small blocks: many pipeline stages, the last one short, shares of uneven length.
+    groups = thread_groups(world_size, block_bytes=64 * 1024 + 8)
+    try:
+        for seq, order in enumerate(itertools.permutations(range(world_size)), start=1):
+            delays = [0.05 * order.index(r) for r in range(world_size)]
+
+            def allreduce(g, seq=seq):
+                buf = arrays[g.rank].copy()
+                assert g.allreduce_(buf, step=3, seq=seq, timeout_s=30)
+                return buf
+
+            for r, out in enumerate(run_ranks(groups, allreduce, delays)):
+                assert not isinstance(out, Exception), out
+                assert out.tobytes() == expected.tobytes(), f"rank {r}, arrival order {order}"
+    finally:
+        for g in groups:
+            g.close()
+
+
+def test_growing_buffers_and_broadcast_from_every_root():
+    world_size = 3
+    groups = thread_groups(world_size)
+    try:
+        seq = 0
+        for n in (1000, 2_000_000, 10, 3_000_001):  # the segment grows twice
+            seq += 1
+            arrays = [random_data(r, n, "float32") for r in range(world_size)]
+            expected = sum_in_rank_order(arrays, np.empty_like(arrays[0]))
+
+            def allreduce(g, arrays=arrays, seq=seq):
+                buf = arrays[g.rank].copy()
+                g.allreduce_(buf, step=0, seq=seq, timeout_s=30)
+                return buf
+
+            for out in run_ranks(groups, allreduce):
+                assert out.tobytes() == expected.tobytes()
+            for root in range(world_size):
+                seq += 1
+
+                def broadcast(g, root=root, seq=seq, n=n):
+                    buf = random_data(g.rank, n, "float64")
+                    g.broadcast_(buf, root, step=0, seq=seq, timeout_s=30)
+                    return buf
+
+                for out in run_ranks(groups, broadcast):
+                    np.testing.assert_array_equal(out, random_data(root, n, "float64"))
+        names = groups[0].names
+        assert len(names) == 5  # control + four data generations (the float64s grow it too)
+        assert not any(shm_exists(name) for name in names)  # unlinked once mapped
+    finally:
+        for g in groups:
+            g.close()
+
+
+def test_out_of_step_fails_on_every_rank_with_both_steps():
+    groups = thread_groups(2)
+    try:
+        def allreduce(g):
+            g.allreduce_(np.ones(100_000), step=6 + g.rank, seq=1, timeout_s=30)
+
+        for error in run_ranks(groups, allreduce):
+            assert isinstance(error, StepMismatch), error
+            message = str(error)
+            assert "rank 1 is at step 7 but rank 0 is at step 6" in message, message
+        # The group is unusable afterwards, and says why.
+        with pytest.raises(CollectiveError, match="broken by an earlier error"):
+            groups[0].allreduce_(np.ones(10), step=8, seq=2, timeout_s=1)
+    finally:
+        for g in groups:
+            g.close()
+
+
+def test_mismatched_shapes_and_calls_fail_cleanly():
+    groups = thread_groups(2)
+    try:
+        def uneven(g):
+            g.allreduce_(np.ones(1000 + g.rank, np.float32), step=0, seq=1, timeout_s=30)
+
+        for error in run_ranks(groups, uneven):
+            assert isinstance(error, CollectiveError) and "same shape and dtype" in str(error)
+    finally:
+        for g in groups:
+            g.close()
+    groups = thread_groups(2)
+    try:
+        def mixed(g):
+            buf = np.ones(1000)
+            if g.rank == 0:
+                g.allreduce_(buf, step=0, seq=1, timeout_s=30)
+            else:
+                g.broadcast_(buf, 0, step=0, seq=1, timeout_s=30)
+
+        for error in run_ranks(groups, mixed):
+            assert isinstance(error, CollectiveError) and "same calls" in str(error), error
+    finally:
+        for g in groups:
+            g.close()
+
+
+def test_a_rank_that_never_comes_times_out_naming_it():
+    groups = thread_groups(3)
+    try:
+        def allreduce(g):
+            if g.rank != 1:
+                g.allreduce_(np.ones(1000), step=4, seq=1, timeout_s=1.0)
+
+        errors = run_ranks(groups, allreduce)
+        for r in (0, 2):
+            assert isinstance(errors[r], CollectiveTimeout), errors[r]
+            assert "allreduce at step 4" in str(errors[r]) and "ranks [1]" in str(errors[r])
+    finally:
+        for g in groups:
+            g.close()
+
+
+def test_a_failing_rank_fails_its_waiting_peers_with_its_reason():
+    groups = thread_groups(2)
+    try:
+        def on_wait(waited_s, pending):
+            raise CollectiveError("the coordinator says: job aborted by the supervisor")
+
+        def allreduce(g):
+            if g.rank == 0:
+                g.allreduce_(np.ones(1000), step=0, seq=1, timeout_s=30, on_wait=on_wait)
+            else:
+                time.sleep(0.5)  # arrives after rank 0 has given up
+                g.allreduce_(np.ones(1000), step=0, seq=1, timeout_s=30)
+
+        errors = run_ranks(groups, allreduce)
+        assert "job aborted by the supervisor" in str(errors[0])
+        assert isinstance(errors[1], CollectiveError)
+        assert "rank 0 failed" in str(errors[1]) and "job aborted" in str(errors[1])
+    finally:
+        for g in groups:
+            g.close()
+
+
+def test_too_little_shared_memory_means_every_rank_declines(monkeypatch):
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    groups = thread_groups(2)
+    try:
+        buf = [np.ones(100_000), np.ones(100_000)]
+        results = run_ranks(groups, lambda g: g.allreduce_(buf[g.rank], step=0, seq=1,
+                                                            timeout_s=30))
+        assert results == [False, False]
+        assert all(g.too_big == 800_000 for g in groups)
+        np.testing.assert_array_equal(buf[0], np.ones(100_000))  # untouched
+    finally:
+        for g in groups:
+            g.close()
+    assert not any(shm_exists(name) for name in groups[0].names + [
+        segment_name(groups[0].token, "d1")])
+
+
+def test_names_hold_a_secret_and_strangers_cannot_attach():
+    tokens = {new_token("job-1") for _ in range(100)}
+    assert len(tokens) == 100  # fresh randomness every time, not just the job id
+    token = tokens.pop()
+    assert len(token) == 24 and int(token, 16) >= 0  # 96 bits
+    owner = ShmGroup(0, 2, token, create=True)
+    try:
+        name = segment_name(token, "c")
+        assert stat.S_IMODE(os.stat(f"/dev/shm/{name}").st_mode) == 0o600
+        for guess in (segment_name(new_token("job-1"), "c"), segment_name("", "c"),
+                      segment_name(token[:-1] + ("0" if token[-1] != "0" else "1"), "c")):
+            with pytest.raises(FileNotFoundError):
+                ShmGroup(1, 2, guess[2:-1], create=False)
+        member = ShmGroup(1, 2, token, create=False)
+        run_ranks([owner, member], lambda g: g.join(10))
+        # Once every rank has mapped it the name is gone: not even the token opens it.
+        with pytest.raises(FileNotFoundError):
+            ShmGroup(1, 2, token, create=False)
+        member.close()
+    finally:
+        owner.close()
+    assert not shm_exists(name)
+
+
+# --- ranks as processes ---------------------------------------------------------------
+
+def _serve(rank: int, world_size: int, token: str | None, conn, timeout_s: float) -> None:
+    """A rank in its own process, doing what the test sends it."""
+    group = ShmGroup(rank, world_size, token or new_token("test"), create=rank == 0)
+    conn.send(("ready", group.token, os.getpid()))
+    while True:
+        cmd, *args = conn.recv()
+        if cmd == "quit":
+            break
+        try:
+            if cmd == "join":
+                group.join(timeout_s)
+                out = None
+            elif cmd == "allreduce":
+                n, step, seq = args
+                buf = random_data(rank, n, "float64")
+                group.allreduce_(buf, step=step, seq=seq, timeout_s=timeout_s)
+                out = buf
+            elif cmd == "names":
+                out = group.names
+            conn.send(("ok", out))
+        except CollectiveError as e:
+            conn.send(("error", type(e).__name__, str(e)))
+    group.close()
+
+
+class ProcessGroup:
+    """world_size ranks in spawned processes; rank 0 creates the segment."""
+
+    def __init__(self, world_size: int, timeout_s: float):
+        ctx = multiprocessing.get_context("spawn")
+        self.conns, self.procs, self.pids = [], [], []
+        token = None
+        for rank in range(world_size):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=_serve, args=(rank, world_size, token, theirs, timeout_s),
+                               daemon=True)
+            proc.start()
+            assert mine.poll(HANG_GUARD_S), "a rank did not start"
+            _, token, pid = mine.recv()
+            self.conns.append(mine)
+            self.procs.append(proc)
+            self.pids.append(pid)
+        self.token = token
+
+    def call(self, ranks, *cmd) -> list:
+        for r in ranks:
+            self.conns[r].send(cmd)
+        out = []
+        for r in ranks:
+            assert self.conns[r].poll(HANG_GUARD_S), f"rank {r} hung in {cmd[0]}"
+            out.append(self.conns[r].recv())
+        return out
+
+    def close(self) -> None:
+        for conn, proc in zip(self.conns, self.procs):
+            if proc.is_alive():
+                try:
+                    conn.send(("quit",))
+                except OSError:
+                    pass
+            proc.join(10)
+            if proc.is_alive():
+                proc.kill()
+
+
+def test_sigkilled_rank_is_named_by_its_peers():
+    group = ProcessGroup(3, timeout_s=10.0)
+    try:
+        assert all(r[0] == "ok" for r in group.call(range(3), "join"))
+        names = group.call([0], "names")[0][1]
+        first = group.call(range(3), "allreduce", 200_000, 0, 1)
+        expected = sum_in_rank_order([random_data(r, 200_000, "float64") for r in range(3)],
+                                     np.empty(200_000))
+        assert all(r[1].tobytes() == expected.tobytes() for r in first)
+        os.kill(group.pids[2], signal.SIGKILL)
+        for reply in group.call([0, 1], "allreduce", 200_000, 1, 2):
+            assert reply[0] == "error" and reply[1] == "PeerLost", reply
+            assert f"rank 2 (pid {group.pids[2]}) died during allreduce at step 1" in reply[2]
+    finally:
+        group.close()
+    assert not any(shm_exists(name) for name in names)
+
+
+def test_creator_killed_before_the_others_attached_leaves_nothing_behind():
+    group = ProcessGroup(2, timeout_s=10.0)  # rank 0 created the segment, nobody joined
+    name = segment_name(group.token, "c")
+    assert shm_exists(name)
+    os.kill(group.pids[0], signal.SIGKILL)
+    # Rank 0's resource tracker notices its death and unlinks what it created.
+    for _ in range(200):
+        if not shm_exists(name):
+            break
+        time.sleep(0.1)
+    group.close()
+    assert not shm_exists(name)
+
+
+# --- through the coordinator communicator, in Ray actors --------------------------------
+
+class ShmRank(RankActor):
+    """A rank actor that also reports which data path its communicator took."""
+
+    def data_path(self):
+        return self.comm._shm_state
+
+    def shm_names(self):
+        return list(self.comm._shm.names) if self.comm._shm is not None else []
+
+    def pretend_node(self, key: str) -> None:
+        import workers.comm_coordinator as cc
+
+        cc._node_key = lambda: key
+
+    def allreduce_after(self, delay_s: float, step: int, data: np.ndarray) -> np.ndarray:
+        time.sleep(delay_s)
+        return self.allreduce_at(step, data)
+
+
+def start(ray, world_size: int, timeout_s: float = 30.0, node_keys=None,
+          heartbeat_timeout_s: float = 30.0, **kw):
+    coordinator = create_coordinator(world_size, timeout_s=timeout_s,
+                                     heartbeat_timeout_s=heartbeat_timeout_s)
+    actor = ray.remote(num_cpus=0, max_restarts=0)(ShmRank)
+    group = [actor.remote() for _ in range(world_size)]
+    if node_keys is not None:
+        ray.get([a.pretend_node.remote(k) for a, k in zip(group, node_keys)])
+    ray.get([a.build.remote("coordinator", r, world_size, coordinator, None, timeout_s, **kw)
+             for r, a in enumerate(group)])
+    return coordinator, group
+
+
+def stop(ray, coordinator, group) -> None:
+    for handle in (*group, coordinator):
+        ray.kill(handle)
+
+
+@pytest.mark.ray
+def test_shm_object_store_and_star_paths_give_the_same_bits(ray_session):
+    ray, world_size, n = ray_session, 3, 1_000_003
+    for dtype in ("float32", "float64"):
+        arrays = [random_data(r, n, dtype) for r in range(world_size)]
+        star = create_coordinator(world_size, timeout_s=60)
+        expected = ray.get([star.allreduce.remote(r, 0, 1, arrays[r])
+                            for r in range(world_size)])[0]
+        ray.kill(star)
+        for kw, path in (({}, "on"), ({"shared_memory": False}, "off")):
+            coordinator, group = start(ray, world_size, **kw)
+            outs = ray.get([a.allreduce_at.remote(0, arrays[r]) for r, a in enumerate(group)])
+            assert ray.get([a.data_path.remote() for a in group]) == [path] * world_size
+            for out in outs:
+                assert out.tobytes() == expected.tobytes(), (dtype, kw)
+            stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+def test_shm_arrival_order_does_not_change_the_bits(ray_session):
+    ray, world_size, n = ray_session, 3, 400_001
+    arrays = [random_data(r, n, "float32") for r in range(world_size)]
+    expected = sum_in_rank_order(arrays, np.empty_like(arrays[0]))
+    coordinator, group = start(ray, world_size)
+    for step, order in enumerate(itertools.permutations(range(world_size))):
+        refs = [a.allreduce_after.remote(0.1 * order.index(r), step, arrays[r])
+                for r, a in enumerate(group)]
+        for out in ray.get(refs, timeout=HANG_GUARD_S):
+            assert out.tobytes() == expected.tobytes(), order
+    assert ray.get(group[0].data_path.remote()) == "on"
+    stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+def test_shm_rank_out_of_step_fails_with_both_steps(ray_session):
+    ray = ray_session
+    coordinator, group = start(ray, 2)
+    data = np.ones(500_000)  # 4 MB: the shared-memory path
+    ray.get([a.allreduce_at.remote(5, data) for a in group])
+    assert ray.get(group[0].data_path.remote()) == "on"
+    refs = [group[0].allreduce_at.remote(6, data), group[1].allreduce_at.remote(7, data)]
+    for ref in refs:
+        with pytest.raises(StepMismatch) as info:
+            ray.get(ref, timeout=HANG_GUARD_S)
+        message = str(info.value)
+        assert "rank 1 is at step 7 but rank 0 is at step 6" in message, message
+    stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+def test_shm_killed_rank_is_named_within_the_timeout(ray_session):
+    ray = ray_session
+    # Heartbeats would only notice after 60 s: the shared-memory path must find it itself.
+    coordinator, group = start(ray, 3, timeout_s=10.0, heartbeat_timeout_s=60.0)
+    data = np.arange(300_000, dtype=np.float64)
+    ray.get([a.allreduce_at.remote(0, data) for a in group])
+    assert ray.get(group[0].data_path.remote()) == "on"
+    pid = ray.get(group[2].pid.remote())
+    os.kill(pid, signal.SIGKILL)
+    for ref in [a.allreduce_at.remote(1, data) for a in group[:2]]:
+        with pytest.raises(PeerLost) as info:
+            ray.get(ref, timeout=HANG_GUARD_S)
+        assert f"rank 2 (pid {pid}) died" in str(info.value), str(info.value)
+    stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+def test_shm_abort_from_the_coordinator_wakes_the_waiting_rank(ray_session):
+    ray = ray_session
+    coordinator, group = start(ray, 2, timeout_s=30.0)
+    data = np.ones(100_000)
+    ray.get([a.allreduce_at.remote(0, data) for a in group])
+    waiting = group[0].allreduce_at.remote(1, data)  # rank 1 never comes
+    time.sleep(0.5)
+    ray.get(coordinator.abort.remote("the supervisor gave up: rank 1 is wedged"))
+    with pytest.raises(CollectiveError, match="rank 1 is wedged"):
+        ray.get(waiting, timeout=HANG_GUARD_S)
+    stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+def test_shm_segments_are_unlinked_while_running_and_after_close(ray_session):
+    ray = ray_session
+    coordinator, group = start(ray, 2)
+    for n in (100_000, 3_000_000):  # two data generations
+        ray.get([a.allreduce_at.remote(0, np.ones(n)) for a in group])
+    names = ray.get(group[0].shm_names.remote())
+    assert len(names) == 3
+    assert not any(shm_exists(name) for name in names)
+    ray.get([a.close.remote() for a in group])
+    assert not any(shm_exists(name) for name in names)
+    stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+def test_ranks_on_different_nodes_take_the_object_store_path(ray_session):
+    ray, world_size, n = ray_session, 2, 300_000
+    coordinator, group = start(ray, world_size, node_keys=["node-a", "node-b"])
+    arrays = [random_data(r, n, "float64") for r in range(world_size)]
+    outs = ray.get([a.allreduce_at.remote(0, arrays[r]) for r, a in enumerate(group)])
+    assert ray.get([a.data_path.remote() for a in group]) == ["off", "off"]
+    expected = sum_in_rank_order(arrays, np.empty_like(arrays[0]))
+    for out in outs:
+        assert out.tobytes() == expected.tobytes()
+    stop(ray, coordinator, group)

@@ -1,0 +1,508 @@
+"""ShmGroup: the shared-memory data plane for ranks of one job on one node.
+
+The coordinator actor stays the control plane (rendezvous, ranks, heartbeats, abort,
+small buffers); buffers above its inline size move through two POSIX shared-memory
+segments that the ranks of a node map:
+
+    control  one 128-byte row per rank: a barrier counter, then the rank's position
+             (seq, step, kind, nbytes, dtype, root), a failed flag, pid and pid
+             namespace; then a 512-byte reason text per rank. Fixed size.
+    data     W input slots and one result area, `capacity` bytes each. Replaced by a
+             bigger one (a new generation) when a buffer does not fit.
+
+All-reduce, two synchronisation points:
+  1. rank r writes its header and copies its buffer into slot r (all but slice r, which
+     it reads from its own buffer), then bumps its counter; everyone waits for all.
+  2. every rank checks the headers (same seq, step, kind, size, dtype, else a
+     StepMismatch / CollectiveError naming both ranks), sums slice r of all slots in
+     rank order into slice r of the result area, bumps its counter, waits for all, and
+     copies the whole result out. The sum of each element is ((b0 + b1) + b2) + ...,
+     as in the coordinator's star sum, so the bits are identical and independent of
+     arrival order.
+Writes that the next collective makes before its first barrier go to the writer's own
+slot only; slots are read only between the two barriers and the result area only after
+the second, so two barriers per collective are enough.
+
+Waiting: poll the peers' counters in a short spin, then os.sched_yield(), then sleeps
+growing to 0.5 ms. While waiting the rank checks, every few milliseconds, the peers'
+failed flags (a rank that fails writes its reason so the others fail with it), whether
+a peer's process is gone (pidfd, or /proc), the collective's deadline, and an optional
+`on_wait` callback (the communicator uses it to poll the coordinator's abort flag). A
+dead peer therefore yields a PeerLost naming it, a stuck one a CollectiveTimeout naming
+it; never a hang.
+
+Memory ordering: a rank writes its data and header with numpy, then stores its counter
+(one aligned 8-byte store); a reader loads the counter first, then the header and data.
+That is correct under x86-64's total store order (stores are not reordered with older
+stores, loads not with older loads) and the numpy calls are opaque to the compiler.
+Weaker architectures (arm64) would need fences Python cannot issue, so `supported()`
+is False there and the communicator keeps the object-store path.
+
+Names and lifetime: segment names are "dt" + 24 hex digits (96 bits) derived from the
+job id and fresh random bytes, + "c" or "d<generation>"; they are created mode 0600 and
+unlinked by their creator (rank 0) as soon as every rank has mapped them, so nothing is
+left in /dev/shm even if a process is SIGKILLed later, and nobody can attach afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import mmap
+import os
+import platform
+import select
+import sys
+import time
+from multiprocessing import resource_tracker, shared_memory
+from multiprocessing.shared_memory import _posixshmem  # type: ignore[attr-defined]
+
+import numpy as np
+
+from disttrain.distributed.comm import (
+    CollectiveAborted,
+    CollectiveError,
+    CollectiveTimeout,
+    PeerLost,
+    StepMismatch,
+)
+from workers.collectives import chunk_bounds, step_mismatch, sum_in_rank_order
+
+MAGIC = 0x314D5354_44  # "DTSM1"
+ROW = 16  # int64 fields per row (128 bytes: no two ranks' counters share a cache line)
+REASON_BYTES = 512
+CAPACITY_QUANTUM = 1 << 20  # data slots grow in whole MiB
+BLOCK_BYTES = 4 << 20  # all-reduce pipeline block: big enough to amortise a barrier
+# group header row
+_G_MAGIC, _G_WORLD, _G_GROWN = 0, 1, 2
+# rank rows
+_COUNTER, _SEQ, _STEP, _KIND, _NBYTES, _DTYPE, _ROOT, _FAILED, _PID, _PIDNS = range(10)
+KINDS = {"allreduce": 1, "broadcast": 2}
+_KIND_NAMES = {v: k for k, v in KINDS.items()}
+
+SPINS = 200  # counter polls before yielding the core
+YIELD_S = 0.002  # then sched_yield for this long
+MAX_SLEEP_S = 0.0005  # then sleeps growing to this
+CHECK_EVERY_S = 0.005  # peer liveness, deadline and on_wait, this often while waiting
+
+
+def supported() -> bool:
+    """True where the shared-memory path is correct: Linux-like POSIX shm on x86-64."""
+    return (os.name == "posix" and sys.platform != "darwin"
+            and platform.machine().lower() in ("x86_64", "amd64"))
+
+
+def new_token(job_id: str = "") -> str:
+    """A fresh, unguessable segment-name stem for one group of the job `job_id`."""
+    return hashlib.blake2b(job_id.encode() + os.urandom(32), digest_size=12).hexdigest()
+
+
+def segment_name(token: str, part: str) -> str:
+    """The POSIX shm name of one segment (short enough for macOS's 31 characters)."""
+    return f"dt{token}{part}"
+
+
+def _open(name: str, size: int = 0, create: bool = False):
+    """Create (rank 0) or map an existing segment."""
+    if create:
+        # Registered with this process's resource tracker, which unlinks it should the
+        # process die before every rank has mapped it (and unlinked it itself).
+        return shared_memory.SharedMemory(name=name, create=True, size=size)
+    return _Mapped(name)
+
+
+class _Mapped:
+    """A segment another rank created, mapped without the resource tracker: Python <
+    3.13 would register it and unlink or warn about it when this process exits."""
+
+    def __init__(self, name: str):
+        fd = _posixshmem.shm_open("/" + name, os.O_RDWR, mode=0o600)
+        try:
+            self.size = os.fstat(fd).st_size
+            self._mmap = mmap.mmap(fd, self.size)
+        finally:
+            os.close(fd)
+        self.buf = memoryview(self._mmap)
+
+    def close(self) -> None:
+        self.buf.release()
+        self._mmap.close()
+
+
+def _pid_namespace() -> int:
+    try:
+        return os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return 0
+
+
+class ShmGroup:
+    """One rank's view of a node-local group; rank 0 creates the segments.
+
+    Every rank constructs one (rank 0 with create=True first, so it can hand `token` to
+    the others), then all call `join`. Collectives are then called on every rank in the
+    same order, as with any communicator.
+    """
+
+    def __init__(self, rank: int, world_size: int, token: str, *, create: bool,
+                 block_bytes: int = BLOCK_BYTES):
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+        if create != (rank == 0):
+            raise ValueError("rank 0 creates the segments; the other ranks attach")
+        self.rank = rank
+        self.world_size = world_size
+        self.token = token
+        self.block_bytes = block_bytes
+        self.names: list[str] = []  # every segment this group ever used (for tests)
+        self._row = rank + 1
+        self._count = 0  # barriers this rank has arrived at
+        self._gen = 0
+        self._capacity = 0
+        self.too_big = sys.maxsize  # smallest size the node's shared memory could not hold
+        self._data: shared_memory.SharedMemory | None = None
+        self._slots: np.ndarray | None = None  # (world_size + 1, capacity) uint8
+        self._pidfds: dict = {}
+        self._pids: dict = {}
+        self._broken: str | None = None
+        self._closed = False
+        self._deadline = 0.0
+        self._what = ""
+        self._on_wait = None
+        self._started = 0.0
+        size = (world_size + 1) * ROW * 8 + world_size * REASON_BYTES
+        name = segment_name(token, "c")
+        self._ctl = _open(name, size, create=create)
+        self.names.append(name)
+        self._linked = [name] if create else []
+        self._table = np.ndarray((world_size + 1, ROW), np.int64, self._ctl.buf)
+        self._reasons = np.ndarray((world_size, REASON_BYTES), np.uint8, self._ctl.buf,
+                                   offset=(world_size + 1) * ROW * 8)
+        if create:
+            self._table[0, _G_WORLD] = world_size
+            self._table[0, _G_MAGIC] = MAGIC
+        elif self._table[0, _G_MAGIC] != MAGIC or self._table[0, _G_WORLD] != world_size:
+            self.close()
+            raise CollectiveError(f"shared-memory segment {name} is not this job's group")
+
+    # --- setup ------------------------------------------------------------------------
+
+    def join(self, timeout_s: float) -> None:
+        """Wait until every rank has mapped the group; then its name is unlinked."""
+        self._begin("join", 0, 0, timeout_s, None)
+        self._table[self._row, _PID] = os.getpid()
+        self._table[self._row, _PIDNS] = _pid_namespace()
+        self._guarded(self._barrier)
+        mine = _pid_namespace()
+        for p in self._peers():
+            pid, ns = int(self._table[p + 1, _PID]), int(self._table[p + 1, _PIDNS])
+            if mine and ns == mine:  # pids mean something only in the same namespace
+                self._pids[p] = pid
+                with contextlib.suppress(OSError, AttributeError):
+                    self._pidfds[p] = os.pidfd_open(pid)
+        self._unlink()
+
+    # --- collectives ------------------------------------------------------------------
+
+    def allreduce_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float,
+                   on_wait=None) -> bool:
+        """Sum the 1-D `flat` over all ranks in place, in rank order.
+
+        False (on every rank, `flat` untouched) if the node's shared memory cannot hold
+        it; `too_big` then remembers the size, so callers can skip straight to their
+        other path.
+        """
+        self._begin("allreduce", step, seq, timeout_s, on_wait)
+        return self._guarded(self._allreduce, flat, step, seq)
+
+    def broadcast_(self, flat: np.ndarray, root: int, *, step: int, seq: int,
+                   timeout_s: float, on_wait=None) -> bool:
+        """Overwrite the 1-D `flat` on every rank with root's; False as in allreduce_."""
+        self._begin("broadcast", step, seq, timeout_s, on_wait)
+        return self._guarded(self._broadcast, flat, root, step, seq)
+
+    def _allreduce(self, flat, step, seq) -> bool:
+        # Pipelined in blocks that stay in cache between the copy in, the peer's sum and
+        # the copy out: after barrier k every rank has copied block k in and summed its
+        # share of block k-1, so it sums block k, copies block k-1 out and block k+1 in.
+        blocks = self._blocks(flat)
+        fits = self._announce("allreduce", step, seq, flat, -1)
+        if fits:
+            self._reduce_in(flat, blocks[0])
+        self._barrier()
+        self._check_headers(flat, "allreduce", step, seq, -1)
+        if not fits:
+            if not self._grow(flat.nbytes):
+                return False
+            self._reduce_in(flat, blocks[0])
+            self._barrier()
+        slots = [self._slot(p, flat) for p in range(self.world_size)]
+        result = self._slot(self.world_size, flat)
+        for k, (a, b) in enumerate(blocks):
+            lo, hi = self._share(a, b)
+            parts = [flat[lo:hi] if p == self.rank else s[lo:hi] for p, s in enumerate(slots)]
+            sum_in_rank_order(parts, out=result[lo:hi])
+            if k:
+                np.copyto(flat[blocks[k - 1][0]:a], result[blocks[k - 1][0]:a])
+            if k + 1 < len(blocks):
+                self._reduce_in(flat, blocks[k + 1])
+            self._barrier()
+        a, b = blocks[-1]
+        np.copyto(flat[a:b], result[a:b])
+        return True
+
+    def _blocks(self, flat) -> list:
+        step = max(1, self.block_bytes // flat.itemsize)
+        return [(a, min(a + step, flat.size)) for a in range(0, flat.size, step)]
+
+    def _share(self, a: int, b: int) -> tuple:
+        """This rank's part of block [a, b): the one it sums."""
+        lo, hi = chunk_bounds(b - a, self.world_size)[self.rank]
+        return a + lo, a + hi
+
+    def _reduce_in(self, flat, block) -> None:
+        """Copy block of flat into this rank's slot, except its own share (read in place)."""
+        a, b = block
+        lo, hi = self._share(a, b)
+        slot = self._slot(self.rank, flat)
+        if lo > a:
+            np.copyto(slot[a:lo], flat[a:lo])
+        if hi < b:
+            np.copyto(slot[hi:b], flat[hi:b])
+
+    def _broadcast(self, flat, root, step, seq) -> None:
+        fits = self._announce("broadcast", step, seq, flat, root)
+        if fits and self.rank == root:
+            np.copyto(self._slot(root, flat), flat)
+        self._barrier()
+        self._check_headers(flat, "broadcast", step, seq, root)
+        if not fits:
+            if not self._grow(flat.nbytes):
+                return False
+            if self.rank == root:
+                np.copyto(self._slot(root, flat), flat)
+            self._barrier()
+        if self.rank != root:
+            np.copyto(flat, self._slot(root, flat))
+        self._barrier()
+        return True
+
+    # --- pieces -----------------------------------------------------------------------
+
+    def _announce(self, kind, step, seq, flat, root) -> bool:
+        """Write this rank's header (its counter follows at the barrier)."""
+        row = self._table[self._row]
+        row[_SEQ], row[_STEP], row[_KIND] = seq, step, KINDS[kind]
+        row[_NBYTES], row[_DTYPE], row[_ROOT] = flat.nbytes, ord(flat.dtype.char), root
+        return flat.nbytes <= self._capacity
+
+    def _slot(self, index: int, flat: np.ndarray) -> np.ndarray:
+        return self._slots[index, : flat.nbytes].view(flat.dtype)
+
+    def _check_headers(self, flat, kind, step, seq, root) -> None:
+        """After the first barrier: everyone is in the same call with the same buffer."""
+        what = f"{kind}, collective #{seq}"
+        t = self._table
+        rows = [(p, t[p + 1]) for p in range(self.world_size)]
+        base_rank, base = rows[0]  # everyone is compared with the lowest rank
+        for p, row in rows[1:]:
+            if int(row[_STEP]) != int(base[_STEP]):
+                raise StepMismatch(step_mismatch(p, int(row[_STEP]), base_rank,
+                                                 int(base[_STEP]), what))
+            if int(row[_SEQ]) != int(base[_SEQ]) or int(row[_KIND]) != int(base[_KIND]):
+                raise CollectiveError(
+                    f"rank {p} is in {_KIND_NAMES.get(int(row[_KIND]), '?')} (collective "
+                    f"#{int(row[_SEQ])}) but rank {base_rank} is in "
+                    f"{_KIND_NAMES.get(int(base[_KIND]), '?')} (collective #{int(base[_SEQ])})"
+                    f" at step {int(base[_STEP])}; every rank must make the same calls in "
+                    "the same order")
+            if int(row[_ROOT]) != int(base[_ROOT]):
+                raise CollectiveError(
+                    f"rank {p} broadcasts from root {int(row[_ROOT])} but rank {base_rank} "
+                    f"from root {int(base[_ROOT])} (step {step}); pass the same root on "
+                    "every rank")
+            if int(row[_NBYTES]) != int(base[_NBYTES]) or int(row[_DTYPE]) != int(base[_DTYPE]):
+                raise CollectiveError(
+                    f"{kind} at step {step}: rank {p} has {int(row[_NBYTES])} bytes of "
+                    f"{chr(int(row[_DTYPE]))!r} but rank {base_rank} has "
+                    f"{int(base[_NBYTES])} bytes of {chr(int(base[_DTYPE]))!r}; every rank "
+                    "must pass the same shape and dtype")
+
+    def _grow(self, nbytes: int) -> bool:
+        """Every rank moves to a bigger data segment (rank 0 creates it; all map it).
+
+        False, on every rank, if rank 0 could not get the memory (a small /dev/shm, as
+        in a default Docker container): the caller then takes the object-store path.
+        """
+        capacity = -(-nbytes // CAPACITY_QUANTUM) * CAPACITY_QUANTUM
+        gen = self._gen + 1
+        name = segment_name(self.token, f"d{gen}")
+        size = (self.world_size + 1) * capacity
+        seg = None
+        if self.rank == 0:
+            try:
+                seg = _open(name, size, create=True)
+                self._linked.append(name)
+                # Reserve the pages now: an over-full tmpfs fails here, not with SIGBUS later.
+                os.posix_fallocate(seg._fd, 0, size)
+            except OSError:
+                self._unlink()
+                if seg is not None:
+                    seg.close()
+                seg = None
+            self._table[0, _G_GROWN] = gen if seg is not None else -gen
+        self._barrier()  # created (or not)
+        if int(self._table[0, _G_GROWN]) != gen:
+            self.too_big = min(self.too_big, nbytes)
+            return False
+        if self.rank != 0:
+            seg = _open(name)
+            if seg.size < size:
+                seg.close()
+                raise CollectiveError(f"shared-memory segment {name} is smaller than agreed")
+        self._release_data()
+        self.names.append(name)
+        self._data, self._gen, self._capacity = seg, gen, capacity
+        self._slots = np.ndarray((self.world_size + 1, capacity), np.uint8, seg.buf)
+        self._barrier()  # mapped everywhere
+        self._unlink()
+        return True
+
+    # --- synchronisation --------------------------------------------------------------
+
+    def _peers(self) -> list:
+        return [p for p in range(self.world_size) if p != self.rank]
+
+    def _begin(self, what, step, seq, timeout_s, on_wait) -> None:
+        if self._closed:
+            raise CollectiveError(f"{what} on a closed shared-memory group")
+        if self._broken is not None:
+            raise CollectiveError(
+                f"the shared-memory group is broken by an earlier error: {self._broken}")
+        self._started = time.monotonic()
+        self._deadline = self._started + timeout_s
+        self._timeout_s = timeout_s
+        self._what = f"{what} at step {step} (collective #{seq})"
+        self._on_wait = on_wait
+
+    def _guarded(self, fn, *args):
+        try:
+            return fn(*args)
+        except BaseException as e:
+            self._fail(str(e) or type(e).__name__)
+            raise
+
+    def _barrier(self) -> None:
+        self._count += 1
+        self._table[self._row, _COUNTER] = self._count  # written last: publishes the rest
+        self._wait_for(self._count)
+
+    def _wait_for(self, target: int) -> None:
+        t = self._table
+        pending = [p for p in range(self.world_size) if t[p + 1, _COUNTER] < target]
+        spins = 0
+        sleep = 0.00002
+        yield_until = next_check = 0.0
+        while pending:
+            spins += 1
+            if spins > SPINS:
+                now = time.monotonic()
+                if not yield_until:
+                    yield_until = now + YIELD_S
+                    next_check = now + CHECK_EVERY_S
+                if now < yield_until:
+                    os.sched_yield()
+                else:
+                    time.sleep(sleep)
+                    sleep = min(sleep * 2, MAX_SLEEP_S)
+                if now >= next_check:
+                    next_check = now + CHECK_EVERY_S
+                    self._check_peers(pending, now)
+            pending = [p for p in pending if t[p + 1, _COUNTER] < target]
+
+    def _check_peers(self, pending: list, now: float) -> None:
+        for p in range(self.world_size):
+            if p != self.rank and self._table[p + 1, _FAILED]:
+                reason = bytes(self._reasons[p]).rstrip(b"\0").decode(errors="replace")
+                raise CollectiveAborted(f"rank {p} failed in {self._what}: {reason}")
+        for p in pending:
+            if self._peer_dead(p):
+                raise PeerLost(f"rank {p} (pid {self._pids[p]}) died during {self._what}; "
+                               "it left the shared-memory group")
+        if now > self._deadline:
+            t = self._table
+            where = "; ".join(
+                f"rank {p} last entered {_KIND_NAMES.get(int(t[p + 1, _KIND]), '?')} at step "
+                f"{int(t[p + 1, _STEP])} (collective #{int(t[p + 1, _SEQ])})"
+                for p in pending if int(t[p + 1, _KIND]))
+            raise CollectiveTimeout(
+                f"{self._what} timed out after {self._timeout_s:.1f} s: ranks {pending} never "
+                "arrived" + (f"; {where}" if where else ""))
+        if self._on_wait is not None:
+            self._on_wait(now - self._started, pending)
+
+    def _peer_dead(self, p: int) -> bool:
+        fd = self._pidfds.get(p)
+        if fd is not None:  # readable once the process has exited (zombie included)
+            return bool(select.select([fd], [], [], 0)[0])
+        pid = self._pids.get(p)
+        if pid is None:  # another pid namespace: the deadline and on_wait must do
+            return False
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+            return state in (b"Z", b"X")
+        except FileNotFoundError:
+            return True
+        except (OSError, IndexError):
+            return False
+
+    def _fail(self, reason: str) -> None:
+        """Mark this rank failed with `reason`, so waiting peers fail with it too."""
+        self._broken = reason
+        if self._closed:
+            return
+        with contextlib.suppress(Exception):
+            data = reason.encode()[: REASON_BYTES - 1]
+            self._reasons[self.rank, :] = 0
+            self._reasons[self.rank, : len(data)] = np.frombuffer(data, np.uint8)
+            self._table[self._row, _FAILED] = 1
+
+    # --- teardown ---------------------------------------------------------------------
+
+    def _unlink(self) -> None:
+        while self._linked:
+            name = self._linked.pop()
+            with contextlib.suppress(FileNotFoundError):
+                _unlink_name(name)
+
+    def _release_data(self) -> None:
+        self._slots = None
+        if self._data is not None:
+            with contextlib.suppress(BufferError):
+                self._data.close()
+            self._data = None
+
+    def close(self) -> None:
+        """Unmap the segments and unlink any name still linked; safe twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for fd in self._pidfds.values():
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self._pidfds.clear()
+        self._unlink()
+        self._release_data()
+        self._table = self._reasons = None
+        with contextlib.suppress(BufferError):
+            self._ctl.close()
+
+
+def _unlink_name(name: str) -> None:
+    """shm_unlink `name` (created here) and drop it from this process's resource tracker."""
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    finally:
+        with contextlib.suppress(Exception):
+            resource_tracker.unregister("/" + name, "shared_memory")
