@@ -24,6 +24,10 @@ INPLACE_HINT = (
     "gradient, with torch.autograd.set_detect_anomaly(True, check_nan=False)."
 )
 
+# Bound by tensor.py once Tensor exists (tensor.py imports this module, so this module
+# cannot import Tensor at its top; a per-call import cost ~1 us on every op).
+Tensor = None
+
 # Callbacks queued during a backward pass run once it finishes (torch's queue_callback);
 # DistributedDataParallel uses this to wait for its last all-reduce.
 _final_callbacks: list = []
@@ -116,8 +120,6 @@ def _type_name(array: np.ndarray) -> str:
 
 def record(rule, out_data: np.ndarray, inputs: tuple, **params):
     """Wrap out_data in a Tensor and, if any input requires grad, attach a Node to it."""
-    from .tensor import Tensor
-
     if type(out_data) is not np.ndarray:
         out_data = np.asarray(out_data)  # ufuncs on 0-d arrays return numpy scalars
     out = Tensor._make(out_data)
@@ -166,8 +168,6 @@ def _topological_order(root: Node) -> tuple:
 
 def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
     """Add grad into leaf.grad, running the leaf's hooks first, as AccumulateGrad does."""
-    from .tensor import Tensor
-
     if leaf._hooks:
         for hook in list(leaf._hooks.values()):
             replaced = hook(Tensor._make(grad))
@@ -233,8 +233,6 @@ def backward(root, grad: np.ndarray, retain_graph: bool) -> None:
 def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool,
               waiting: dict) -> None:
     """Apply one node's hooks and vjps and hand each input its share of the gradient."""
-    from .tensor import Tensor
-
     if node.pre_hooks:
         for hook in list(node.pre_hooks.values()):
             replaced = hook(Tensor._make(g))

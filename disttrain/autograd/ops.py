@@ -101,6 +101,14 @@ def matmul(a, b):
     return _binary(R["MatMul"], np.matmul, a, b)
 
 
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, as torch.nn.functional.linear, in one node."""
+    out = x.data @ weight.data.T
+    if bias is not None:
+        out += bias.data
+    return record(R["Addmm"], out, (x, weight, bias))
+
+
 # -- elementwise functions ----------------------------------------------------------------
 def exp(x):
     return record(R["Exp"], np.exp(x.data), (x,))

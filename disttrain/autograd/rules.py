@@ -26,10 +26,7 @@ class Rule(NamedTuple):
     # reads[i]: the inputs vjps[i] reads (None: all). An input only one vjp reads may be
     # modified in place when that vjp will not run, as PyTorch saves only what it needs.
     reads: tuple | None = None
-
-    @property
-    def saves(self) -> bool:
-        return self.uses_inputs or self.uses_out
+    saves: bool = False  # uses_inputs or uses_out, stored: the engine reads it on every node
 
 
 class PerInput:
@@ -122,12 +119,17 @@ def _matmul_vjp(g, a, b, first: bool):
     return grad[..., 0] if b.ndim == 1 else grad
 
 
+def _rows(a: np.ndarray) -> np.ndarray:
+    """Leading dims folded into one: (..., n) -> (rows, n)."""
+    return a.reshape(-1, a.shape[-1])
+
+
 def _cat_vjp(i, g, dim, bounds):
     return g[(slice(None),) * (dim % g.ndim) + (slice(bounds[i], bounds[i + 1]),)]
 
 
 def rule(name: str, *vjps, uses: str = "", reads: tuple | None = None) -> Rule:
-    return Rule(name, vjps, "x" in uses, "o" in uses, reads)
+    return Rule(name, vjps, "x" in uses, "o" in uses, reads, bool(uses))
 
 
 RULES = {r.name: r for r in (
@@ -156,6 +158,10 @@ RULES = {r.name: r for r in (
          lambda g, o, a, b: _half_on_ties(g, a, b, b < a), uses="x"),
     rule("MatMul", lambda g, o, a, b: _matmul_vjp(g, a, b, True),
          lambda g, o, a, b: _matmul_vjp(g, a, b, False), uses="x", reads=((1,), (0,))),
+    # x @ w.T + b in one node, as torch's addmm: every gradient comes out fresh and
+    # row-major, with no transposed view for the weight's leaf to copy.
+    rule("Addmm", lambda g, o, x, w, b: g @ w, lambda g, o, x, w, b: _rows(g).T @ _rows(x),
+         lambda g, o, x, w, b: _rows(g).sum(0), uses="x", reads=((1,), (0,), ())),
     rule("Sum", lambda g, shape, dim, keepdim: _unreduce(g, shape, dim, keepdim)),
     rule("Amax", lambda g, o, x, dim, keepdim: _amax_vjp(g, o, x, dim, keepdim), uses="xo"),
     rule("Max", _pick_vjp),

@@ -378,3 +378,6 @@ def _index_key(key):
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """A new tensor holding a copy of data, as torch.tensor."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)
+
+
+engine.Tensor = Tensor  # the engine wraps arrays in Tensors; see engine.Tensor

@@ -35,7 +35,8 @@ class DistributedDataParallel:
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         _check_same_model(comm, named)
         _broadcast_state(comm, module, broadcast_buffers)
-        self.buckets = assign_buckets(named, bucket_cap_mb)
+        # One rank has nothing to average: backward stays plain, with no thread hand-off.
+        self.buckets = assign_buckets(named, bucket_cap_mb) if comm.world_size > 1 else []
         self._bucket_of = {}
         for bucket in self.buckets:
             for slot, p in enumerate(bucket.params):

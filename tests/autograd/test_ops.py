@@ -83,6 +83,21 @@ def test_matmul(shapes, dtype):
     helper_test_op(list(shapes), lambda a, b: a.matmul(b), dtype=dtype)
 
 
+LINEAR = [((5, 4), (3, 4), (3,)), ((2, 5, 4), (3, 4), (3,)), ((4,), (3, 4), (3,)),
+          ((5, 4), (3, 4), None)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shapes", LINEAR, ids=str)
+def test_linear_is_torch_linear(shapes, dtype):
+    x, w, b = shapes
+    if b is None:
+        helper_test_op([x, w], torch.nn.functional.linear, lambda a, c: ops.linear(a, c),
+                       dtype=dtype)
+    else:
+        helper_test_op([x, w, b], torch.nn.functional.linear, ops.linear, dtype=dtype)
+
+
 # -- reductions -----------------------------------------------------------------------------
 DIMS = [None, 0, 1, -1, (0, 2), (-1, 0)]
 

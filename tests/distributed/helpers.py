@@ -67,6 +67,14 @@ class DDPRank:
         return {n: (None if p.grad is None else p.grad.data.copy())
                 for n, p in self.model.named_parameters()}
 
+    def grads_are_bucket_views(self) -> bool:
+        """Every gradient backward produced lives inside its bucket's flat buffer."""
+        import numpy as np
+
+        views = [(p, v, b.buffer) for b in self.ddp.buckets for p, v in zip(b.params, b.views)]
+        return bool(views) and all(p.grad.data is v and np.shares_memory(v, buf)
+                                   for p, v, buf in views if p.grad is not None)
+
     def close(self):
         self.ddp.close()
         self.comm.close()

@@ -9,7 +9,7 @@ import torch
 import disttrain
 from disttrain import nn
 from disttrain.distributed import DistributedDataParallel, LocalCommunicator
-from disttrain.distributed.buckets import FIRST_BUCKET_BYTES
+from disttrain.distributed.buckets import FIRST_BUCKET_BYTES, assign_buckets
 
 from .helpers import CLASSES, DDPRank, TwoHeads, batch
 
@@ -30,20 +30,14 @@ def torch_grads(state: dict, chunks, use_spare=False) -> dict:
 
 
 # -- one process ---------------------------------------------------------------------------
-def test_grads_are_views_into_bucket_buffers_and_match_plain_backward():
+def test_one_rank_is_plain_backward_without_buckets():
     disttrain.manual_seed(0)
     model = TwoHeads()
     plain = {n: p.data.copy() for n, p in model.named_parameters()}
     ddp = DistributedDataParallel(model, LocalCommunicator(), bucket_cap_mb=0.0001)
+    assert ddp.buckets == []
     x, y = batch(1)
     nn.CrossEntropyLoss()(ddp(disttrain.tensor(x)), disttrain.tensor(y)).backward()
-    views = {id(v) for b in ddp.buckets for v in b.views}
-    for bucket in ddp.buckets:
-        for p, view in zip(bucket.params, bucket.views):
-            if p.grad is not None:
-                assert p.grad.data is view and np.shares_memory(view, bucket.buffer)
-    assert views
-    # the same gradient without DDP
     fresh = TwoHeads()
     fresh.load_state_dict(plain)
     nn.CrossEntropyLoss()(fresh(disttrain.tensor(x)), disttrain.tensor(y)).backward()
@@ -56,14 +50,15 @@ def test_grads_are_views_into_bucket_buffers_and_match_plain_backward():
 
 def test_buckets_follow_reverse_registration_order_with_a_small_first_bucket():
     model = nn.Sequential(*[nn.Linear(256, 256) for _ in range(8)])  # 256 KiB per weight
-    ddp = DistributedDataParallel(model, LocalCommunicator(), bucket_cap_mb=1.0)
-    names = [n for b in ddp.buckets for n in b.names]
+    buckets = assign_buckets(list(model.named_parameters()), bucket_cap_mb=1.0)
+    names = [n for b in buckets for n in b.names]
     assert names == [n for n, _ in reversed(list(model.named_parameters()))]
-    first = ddp.buckets[0]
-    assert first.numel * 4 <= FIRST_BUCKET_BYTES
-    assert all(b.numel * 4 <= 1024 * 1024 for b in ddp.buckets)
-    assert len(ddp.buckets) > 2
-    ddp.close()
+    assert buckets[0].numel * 4 <= FIRST_BUCKET_BYTES
+    assert all(b.numel * 4 <= 1024 * 1024 for b in buckets)
+    assert len(buckets) > 2
+    for bucket in buckets:  # every parameter's gradient storage is a view into its bucket
+        for p, view in zip(bucket.params, bucket.views):
+            assert p._grad_storage is view and np.shares_memory(view, bucket.buffer)
 
 
 def test_unused_parameters_keep_grad_none_without_ddp_hanging():
@@ -111,6 +106,7 @@ def test_rank0_parameters_are_broadcast_and_grads_equal_torch_full_batch(ranks):
         np.testing.assert_array_equal(params[0][name], params[1][name])
     chunks = [[batch(100 + r)] for r in range(2)]
     grads = ray.get([a.step.remote(chunks[r]) for r, a in enumerate(actors)], timeout=60)
+    assert ray.get([a.grads_are_bucket_views.remote() for a in actors]) == [True, True]
     want = torch_grads(params[0], chunks[0] + chunks[1])
     for name, g in want.items():
         for rank in range(2):

@@ -1,0 +1,339 @@
+"""Data-parallel scaling: disttrain on 1 and 2 workers beside PyTorch DDP (gloo).
+
+An MLP 784-1024-1024-10 (ReLU), global batch 512, float32, SGD with momentum 0.9,
+synthetic data, one BLAS thread per worker. disttrain runs the real job path: a JobSpec
+with data.name = "synthetic" through launch.supervisor.Supervisor on a local Ray cluster
+(or `mpiexec python -m workers.mpi` for --backend mpi); samples/s, compute and exposed
+all-reduce wait come from RUN/metrics.jsonl (rank 0), warm-up intervals dropped. PyTorch
+runs torch.nn.parallel.DistributedDataParallel on gloo in W subprocesses with
+torch.set_num_threads(1); its exposed communication is the step time minus the step time
+of the same step under no_sync() (no all-reduce), both measured in alternating blocks.
+
+Step time is zero_grad + forward + backward (with the all-reduce) + optimizer step, for
+both systems; data loading and logging are outside it. On a 2-core machine, 2 workers x 1
+thread is the ideal setup: one core each. The Ray coordinator, raylet and the gloo
+threads share those two cores, so communication competes with compute for CPU.
+
+    disttrain bench scaling --workers 1,2 --steps 40 --warmup 10 --backend coordinator
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .common import REPO, child_env, format_table, load_average, machine_facts
+
+SYSTEMS = ("disttrain", "torch")
+BACKENDS = ("coordinator", "ring", "mpi")
+TARGET_SCALING = 1.8
+LR, MOMENTUM = 0.01, 0.9
+THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+# --- disttrain: the real job path ----------------------------------------------------------
+
+def job_dict(workers: int, backend: str, sizes, batch: int, steps: int, warmup: int,
+             log_every: int) -> dict:
+    """The benchmark job; one epoch of synthetic data covers the warm-up and timed steps."""
+    total = warmup + steps
+    train = total * batch + batch  # one spare batch: the sampler rounds down to W
+    n_val = 2 * batch
+    return {
+        "job": {"name": f"bench-scaling-{backend}-{workers}", "seed": 0, "epochs": 1,
+                "max_steps": total, "batch_size": batch, "dtype": "float32",
+                "log_every": log_every, "eval_every_epoch": False, "blas_threads": 1},
+        "model": {"kind": "mlp", "sizes": list(sizes), "activation": "relu"},
+        "data": {"name": "synthetic", "n_samples": train + n_val, "n_features": sizes[0],
+                 "n_classes": sizes[-1], "val_fraction": n_val / (train + n_val),
+                 "shuffle": True},
+        "optimizer": {"name": "sgd", "lr": LR, "momentum": MOMENTUM},
+        "distributed": {"backend": backend, "workers": workers, "cpus_per_worker": 1,
+                        "timeout_s": 300, "max_restarts": 0},
+    }
+
+
+def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_every,
+                  run_dir: Path) -> dict:
+    """Train the job through the real path; the timed intervals of RUN/metrics.jsonl."""
+    from disttrain.train.rundir import RunDir, read_metrics
+    from disttrain.train.spec import dump_job, spec_from_dict
+
+    spec = spec_from_dict(job_dict(workers, backend, sizes, batch, steps, warmup, log_every))
+    if backend == "mpi":
+        from launch.cli import find_mpiexec
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        job_file = run_dir / "job.toml"
+        job_file.write_text(dump_job(spec))
+        subprocess.run([find_mpiexec(), "-n", str(workers), sys.executable, "-m", "workers.mpi",
+                        str(job_file), "--run-dir", str(run_dir)], cwd=REPO,
+                       env=child_env(**THREADS_ENV), check=True, capture_output=True,
+                       timeout=1800)
+    else:
+        from launch.report import Progress
+        from launch.supervisor import Supervisor, default_num_cpus, ensure_ray
+
+        ensure_ray(None, default_num_cpus(spec))
+        Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True)).run()
+    records = [r for r in read_metrics(run_dir) if "loss" in r]
+    timed = [r for r in records if r["step"] - log_every >= warmup]
+    if not timed:
+        raise RuntimeError(f"{run_dir}/metrics.jsonl has no record after step {warmup}")
+    n = len(timed) * log_every
+    compute = sum(r["compute_s"] for r in timed) / n
+    comm = sum(r["comm_s"] for r in timed) / n
+    intervals = [r["samples_per_s"] for r in timed]
+    return {"system": "disttrain", "backend": backend, "workers": workers, "steps": n,
+            "samples_per_s": batch / (compute + comm), "interval_samples_per_s": intervals,
+            "step_ms": (compute + comm) * 1e3, "compute_ms": compute * 1e3,
+            "comm_ms": comm * 1e3}
+
+
+# --- PyTorch DDP on gloo, one subprocess per rank -----------------------------------------
+
+def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dict:
+    """torch DDP on `workers` local processes; step, no_sync step and samples/s (rank max)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for rank in range(workers):
+        env = child_env(**THREADS_ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+                        RANK=str(rank), WORLD_SIZE=str(workers))
+        cmd = [sys.executable, "-m", "bench.scaling", "--child", "torch",
+               "--sizes", ",".join(map(str, sizes)), "--batch", str(batch),
+               "--steps", str(steps), "--warmup", str(warmup), "--blocks", str(blocks)]
+        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=1800) for p in procs]
+    lines = outs[0][0].strip().splitlines()
+    if not lines:  # a crash at exit, after rank 0 printed its result, does not void it
+        errors = "\n".join(err[-2000:] for _, err in outs)
+        raise RuntimeError(f"torch DDP benchmark failed: exit codes "
+                           f"{[p.returncode for p in procs]}\n{errors}")
+    step_s, compute_s = json.loads(lines[-1])
+    comm_s = max(step_s - compute_s, 0.0)
+    return {"system": "torch", "backend": "gloo", "workers": workers, "steps": steps,
+            "samples_per_s": batch / step_s, "step_ms": step_s * 1e3,
+            "compute_ms": compute_s * 1e3, "comm_ms": comm_s * 1e3}
+
+
+def _torch_child(sizes, batch: int, steps: int, warmup: int, blocks: int) -> None:
+    import torch
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    torch.manual_seed(0)
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [torch.nn.Linear(fan_in, fan_out)]
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    model = DDP(torch.nn.Sequential(*layers))
+    opt = torch.optim.SGD(model.parameters(), lr=LR, momentum=MOMENTUM)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    rng = np.random.default_rng(rank)
+    local = batch // world
+    data = [(torch.from_numpy(rng.standard_normal((local, sizes[0]), dtype=np.float32)),
+             torch.from_numpy(rng.integers(0, sizes[-1], local))) for _ in range(8)]
+
+    def step(i):
+        x, y = data[i % len(data)]
+        start = time.perf_counter()
+        opt.zero_grad()
+        loss_fn(model(x), y).backward()
+        opt.step()
+        return time.perf_counter() - start
+
+    for i in range(warmup):
+        step(i)
+    synced, local_only = [], []
+    per_block = max(1, steps // blocks)
+    for _ in range(blocks):
+        dist.barrier()
+        synced += [step(i) for i in range(per_block)]
+        with model.no_sync():
+            local_only += [step(i) for i in range(per_block)]
+    # the slowest rank's median counts, as in bench/allreduce.py
+    medians = torch.tensor([statistics.median(synced), statistics.median(local_only)],
+                           dtype=torch.float64)
+    dist.all_reduce(medians, op=dist.ReduceOp.MAX)
+    if rank == 0:
+        print(json.dumps(medians.tolist()), flush=True)
+    dist.barrier()  # no rank tears gloo down while another still talks to it
+    dist.destroy_process_group()
+
+
+# --- the tables -------------------------------------------------------------------------------
+
+def with_scaling(rows: list[dict]) -> list[dict]:
+    """Add 'scaling': samples/s over the same system+backend's 1-worker samples/s."""
+    base = {(r["system"], r["backend"]): r["samples_per_s"] for r in rows if r["workers"] == 1}
+    for r in rows:
+        one = base.get((r["system"], r["backend"]))
+        r["scaling"] = r["samples_per_s"] / one if one else None
+    return rows
+
+
+def summarize_repeats(runs: list[list[dict]]) -> list[dict]:
+    """One row per (system, backend, workers): median and min over repeats of each figure."""
+    groups: dict = {}
+    for rows in runs:
+        for r in rows:
+            groups.setdefault((r["system"], r["backend"], r["workers"]), []).append(r)
+    out = []
+    for (system, backend, workers), rs in groups.items():
+        row = {"system": system, "backend": backend, "workers": workers, "repeats": len(rs)}
+        for key in ("samples_per_s", "step_ms", "compute_ms", "comm_ms", "scaling"):
+            values = [r[key] for r in rs if r.get(key) is not None]
+            row[key] = statistics.median(values) if values else None
+            row[key + "_min"] = min(values) if values else None
+            row[key + "_max"] = max(values) if values else None
+        out.append(row)
+    return out
+
+
+def format_rows(rows: list[dict]) -> str:
+    header = ["system", "backend", "workers", "samples/s", "step ms", "compute ms",
+              "comm wait ms", "scaling"]
+    body = []
+    for r in rows:
+        scaling = "" if r.get("scaling") is None or r["workers"] == 1 else (
+            f"{r['scaling']:.2f}" + (" (ok)" if r["scaling"] >= TARGET_SCALING else " (MISS)"))
+        body.append([r["system"], r["backend"], r["workers"], f"{r['samples_per_s']:.0f}",
+                     f"{r['step_ms']:.1f}", f"{r['compute_ms']:.1f}", f"{r['comm_ms']:.1f}",
+                     scaling])
+    return format_table(header, body)
+
+
+def format_summary(rows: list[dict]) -> str:
+    header = ["system", "backend", "workers", "samples/s med [min-max]", "scaling med [min-max]"]
+    body = []
+    for r in rows:
+        scaling = "" if r["workers"] == 1 or r["scaling"] is None else (
+            f"{r['scaling']:.2f} [{r['scaling_min']:.2f}-{r['scaling_max']:.2f}]")
+        body.append([r["system"], r["backend"], r["workers"],
+                     f"{r['samples_per_s']:.0f} [{r['samples_per_s_min']:.0f}-"
+                     f"{r['samples_per_s_max']:.0f}]", scaling])
+    return format_table(header, body)
+
+
+def run(workers=(1, 2), backends=("coordinator",), systems=SYSTEMS,
+        sizes=(784, 1024, 1024, 10), batch=512, steps=40, warmup=10, log_every=5, repeats=1,
+        run_root: Path | None = None, log=print) -> dict:
+    """Every (repeat, system, backend, workers) run; rows with scaling, and a summary."""
+    steps = math.ceil(steps / log_every) * log_every
+    warmup = math.ceil(warmup / log_every) * log_every
+    for w in workers:
+        if batch % w:
+            raise ValueError(f"--batch {batch} is not divisible by {w} workers")
+    result = {"load_start": load_average(), "machine": machine_facts(), "sizes": list(sizes),
+              "batch": batch, "steps": steps, "warmup": warmup, "runs": []}
+    with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
+        root = Path(run_root or tmp)
+        for repeat in range(repeats):
+            rows = []
+            for system in systems:
+                for backend in (backends if system == "disttrain" else ("gloo",)):
+                    for w in workers:
+                        log(f"repeat {repeat + 1}/{repeats}: {system} {backend} {w} worker(s)",
+                            file=sys.stderr)
+                        if system == "disttrain":
+                            rows.append(run_disttrain(w, backend, sizes, batch, steps, warmup,
+                                                      log_every,
+                                                      root / f"r{repeat}-{backend}-{w}"))
+                        else:
+                            rows.append(run_torch(w, sizes, batch, steps, warmup))
+            result["runs"].append(with_scaling(rows))
+    result["summary"] = summarize_repeats(result["runs"])
+    result["load_end"] = load_average()
+    return result
+
+
+def report(result: dict) -> str:
+    sizes = "-".join(map(str, result["sizes"]))
+    lines = [*result["machine"],
+             "threads: disttrain workers run threadpool_limits(1) ([job] blas_threads = 1); "
+             "torch ranks torch.set_num_threads(1); every child OPENBLAS/OMP/MKL_NUM_THREADS=1",
+             f"load average at start: {result['load_start']}; at end: {result['load_end']}",
+             "",
+             f"MLP {sizes} (ReLU), global batch {result['batch']}, float32, SGD lr={LR} "
+             f"momentum={MOMENTUM}; {result['steps']} timed steps after {result['warmup']} "
+             "warm-up; per-step times are means over the timed steps (torch: medians), "
+             "rank 0 (torch: slowest rank)"]
+    for i, rows in enumerate(result["runs"]):
+        lines += ["", f"run {i + 1} of {len(result['runs'])}", format_rows(rows)]
+    if len(result["runs"]) > 1:
+        lines += ["", "over the runs", format_summary(result["summary"])]
+    lines += ["", f"target: scaling (2 workers / 1 worker samples/s) >= {TARGET_SCALING}. "
+              f"This machine has {_cores()} cores: 2 workers x 1 BLAS thread is the ideal "
+              "setup, one core each, with the coordinator/raylet/gloo threads on the same "
+              "cores. 'comm wait' is the all-reduce time backward's end waited for "
+              "(disttrain: measured by DDP; torch: step minus no_sync step)."]
+    return "\n".join(lines)
+
+
+def _cores() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the scaling benchmark and print its tables (and write JSON with --json)."""
+    parser = argparse.ArgumentParser(prog="disttrain bench scaling", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
+    parser.add_argument("--backend", default="coordinator",
+                        help=f"disttrain backends, comma-separated, from {', '.join(BACKENDS)}")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="disttrain, torch or both")
+    parser.add_argument("--sizes", default="784,1024,1024,10", help="MLP layer widths")
+    parser.add_argument("--batch", type=int, default=512, help="global batch size")
+    parser.add_argument("--steps", type=int, default=40, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps first")
+    parser.add_argument("--log-every", type=int, default=5,
+                        help="disttrain metrics interval; steps and warmup round up to it")
+    parser.add_argument("--repeats", type=int, default=1, help="run everything this many times")
+    parser.add_argument("--json", help="also write the results to this file")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--blocks", type=int, default=4, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    sizes = tuple(int(s) for s in args.sizes.split(","))
+    if args.child == "torch":
+        _torch_child(sizes, args.batch, args.steps, args.warmup, args.blocks)
+        return 0
+    backends = tuple(args.backend.split(","))
+    systems = tuple(args.systems.split(","))
+    for name in backends:
+        if name not in BACKENDS:
+            parser.error(f"--backend {name!r}: choose from {', '.join(BACKENDS)}")
+    for name in systems:
+        if name not in SYSTEMS:
+            parser.error(f"--systems {name!r}: choose from {', '.join(SYSTEMS)}")
+    result = run(workers=[int(w) for w in args.workers.split(",")], backends=backends,
+                 systems=systems, sizes=sizes, batch=args.batch, steps=args.steps,
+                 warmup=args.warmup, log_every=args.log_every, repeats=args.repeats)
+    print(report(result))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
