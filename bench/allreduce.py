@@ -1,10 +1,15 @@
 """All-reduce benchmark: disttrain's backends side by side with MPICH (mpi4py) and gloo (torch).
 
-Each row is the mean time of one in-place sum of a float32 buffer across `workers`
-processes on this machine, and the algorithm bandwidth bytes / time. The slowest rank's
-mean counts. Every process runs with OPENBLAS_NUM_THREADS=1.
+Each row is one in-place sum of a float32 buffer across `workers` processes on this
+machine. After one barrier the iterations run back to back, each timed alone; an
+iteration counts as long as its slowest rank took. The table gives the median and the
+minimum over the iterations (of every round) and the algorithm bandwidth, bytes / time.
+The references, mpi4py's Allreduce under mpiexec (MPICH) and torch.distributed with
+gloo, run in the same invocation, interleaved with disttrain's backends round by round,
+so a noisy machine hurts them alike. Every process runs with OPENBLAS_NUM_THREADS=1.
 
-    python -m bench.allreduce --backend all --workers 2 --sizes 1,16,64
+    python -m bench.allreduce --backend all --workers 2 --sizes 1,16,64 --iters 20
+    disttrain bench allreduce --backend coordinator --sizes 16,64 --rounds 3
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import argparse
 import json
 import os
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -21,49 +27,56 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-BACKENDS = ("coordinator", "ring", "mpi", "mpi4py", "gloo")
+DISTTRAIN = ("coordinator", "ring", "mpi")
+REFERENCES = ("mpi4py", "gloo")
 ENV = {"OPENBLAS_NUM_THREADS": "1"}
 WARMUP = 3
+CHILD_TIMEOUT_S = 900
 
 
-def run(backend: str, workers: int = 2, sizes_mb=(1, 16, 64), iters: int = 10) -> list[dict]:
-    """Time `iters` all-reduces per size; one row per size."""
-    if backend in ("coordinator", "ring"):
-        times = _run_ray(backend, workers, sizes_mb, iters)
-    elif backend in ("mpi", "mpi4py"):
-        times = _run_child(["mpiexec", "-n", str(workers)], backend, workers, sizes_mb, iters)
-    elif backend == "gloo":
-        times = _run_gloo(workers, sizes_mb, iters)
-    else:
-        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
-    return [_row(backend, workers, mb, t) for mb, t in zip(sizes_mb, times)]
+def run(backend: str, workers: int = 2, sizes_mb=(1, 16, 64), iters: int = 10) -> list[list]:
+    """Seconds of each timed all-reduce (slowest rank), one list per size."""
+    if backend in ("coordinator", "ring", "coordinator-objstore"):
+        return _run_ray(backend, workers, sizes_mb, iters)
+    if backend in ("mpi", "mpi4py"):
+        return _run_child(backend, workers, sizes_mb, iters)
+    if backend == "gloo":
+        return _run_gloo(workers, sizes_mb, iters)
+    raise ValueError(f"unknown backend {backend!r}; choose from "
+                     f"{', '.join(DISTTRAIN + REFERENCES)}, coordinator-objstore or all")
 
 
-def _row(backend: str, workers: int, size_mb: float, seconds: float) -> dict:
-    nbytes = int(size_mb * 2**20)
-    return {"backend": backend, "workers": workers, "size_mb": size_mb,
-            "time_ms": round(seconds * 1e3, 3), "algbw_gb_s": round(nbytes / seconds / 1e9, 3),
-            "openblas_num_threads": ENV["OPENBLAS_NUM_THREADS"]}
+def _time_allreduce(allreduce, barrier, sizes_mb, iters) -> list[list]:
+    """Seconds of each all-reduce, per size, measured in this process.
 
-
-def _time_allreduce(allreduce, barrier, sizes_mb, iters) -> list[float]:
-    """Mean seconds per all-reduce for each size, measured in this process."""
+    One barrier, then the iterations back to back (each collective synchronises the
+    ranks, so a slow barrier's uneven exit does not count against the first iteration).
+    """
     out = []
     for mb in sizes_mb:
-        buf = np.ones(int(mb * 2**20) // 4, np.float32)
+        buf = np.zeros(int(mb * 2**20) // 4, np.float32)  # zeros: no overflow, no denormals
         for _ in range(WARMUP):
             allreduce(buf)
         barrier()
-        start = time.perf_counter()
+        times = []
+        last = time.perf_counter()
         for _ in range(iters):
             allreduce(buf)
-        out.append((time.perf_counter() - start) / iters)
+            now = time.perf_counter()
+            times.append(now - last)
+            last = now
+        out.append(times)
     return out
+
+
+def _slowest(per_rank: list) -> list[list]:
+    """[rank][size][iter] -> [size][iter], each the slowest rank's time."""
+    return [[max(ts) for ts in zip(*sizes)] for sizes in zip(*per_rank)]
 
 
 # --- disttrain's Ray backends ---------------------------------------------------------
 
-def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[float]:
+def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[list]:
     import ray
 
     from workers.coordinator import create_coordinator
@@ -75,23 +88,29 @@ def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[float]:
     actor = ray.remote(num_cpus=0)(_BenchWorker)
     group = [actor.remote() for _ in range(workers)]
     secret = os.urandom(16).hex()
-    ray.get([w.setup.remote(backend, r, workers, coordinator, secret)
-             for r, w in enumerate(group)])
-    per_rank = ray.get([w.time.remote(list(sizes_mb), iters) for w in group])
-    ray.get([w.close.remote() for w in group])
-    for handle in (*group, coordinator):
-        ray.kill(handle)
-    return [max(ts) for ts in zip(*per_rank)]
+    kw = {}
+    if backend == "coordinator-objstore":
+        backend, kw = "coordinator", {"shared_memory": False}
+    try:
+        ray.get([w.setup.remote(backend, r, workers, coordinator, secret, kw)
+                 for r, w in enumerate(group)])
+        per_rank = ray.get([w.time.remote(list(sizes_mb), iters) for w in group])
+        ray.get([w.close.remote() for w in group])
+    finally:
+        for handle in (*group, coordinator):
+            ray.kill(handle)
+    return _slowest(per_rank)
 
 
 class _BenchWorker:
     """One rank of a Ray benchmark: builds its communicator, then times all-reduces."""
 
-    def setup(self, backend, rank, world_size, coordinator, secret):
+    def setup(self, backend, rank, world_size, coordinator, secret, kw):
         from workers.backends import make_communicator
 
         self.comm = make_communicator(backend, rank=rank, world_size=world_size,
-                                      coordinator=coordinator, secret=secret, timeout_s=120.0)
+                                      coordinator=coordinator, secret=secret, timeout_s=120.0,
+                                      **kw)
 
     def time(self, sizes_mb, iters):
         return _time_allreduce(self.comm.allreduce_, self.comm.barrier, sizes_mb, iters)
@@ -102,13 +121,16 @@ class _BenchWorker:
 
 # --- MPICH through mpi4py, under mpiexec ----------------------------------------------
 
-def _run_child(prefix: list, backend: str, workers: int, sizes_mb, iters) -> list[float]:
-    mpiexec = Path(sys.executable).parent / "mpiexec"
-    prefix = [str(mpiexec) if mpiexec.exists() else prefix[0], *prefix[1:]]
-    cmd = [*prefix, sys.executable, "-m", "bench.allreduce", "--child", backend,
-           "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
+def _mpiexec() -> str:
+    local = Path(sys.executable).parent / "mpiexec"
+    return str(local) if local.exists() else "mpiexec"
+
+
+def _run_child(backend: str, workers: int, sizes_mb, iters) -> list[list]:
+    cmd = [_mpiexec(), "-n", str(workers), sys.executable, "-m", "bench.allreduce",
+           "--child", backend, "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
     out = subprocess.run(cmd, cwd=REPO, env=_child_env(), capture_output=True, text=True,
-                         timeout=600, check=True).stdout
+                         timeout=CHILD_TIMEOUT_S, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -119,20 +141,19 @@ def _mpi_child(backend: str, sizes_mb, iters) -> None:
     if backend == "mpi":
         from workers.mpi_comm import MPICommunicator
 
-        comm = MPICommunicator(timeout_s=120.0)
-        allreduce = comm.allreduce_
+        allreduce = MPICommunicator(timeout_s=120.0).allreduce_
     else:
         def allreduce(buf):
             world.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
     times = _time_allreduce(allreduce, world.Barrier, sizes_mb, iters)
-    slowest = [world.allreduce(t, op=MPI.MAX) for t in times]
+    per_rank = world.gather(times, root=0)
     if world.Get_rank() == 0:
-        print(json.dumps(slowest))
+        print(json.dumps(_slowest(per_rank)))
 
 
 # --- gloo through torch.distributed ---------------------------------------------------
 
-def _run_gloo(workers: int, sizes_mb, iters) -> list[float]:
+def _run_gloo(workers: int, sizes_mb, iters) -> list[list]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -143,7 +164,7 @@ def _run_gloo(workers: int, sizes_mb, iters) -> list[float]:
         cmd = [sys.executable, "-m", "bench.allreduce", "--child", "gloo",
                "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=600)[0] for p in procs]
+    outs = [p.communicate(timeout=CHILD_TIMEOUT_S)[0] for p in procs]
     if any(p.returncode for p in procs):
         raise RuntimeError(f"gloo benchmark failed: exit codes {[p.returncode for p in procs]}")
     return json.loads(outs[0].strip().splitlines()[-1])
@@ -160,10 +181,10 @@ def _gloo_child(sizes_mb, iters) -> None:
         dist.all_reduce(torch.from_numpy(buf))
 
     times = _time_allreduce(allreduce, dist.barrier, sizes_mb, iters)
-    slowest = torch.tensor(times, dtype=torch.float64)
-    dist.all_reduce(slowest, op=dist.ReduceOp.MAX)
+    per_rank = [None] * dist.get_world_size()
+    dist.all_gather_object(per_rank, times)
     if dist.get_rank() == 0:
-        print(json.dumps(slowest.tolist()))
+        print(json.dumps(_slowest(per_rank)))
     dist.destroy_process_group()
 
 
@@ -172,26 +193,65 @@ def _child_env() -> dict:
     return {**os.environ, **ENV, "PYTHONPATH": path}
 
 
-# --- the table ------------------------------------------------------------------------
+# --- the report -----------------------------------------------------------------------
+
+def summarize(backend: str, workers: int, size_mb: float, times: list) -> dict:
+    """One table row from the per-iteration seconds of one (backend, size)."""
+    nbytes = int(size_mb * 2**20)
+    median, best = statistics.median(times), min(times)
+    return {"backend": backend, "workers": workers, "size_mb": size_mb, "iters": len(times),
+            "median_ms": round(median * 1e3, 3), "min_ms": round(best * 1e3, 3),
+            "max_ms": round(max(times) * 1e3, 3),
+            "algbw_median_gb_s": round(nbytes / median / 1e9, 3),
+            "algbw_best_gb_s": round(nbytes / best / 1e9, 3)}
+
 
 def format_table(rows: list[dict]) -> str:
-    """Rows as an aligned text table."""
-    head = f"{'backend':<12}{'workers':>8}{'size MB':>9}{'time ms':>10}{'GB/s':>8}"
+    """Rows as an aligned text table, grouped by size."""
+    head = (f"{'backend':<22}{'workers':>8}{'size MB':>9}{'iters':>6}{'median ms':>11}"
+            f"{'min ms':>9}{'GB/s med':>10}{'GB/s best':>11}")
     lines = [head, "-" * len(head)]
-    for r in rows:
-        lines.append(f"{r['backend']:<12}{r['workers']:>8}{r['size_mb']:>9g}"
-                     f"{r['time_ms']:>10.2f}{r['algbw_gb_s']:>8.2f}")
+    for r in sorted(rows, key=lambda r: r["size_mb"]):
+        lines.append(f"{r['backend']:<22}{r['workers']:>8}{r['size_mb']:>9g}{r['iters']:>6}"
+                     f"{r['median_ms']:>11.2f}{r['min_ms']:>9.2f}"
+                     f"{r['algbw_median_gb_s']:>10.2f}{r['algbw_best_gb_s']:>11.2f}")
     return "\n".join(lines)
+
+
+def machine() -> dict:
+    """What the numbers depend on: cores, load, CPU model, BLAS threads."""
+    model = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    return {"nproc": os.cpu_count(), "usable_cpus": usable, "cpu": model,
+            "loadavg": [round(x, 2) for x in os.getloadavg()],
+            "openblas_num_threads": ENV["OPENBLAS_NUM_THREADS"], "python": sys.version.split()[0]}
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark for the chosen backends and print one table."""
-    parser = argparse.ArgumentParser(prog="disttrain bench allreduce", description=__doc__)
+    parser = argparse.ArgumentParser(prog="disttrain bench allreduce", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="all",
-                        help=f"comma-separated, from {', '.join(BACKENDS)}, or 'all'")
+                        help=f"comma-separated from {', '.join(DISTTRAIN)} (and "
+                             "coordinator-objstore: the coordinator without shared memory), "
+                             "or 'all'")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sizes", default="1,16,64", help="buffer sizes in MB, e.g. 1,16,64")
-    parser.add_argument("--iters", type=int, default=10)
+    parser.add_argument("--iters", type=int, default=10, help="timed all-reduces per size "
+                        "and round (after 3 untimed)")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="run every backend this many times, interleaved; the table "
+                             "pools the iterations of all rounds")
+    parser.add_argument("--references", default=",".join(REFERENCES),
+                        help="peers timed in the same run: mpi4py,gloo (or 'none')")
+    parser.add_argument("--json", help="also write the rows and machine info to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",")]
@@ -203,14 +263,33 @@ def main(argv: list[str] | None = None) -> int:
         _gloo_child(sizes, args.iters)
         return 0
     os.environ.update(ENV)
-    names = BACKENDS if args.backend == "all" else args.backend.split(",")
-    rows = []
-    for name in names:
-        rows += run(name, args.workers, sizes, args.iters)
+    names = list(DISTTRAIN) if args.backend == "all" else args.backend.split(",")
+    refs = [] if args.references in ("", "none") else args.references.split(",")
+    names += [r for r in refs if r not in names]
+    start = machine()
+    pooled: dict = {(n, mb): [] for n in names for mb in sizes}
+    failures = []
+    for _ in range(args.rounds):
+        for name in names:
+            try:
+                for mb, times in zip(sizes, run(name, args.workers, sizes, args.iters)):
+                    pooled[(name, mb)] += times
+            except (subprocess.SubprocessError, RuntimeError, OSError) as e:
+                failures.append(f"{name}: {e}")
+    end = machine()
+    rows = [summarize(n, args.workers, mb, ts) for (n, mb), ts in pooled.items() if ts]
     print(format_table(rows))
-    print(f"OPENBLAS_NUM_THREADS={ENV['OPENBLAS_NUM_THREADS']} in every process; "
-          f"{os.cpu_count()} cores")
-    return 0
+    print(f"\nOPENBLAS_NUM_THREADS={ENV['OPENBLAS_NUM_THREADS']} in every process; "
+          f"{start['nproc']} cores ({start['usable_cpus']} usable), {start['cpu'] or '?'}; "
+          f"load average {start['loadavg']} at start, {end['loadavg']} at end; "
+          f"{args.rounds} round(s) x {args.iters} iterations, {args.workers} workers, float32")
+    for f in failures:
+        print(f"FAILED {f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {"rows": rows, "machine_start": start, "machine_end": end, "failures": failures,
+             "argv": argv if argv is not None else sys.argv[1:]}, indent=1))
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

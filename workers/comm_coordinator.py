@@ -1,22 +1,22 @@
 """CoordinatorCommunicator: the Communicator protocol on top of the coordinator actor.
 
-The coordinator is the control plane: rendezvous, step and sequence checks, heartbeats,
-abort, and small buffers, which it sums in rank order (one round trip, the star path).
+The coordinator is the control plane: rendezvous, step and sequence checks, heartbeats
+and abort. The data path depends on where the ranks are:
 
-Large buffers never pass through the coordinator. Their data path:
+* Every rank on one node (the usual case): shared memory (workers/shm.py), for every
+  all-reduce and broadcast. On the first one the ranks agree through the coordinator on
+  a segment whose name holds a fresh secret, map it, and from then on synchronise
+  through counters in the segment (microseconds, not an actor round trip of a
+  millisecond or more). Rank r sums slice r of every rank's buffer in rank order.
+  While waiting, a rank watches its peers' processes, the deadline and (every half
+  second) the coordinator's abort flag.
+* Ranks on several nodes, or `shared_memory=False`: small buffers go to the
+  coordinator, which sums them in rank order (the star path, one round trip). Large
+  ones never pass through it: every rank `ray.put`s its buffer once and the coordinator
+  only swaps ObjectRefs; rank r sums slice r of all buffers, read zero-copy in rank
+  order, and the ranks swap the summed slices the same way.
 
-* Every rank on one node (the usual case): shared memory (workers/shm.py). On the first
-  large collective the ranks agree through the coordinator on a segment whose name
-  holds a fresh secret, map it, and from then on synchronise through counters in the
-  segment (microseconds, not an actor round trip). Rank r sums slice r of every rank's
-  buffer in rank order. While waiting, a rank watches its peers' processes, the deadline
-  and (every half second) the coordinator's abort flag.
-* Ranks on several nodes, or `shared_memory=False`: the object store. Every rank
-  `ray.put`s its buffer once and the coordinator only swaps ObjectRefs; rank r sums
-  slice r of all buffers, read zero-copy in rank order, and the ranks swap the summed
-  slices the same way.
-
-Either way each element is ((b0 + b1) + b2) + ..., so the bits equal the star sum's.
+Every path adds each element as ((b0 + b1) + b2) + ..., so the bits are the star sum's.
 """
 
 from __future__ import annotations
@@ -62,9 +62,11 @@ class CoordinatorCommunicator:
 
     def __init__(self, coordinator, rank: int, world_size: int,
                  timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_interval_s: float = 1.0,
-                 inline_bytes: int = INLINE_BYTES, shared_memory: bool = True):
-        """`shared_memory=False` (the same on every rank) keeps large buffers on the
-        object-store path even when all ranks share a node."""
+                 inline_bytes: int = INLINE_BYTES, shared_memory: bool = True,
+                 shm_min_bytes: int = 0):
+        """`shared_memory=False` (the same on every rank) keeps the star and object-store
+        paths even when all ranks share a node; buffers under `shm_min_bytes` take the
+        star path anyway."""
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is not in a world of size {world_size}")
         self.rank = rank
@@ -72,6 +74,7 @@ class CoordinatorCommunicator:
         self.timeout_s = timeout_s
         self.step = 0
         self.inline_bytes = inline_bytes
+        self.shm_min_bytes = shm_min_bytes
         self._coord = coordinator
         self._seq = 0
         self._closed = threading.Event()
@@ -80,6 +83,7 @@ class CoordinatorCommunicator:
         self._shm_state = None if (shared_memory and world_size > 1) else "off"
         self._status_ref = None
         self._status_due = 0.0
+        self.shm_names: list = []  # every segment this rank created or mapped (diagnostics)
         self._heartbeats = None
         if world_size > 1:
             self._heartbeats = threading.Thread(
@@ -94,16 +98,16 @@ class CoordinatorCommunicator:
         flat = flat_view(buf, "allreduce_")
         if self.world_size == 1:
             return buf
-        if flat.nbytes <= self.inline_bytes:
-            total = self._call("allreduce", self._coord.allreduce, flat)
-            self._check_like(total, flat, "allreduce_")
-            np.copyto(flat, total)
-            return buf
         if self._use_shm(flat, "allreduce_"):
             self._seq += 1
             if self._shm.allreduce_(flat, step=self.step, seq=self._seq,
                                     timeout_s=self.timeout_s, on_wait=self._on_shm_wait):
                 return buf
+        if flat.nbytes <= self.inline_bytes:
+            total = self._call("allreduce", self._coord.allreduce, flat)
+            self._check_like(total, flat, "allreduce_")
+            np.copyto(flat, total)
+            return buf
         self._allreduce_split(flat)
         return buf
 
@@ -115,7 +119,7 @@ class CoordinatorCommunicator:
                 f"broadcast_ root={root} is not a rank of a world of size {self.world_size}")
         if self.world_size == 1:
             return buf
-        if flat.nbytes > self.inline_bytes and self._use_shm(flat, "broadcast_"):
+        if self._use_shm(flat, "broadcast_"):
             self._seq += 1
             if self._shm.broadcast_(flat, root, step=self.step, seq=self._seq,
                                     timeout_s=self.timeout_s, on_wait=self._on_shm_wait):
@@ -159,7 +163,9 @@ class CoordinatorCommunicator:
     # --- the shared-memory data path -------------------------------------------------
 
     def _use_shm(self, flat: np.ndarray, op: str) -> bool:
-        """Whether this large collective goes through shared memory (decided once)."""
+        """Whether this collective goes through shared memory (set up on the first)."""
+        if flat.nbytes < self.shm_min_bytes:
+            return False
         if self._shm_state is None:
             self._setup_shm(flat, op)
         return self._shm_state == "on" and flat.nbytes < self._shm.too_big
@@ -167,40 +173,42 @@ class CoordinatorCommunicator:
     def _setup_shm(self, flat: np.ndarray, op: str) -> None:
         """Agree with every rank, through the coordinator, on a node-local group or none.
 
-        Rank 0 creates the segment before the first exchange, so it costs two round
-        trips once. Every rank takes part, so every rank reaches the same decision.
+        Run by the first all-reduce or broadcast, which every rank makes at the same
+        point, so every rank reaches the same decision. Rank 0 creates the segment
+        before the first exchange: two coordinator round trips, once per communicator.
         """
         group, token = None, None
         if self.rank == 0 and shm.supported():
             try:
                 token = shm.new_token(_job_id())
                 group = shm.ShmGroup(0, self.world_size, token, create=True)
+                self.shm_names = group.names
             except (OSError, CollectiveError):
                 group, token = None, None
-        info = {"node": _node_key(), "supported": shm.supported(), "token": token}
-        infos = self._exchange(f"{op} (shared-memory setup)", info)
-        usable = (infos[0]["token"] is not None
-                  and all(i["supported"] and i["node"] == infos[0]["node"] for i in infos))
-        attached = group is not None
-        if usable and self.rank != 0:
-            try:
-                group = shm.ShmGroup(self.rank, self.world_size, infos[0]["token"],
-                                     create=False)
-                attached = True
-            except (OSError, CollectiveError, ValueError):
-                attached = False
-        oks = self._exchange(f"{op} (shared-memory attach)", usable and attached)
-        if all(oks):
-            try:
-                group.join(self.timeout_s)
-            except CollectiveError:
-                group.close()
-                raise
-            self._shm, self._shm_state = group, "on"
-        else:
+        try:
+            info = {"node": _node_key(), "supported": shm.supported(), "token": token}
+            infos = self._exchange(f"{op} (shared-memory setup)", info)
+            usable = (infos[0]["token"] is not None
+                      and all(i["supported"] and i["node"] == infos[0]["node"] for i in infos))
+            if usable and self.rank != 0:
+                try:
+                    group = shm.ShmGroup(self.rank, self.world_size, infos[0]["token"],
+                                         create=False)
+                    self.shm_names = group.names
+                except (OSError, CollectiveError, ValueError):
+                    group = None
+            oks = self._exchange(f"{op} (shared-memory attach)", usable and group is not None)
+            if all(oks):
+                group.join(self.timeout_s)  # then the names are unlinked
+                self._shm, self._shm_state = group, "on"
+                return
+        except BaseException:
             if group is not None:
-                group.close()
-            self._shm_state = "off"
+                group.close()  # unlinks what rank 0 created
+            raise
+        if group is not None:
+            group.close()
+        self._shm_state = "off"
 
     def _on_shm_wait(self, waited_s: float, pending: list) -> None:
         """Called every few ms while a shared-memory collective waits for `pending`.
@@ -235,9 +243,9 @@ class CoordinatorCommunicator:
             if w["rank"] in pending and pos is not None and pos[2] >= self._seq:
                 raise CollectiveError(
                     f"rank {w['rank']} called {pos[0]} at step {pos[1]} (collective "
-                    f"#{pos[2]}) but rank {self.rank} is in a large collective at step "
-                    f"{self.step} (collective #{self._seq}); every rank must make the same "
-                    "calls with the same buffer sizes")
+                    f"#{pos[2]}) but rank {self.rank} is in a shared-memory collective at "
+                    f"step {self.step} (collective #{self._seq}); every rank must make the "
+                    "same calls")
 
     # --- the split all-reduce ---------------------------------------------------------
 

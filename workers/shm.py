@@ -1,47 +1,49 @@
 """ShmGroup: the shared-memory data plane for ranks of one job on one node.
 
-The coordinator actor stays the control plane (rendezvous, ranks, heartbeats, abort,
-small buffers); buffers above its inline size move through two POSIX shared-memory
-segments that the ranks of a node map:
+The coordinator actor stays the control plane (rendezvous, ranks, heartbeats, abort);
+the ranks' buffers move through two POSIX shared-memory segments they all map:
 
     control  one 128-byte row per rank: a barrier counter, then the rank's position
              (seq, step, kind, nbytes, dtype, root), a failed flag, pid and pid
              namespace; then a 512-byte reason text per rank. Fixed size.
     data     W input slots and one result area, `capacity` bytes each. Replaced by a
-             bigger one (a new generation) when a buffer does not fit.
+             bigger one (a new generation, made by rank 0) when a buffer does not fit.
 
-All-reduce, two synchronisation points:
-  1. rank r writes its header and copies its buffer into slot r (all but slice r, which
-     it reads from its own buffer), then bumps its counter; everyone waits for all.
-  2. every rank checks the headers (same seq, step, kind, size, dtype, else a
-     StepMismatch / CollectiveError naming both ranks), sums slice r of all slots in
-     rank order into slice r of the result area, bumps its counter, waits for all, and
-     copies the whole result out. The sum of each element is ((b0 + b1) + b2) + ...,
-     as in the coordinator's star sum, so the bits are identical and independent of
-     arrival order.
-Writes that the next collective makes before its first barrier go to the writer's own
-slot only; slots are read only between the two barriers and the result area only after
-the second, so two barriers per collective are enough.
+All-reduce: every rank writes its header and copies the first block of its buffer into
+its slot (all but its own share of the block, which it reads from its own buffer), then
+reaches the first barrier. There every rank checks the headers (same seq, step, kind,
+size and dtype, else a StepMismatch / CollectiveError naming both ranks). Then, block
+by block (BLOCK_BYTES, so a block stays in cache from one rank's copy to another's
+read): after barrier k every rank sums its share of block k from all slots, in rank
+order, into the result area, copies block k-1 of the result out and block k+1 in, and
+reaches barrier k+1; after the last it copies the last block out. Each element is
+((b0 + b1) + b2) + ..., as in the coordinator's star sum: the same bits, whatever the
+order in which ranks arrive. Slot regions are written only before the barrier that
+precedes their sum and result regions read only after the barrier that follows it;
+what the next collective writes before its first barrier is its own slot: so 1 + the
+number of blocks barriers suffice.
 
 Waiting: poll the peers' counters in a short spin, then os.sched_yield(), then sleeps
-growing to 0.5 ms. While waiting the rank checks, every few milliseconds, the peers'
-failed flags (a rank that fails writes its reason so the others fail with it), whether
-a peer's process is gone (pidfd, or /proc), the collective's deadline, and an optional
-`on_wait` callback (the communicator uses it to poll the coordinator's abort flag). A
-dead peer therefore yields a PeerLost naming it, a stuck one a CollectiveTimeout naming
-it; never a hang.
+growing to 0.5 ms. While waiting the rank checks, every few milliseconds, whether a
+peer's process is gone (pidfd, or /proc), the peers' failed flags (a rank that fails
+writes its error so the others fail with it), the collective's deadline, and an
+optional `on_wait` callback (the communicator uses it to poll the coordinator's abort
+flag). A dead peer yields a PeerLost naming it, a missing one a CollectiveTimeout
+naming it; never a hang.
 
 Memory ordering: a rank writes its data and header with numpy, then stores its counter
 (one aligned 8-byte store); a reader loads the counter first, then the header and data.
 That is correct under x86-64's total store order (stores are not reordered with older
 stores, loads not with older loads) and the numpy calls are opaque to the compiler.
 Weaker architectures (arm64) would need fences Python cannot issue, so `supported()`
-is False there and the communicator keeps the object-store path.
+is False there and the communicator keeps its star and object-store paths.
 
-Names and lifetime: segment names are "dt" + 24 hex digits (96 bits) derived from the
+Names and lifetime: segment names are "dt" + 24 hex digits (96 bits) hashed from the
 job id and fresh random bytes, + "c" or "d<generation>"; they are created mode 0600 and
-unlinked by their creator (rank 0) as soon as every rank has mapped them, so nothing is
-left in /dev/shm even if a process is SIGKILLed later, and nobody can attach afterwards.
+unlinked by their creator (rank 0) as soon as every rank has mapped them (or at once if
+the collective fails), so nothing is left in /dev/shm even if a process is SIGKILLed
+later, and nobody can attach afterwards. Should rank 0 die in the few milliseconds
+between creating a segment and everyone mapping it, its resource tracker unlinks it.
 """
 
 from __future__ import annotations
@@ -72,16 +74,19 @@ MAGIC = 0x314D5354_44  # "DTSM1"
 ROW = 16  # int64 fields per row (128 bytes: no two ranks' counters share a cache line)
 REASON_BYTES = 512
 CAPACITY_QUANTUM = 1 << 20  # data slots grow in whole MiB
-BLOCK_BYTES = 4 << 20  # all-reduce pipeline block: big enough to amortise a barrier
+BLOCK_BYTES = 2 << 20  # all-reduce pipeline block: stays in cache, amortises a barrier
 # group header row
 _G_MAGIC, _G_WORLD, _G_GROWN = 0, 1, 2
 # rank rows
 _COUNTER, _SEQ, _STEP, _KIND, _NBYTES, _DTYPE, _ROOT, _FAILED, _PID, _PIDNS = range(10)
 KINDS = {"allreduce": 1, "broadcast": 2}
 _KIND_NAMES = {v: k for k, v in KINDS.items()}
+# A failed rank's error class travels with its reason, so its peers raise the same kind.
+_ERRORS = {c.__name__: c for c in (CollectiveAborted, CollectiveError, CollectiveTimeout,
+                                   PeerLost, StepMismatch)}
 
 SPINS = 200  # counter polls before yielding the core
-YIELD_S = 0.002  # then sched_yield for this long
+YIELD_S = 0.001  # then sched_yield for this long (releases the GIL: DDP reduces in a thread)
 MAX_SLEEP_S = 0.0005  # then sleeps growing to this
 CHECK_EVERY_S = 0.005  # peer liveness, deadline and on_wait, this often while waiting
 
@@ -127,6 +132,13 @@ class _Mapped:
     def close(self) -> None:
         self.buf.release()
         self._mmap.close()
+
+
+def _dtype_name(row) -> str:
+    try:
+        return np.dtype(chr(int(row[_DTYPE]))).name
+    except (TypeError, ValueError):
+        return "?"
 
 
 def _pid_namespace() -> int:
@@ -253,7 +265,7 @@ class ShmGroup:
 
     def _blocks(self, flat) -> list:
         step = max(1, self.block_bytes // flat.itemsize)
-        return [(a, min(a + step, flat.size)) for a in range(0, flat.size, step)]
+        return [(a, min(a + step, flat.size)) for a in range(0, flat.size, step)] or [(0, 0)]
 
     def _share(self, a: int, b: int) -> tuple:
         """This rank's part of block [a, b): the one it sums."""
@@ -270,7 +282,7 @@ class ShmGroup:
         if hi < b:
             np.copyto(slot[hi:b], flat[hi:b])
 
-    def _broadcast(self, flat, root, step, seq) -> None:
+    def _broadcast(self, flat, root, step, seq) -> bool:
         fits = self._announce("broadcast", step, seq, flat, root)
         if fits and self.rank == root:
             np.copyto(self._slot(root, flat), flat)
@@ -324,9 +336,8 @@ class ShmGroup:
             if int(row[_NBYTES]) != int(base[_NBYTES]) or int(row[_DTYPE]) != int(base[_DTYPE]):
                 raise CollectiveError(
                     f"{kind} at step {step}: rank {p} has {int(row[_NBYTES])} bytes of "
-                    f"{chr(int(row[_DTYPE]))!r} but rank {base_rank} has "
-                    f"{int(base[_NBYTES])} bytes of {chr(int(base[_DTYPE]))!r}; every rank "
-                    "must pass the same shape and dtype")
+                    f"{_dtype_name(row)} but rank {base_rank} has {int(base[_NBYTES])} bytes "
+                    f"of {_dtype_name(base)}; every rank must pass the same shape and dtype")
 
     def _grow(self, nbytes: int) -> bool:
         """Every rank moves to a bigger data segment (rank 0 creates it; all map it).
@@ -389,7 +400,7 @@ class ShmGroup:
         try:
             return fn(*args)
         except BaseException as e:
-            self._fail(str(e) or type(e).__name__)
+            self._fail(f"{type(e).__name__}|{e}")
             raise
 
     def _barrier(self) -> None:
@@ -421,14 +432,16 @@ class ShmGroup:
             pending = [p for p in pending if t[p + 1, _COUNTER] < target]
 
     def _check_peers(self, pending: list, now: float) -> None:
-        for p in range(self.world_size):
-            if p != self.rank and self._table[p + 1, _FAILED]:
-                reason = bytes(self._reasons[p]).rstrip(b"\0").decode(errors="replace")
-                raise CollectiveAborted(f"rank {p} failed in {self._what}: {reason}")
         for p in pending:
             if self._peer_dead(p):
                 raise PeerLost(f"rank {p} (pid {self._pids[p]}) died during {self._what}; "
                                "it left the shared-memory group")
+        for p in range(self.world_size):
+            if p != self.rank and self._table[p + 1, _FAILED]:
+                raw = bytes(self._reasons[p]).rstrip(b"\0").decode(errors="replace")
+                kind, _, reason = raw.partition("|")
+                error = _ERRORS.get(kind, CollectiveAborted)
+                raise error(f"rank {p} failed in {self._what}: {reason}")
         if now > self._deadline:
             t = self._table
             where = "; ".join(
@@ -444,7 +457,9 @@ class ShmGroup:
     def _peer_dead(self, p: int) -> bool:
         fd = self._pidfds.get(p)
         if fd is not None:  # readable once the process has exited (zombie included)
-            return bool(select.select([fd], [], [], 0)[0])
+            poller = select.poll()
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
         pid = self._pids.get(p)
         if pid is None:  # another pid namespace: the deadline and on_wait must do
             return False
@@ -459,9 +474,11 @@ class ShmGroup:
 
     def _fail(self, reason: str) -> None:
         """Mark this rank failed with `reason`, so waiting peers fail with it too."""
-        self._broken = reason
+        self._broken = reason.partition("|")[2]
         if self._closed:
             return
+        with contextlib.suppress(OSError):
+            self._unlink()  # nobody may attach any more; leave nothing behind
         with contextlib.suppress(Exception):
             data = reason.encode()[: REASON_BYTES - 1]
             self._reasons[self.rank, :] = 0

@@ -138,3 +138,30 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_pat
     assert "skipping checkpoint step-00000040" in err and "sha256" in err
     assert "resumed from step-00000020" in out
     assert_bit_identical(final_params(run_dir), uninterrupted)
+
+
+@pytest.mark.ray
+def test_ray_job_stopped_by_request_resumes_bit_identical(ray_session, tmp_path):
+    from launch.report import Progress
+    from launch.supervisor import Supervisor
+
+    job = long_job(**{"distributed.backend": "ring", "distributed.workers": 2,
+                      "job.max_steps": 2000, "job.epochs": 300, "job.checkpoint_every": 0})
+    uninterrupted = run_on_ray(job, tmp_path / "uninterrupted")
+    run_dir, spec = tmp_path / "stopped", spec_from_dict(job)
+    supervisor = Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True))
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(summary=supervisor.run()),
+                              daemon=True)
+    thread.start()
+    wait_for(lambda: (run_dir / "metrics.jsonl").exists(), 120, "the first metrics")
+    supervisor.request_stop()
+    thread.join(timeout=120)
+    assert not thread.is_alive()
+    stopped_at = outcome["summary"]["step"]
+    assert outcome["summary"]["stopped"] and 0 < stopped_at < 2000
+    assert status(run_dir)["state"] == "stopped"
+    assert checkpoints(run_dir)[-1] == f"step-{stopped_at:08d}"
+    resumed = Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True), resume=True).run()
+    assert resumed["step"] == 2000
+    assert_bit_identical(final_params(run_dir), uninterrupted)

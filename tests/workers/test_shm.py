@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import errno
 import itertools
+import json
 import multiprocessing
 import os
 import signal
 import stat
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +30,7 @@ from disttrain.distributed.comm import (
     PeerLost,
     StepMismatch,
 )
-from tests.workers.helpers import RankActor, random_data
+from tests.workers.helpers import RankActor, digest, random_data
 from workers import shm
 from workers.collectives import sum_in_rank_order
 from workers.coordinator import Coordinator, create_coordinator
@@ -35,6 +39,7 @@ from workers.shm import ShmGroup, new_token, segment_name
 pytestmark = pytest.mark.skipif(not shm.supported(), reason="shared-memory path is x86-64 Linux")
 
 HANG_GUARD_S = 60  # only ever reached if a call hung
+REPO = Path(__file__).resolve().parents[2]
 
 
 def shm_exists(name: str) -> bool:
@@ -364,18 +369,34 @@ def test_sigkilled_rank_is_named_by_its_peers():
     assert not any(shm_exists(name) for name in names)
 
 
+CREATOR = """
+import sys, time
+from workers.shm import ShmGroup, new_token
+group = ShmGroup(0, 2, new_token("test"), create=True)
+print(group.token, flush=True)
+time.sleep(600)
+"""
+
+
 def test_creator_killed_before_the_others_attached_leaves_nothing_behind():
-    group = ProcessGroup(2, timeout_s=10.0)  # rank 0 created the segment, nobody joined
-    name = segment_name(group.token, "c")
-    assert shm_exists(name)
-    os.kill(group.pids[0], signal.SIGKILL)
-    # Rank 0's resource tracker notices its death and unlinks what it created.
-    for _ in range(200):
-        if not shm_exists(name):
-            break
-        time.sleep(0.1)
-    group.close()
-    assert not shm_exists(name)
+    # A process of its own (not a multiprocessing child, which would share our resource
+    # tracker), as a Ray worker is: its tracker unlinks what it created when it dies.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", CREATOR], stdout=subprocess.PIPE,
+                            text=True, env=env, cwd=REPO)
+    try:
+        name = segment_name(proc.stdout.readline().strip(), "c")
+        assert shm_exists(name)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(HANG_GUARD_S)
+        for _ in range(HANG_GUARD_S * 10):
+            if not shm_exists(name):
+                break
+            time.sleep(0.1)
+        assert not shm_exists(name)
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 # --- through the coordinator communicator, in Ray actors --------------------------------
@@ -387,7 +408,7 @@ class ShmRank(RankActor):
         return self.comm._shm_state
 
     def shm_names(self):
-        return list(self.comm._shm.names) if self.comm._shm is not None else []
+        return list(self.comm.shm_names)
 
     def pretend_node(self, key: str) -> None:
         import workers.comm_coordinator as cc
@@ -512,6 +533,21 @@ def test_shm_segments_are_unlinked_while_running_and_after_close(ray_session):
 
 
 @pytest.mark.ray
+def test_a_failed_setup_leaves_nothing_behind(ray_session):
+    ray = ray_session
+    coordinator, group = start(ray, 2)
+    data = np.ones(10)
+    refs = [group[0].allreduce_at.remote(6, data), group[1].allreduce_at.remote(7, data)]
+    for ref in refs:  # the setup exchange itself is the collective that fails
+        with pytest.raises(StepMismatch, match="step 7"):
+            ray.get(ref, timeout=HANG_GUARD_S)
+    names = ray.get(group[0].shm_names.remote())
+    assert names  # rank 0 had created the control segment before the exchange
+    assert not any(shm_exists(name) for name in names)
+    stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
 def test_ranks_on_different_nodes_take_the_object_store_path(ray_session):
     ray, world_size, n = ray_session, 2, 300_000
     coordinator, group = start(ray, world_size, node_keys=["node-a", "node-b"])
@@ -522,3 +558,20 @@ def test_ranks_on_different_nodes_take_the_object_store_path(ray_session):
     for out in outs:
         assert out.tobytes() == expected.tobytes()
     stop(ray, coordinator, group)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_two_node_cluster_takes_the_object_store_path_across_nodes():
+    # A cluster of its own needs a driver of its own: the session's Ray is already joined.
+    done = subprocess.run([sys.executable, "-m", "tests.workers.multinode_shm_main"],
+                          cwd=REPO, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr[-4000:]
+    across, within = [json.loads(line) for line in done.stdout.splitlines()
+                      if line.startswith("{")]
+    expected = digest(sum_in_rank_order([random_data(r, 300_001, "float64") for r in (0, 1)],
+                                        np.empty(300_001)))
+    assert len(set(across["nodes"])) == 2 and across["paths"] == ["off", "off"], across
+    assert len(set(within["nodes"])) == 1 and within["paths"] == ["on", "on"], within
+    assert across["digests"] == within["digests"] == [expected, expected]
