@@ -63,3 +63,9 @@ def step_mismatch(rank: int, step: int, other_rank: int, other_step: int, what: 
         f"rank {rank} is at step {step} but rank {other_rank} is at step {other_step} "
         f"({what}); every rank must run the same steps in the same order"
     )
+
+
+def check_root(root: int, world_size: int) -> None:
+    """A broadcast's root must be a rank of this world."""
+    if not 0 <= root < world_size:
+        raise ValueError(f"broadcast_ root={root} is not a rank of a world of size {world_size}")

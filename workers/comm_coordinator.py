@@ -40,6 +40,7 @@ from disttrain.distributed.comm import (
 )
 from workers import shm
 from workers.collectives import (
+    check_root,
     chunk_bounds,
     decode_plain,
     encode_plain,
@@ -114,9 +115,7 @@ class CoordinatorCommunicator:
     def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         """Overwrite `buf` on every rank with root's `buf`, in place."""
         flat = flat_view(buf, "broadcast_")
-        if not 0 <= root < self.world_size:
-            raise ValueError(
-                f"broadcast_ root={root} is not a rank of a world of size {self.world_size}")
+        check_root(root, self.world_size)
         if self.world_size == 1:
             return buf
         if self._use_shm(flat, "broadcast_"):

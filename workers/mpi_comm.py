@@ -21,7 +21,7 @@ from disttrain.distributed.comm import (
     CollectiveTimeout,
     StepMismatch,
 )
-from workers.collectives import decode_plain, encode_plain, flat_view, step_mismatch
+from workers.collectives import check_root, decode_plain, encode_plain, flat_view, step_mismatch
 
 _KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
@@ -53,9 +53,7 @@ class MPICommunicator:
     def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         """Overwrite `buf` on every rank with root's `buf`, with MPI_Bcast."""
         flat = flat_view(buf, "broadcast_")
-        if not 0 <= root < self.world_size:
-            raise ValueError(
-                f"broadcast_ root={root} is not a rank of a world of size {self.world_size}")
+        check_root(root, self.world_size)
         if self.world_size > 1:
             self._enter("broadcast", flat.size, flat.dtype.num, root)
             self._comm.Bcast(flat, root=root)

@@ -32,6 +32,7 @@ from disttrain.distributed.comm import (
     StepMismatch,
 )
 from workers.collectives import (
+    check_root,
     chunk_bounds,
     decode_plain,
     encode_plain,
@@ -232,9 +233,7 @@ class RingCommunicator:
     def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         """Overwrite `buf` on every rank with root's `buf`, passed along the ring."""
         flat = flat_view(buf, "broadcast_")
-        if not 0 <= root < self.world_size:
-            raise ValueError(
-                f"broadcast_ root={root} is not a rank of a world of size {self.world_size}")
+        check_root(root, self.world_size)
         if self.world_size > 1:
             self._collective("broadcast", lambda: self._ring_broadcast(flat, root), flat)
         return buf
