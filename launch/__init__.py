@@ -1,0 +1,1 @@
+"""What the user touches: the CLI, job files, the supervisor, reports and benchmarks."""

@@ -1,0 +1,1 @@
+"""Processes that hold replicas: Ray actors, the coordinator, the ring and MPI communicators."""

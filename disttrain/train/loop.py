@@ -21,7 +21,7 @@ from ..data import distributed_loader
 from ..distributed import DistributedDataParallel
 from ..optim import state_dict_from_arrays, state_dict_to_arrays
 from . import checkpoint as ckpt
-from .builders import build_datasets, build_model, build_optimizer, build_scheduler, dtype_of
+from .builders import build_datasets, build_model, build_optimizer, build_scheduler
 from .spec import JobSpec
 
 
@@ -196,7 +196,3 @@ class Trainer:
 
     def close(self) -> None:
         self.ddp.close()
-
-
-def dtype_name(spec: JobSpec) -> str:
-    return np.dtype(dtype_of(spec)).name
