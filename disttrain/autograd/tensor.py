@@ -289,6 +289,7 @@ class Tensor:
             numpy_op(self.data, other.data if isinstance(other, Tensor) else other)
             self._version[0] += 1
             return self
+        self._check_not_a_view_in_the_graph()
         old = Tensor._make(self.data.copy())  # the value before the op, for the vjps
         old.grad_fn, old._requires_grad = self.grad_fn, self._requires_grad
         result = op(old, other)
@@ -298,6 +299,27 @@ class Tensor:
         if self.grad_fn.out_version is not None:
             self.grad_fn.out_version = (self._version[0], self._version)
         return self
+
+    def _check_not_a_view_in_the_graph(self) -> None:
+        """Refuse an in-place op the graph would get wrong: one through a view.
+
+        PyTorch rewrites the base's history (CopySlices); disttrain does not, so rather
+        than a silently wrong gradient for the base, the op is refused.
+        """
+        node = self.grad_fn
+        if node is None or node.rule.name not in _VIEW_RULES:
+            return
+        base = node.inputs[0]
+        if not np.may_share_memory(self.data, base.data):
+            return
+        if base.grad_fn is None and base._requires_grad:
+            raise RuntimeError(
+                "a view of a leaf Variable that requires grad is being used in an in-place "
+                "operation.")
+        raise RuntimeError(
+            "in-place operation on a view of a tensor that is part of the graph: disttrain "
+            "does not rewrite the base's history as PyTorch does; compute the result out of "
+            "place (for example with cat() or where())")
 
     def add_(self, other, alpha=1) -> Tensor:
         if alpha != 1:
@@ -342,6 +364,9 @@ class Tensor:
 
     def __hash__(self):
         return id(self)
+
+
+_VIEW_RULES = frozenset({"View", "Permute", "Expand", "Index"})
 
 
 def _iadd(a, b):

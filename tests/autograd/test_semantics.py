@@ -566,3 +566,33 @@ def test_inplace_change_to_an_input_no_running_vjp_reads_is_allowed_as_in_torch(
         w.mul_(2)
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             y.backward()
+
+
+def test_inplace_through_a_view_of_a_leaf_raises_torchs_error():
+    import torch
+
+    import disttrain
+
+    messages = []
+    for lib in (torch, disttrain):
+        x = lib.ones(4, requires_grad=True)
+        with pytest.raises(RuntimeError) as info:
+            x[0:2].add_(1)
+        messages.append(str(info.value))
+    assert messages[1] == messages[0]
+
+
+def test_inplace_through_a_view_in_the_graph_is_refused_not_silently_wrong():
+    import disttrain
+
+    x = disttrain.ones(4, requires_grad=True)
+    y = x * 2
+    with pytest.raises(RuntimeError, match="in-place operation on a view"):
+        y[1:3].mul_(disttrain.ones(2, requires_grad=True))
+    with disttrain.no_grad():  # outside the graph a view may be changed in place
+        y[1:3].mul_(3)
+    assert y.data.tolist() == [2, 6, 6, 2]
+    z = (x * 2).reshape(2, 2).clone()  # a copy, not a view: allowed and recorded
+    z.mul_(3)
+    z.sum().backward()
+    assert x.grad.data.tolist() == [6, 6, 6, 6]
