@@ -32,6 +32,7 @@ class DistributedDataParallel:
         self.require_backward_grad_sync = True
         self.comm_seconds = 0.0  # time inside collectives, overlapped with backward or not
         self.wait_seconds = 0.0  # time backward's end waited for them: the exposed cost
+        self.spans: list | None = None  # (name, start, end) per collective, when a list
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         _check_same_model(comm, named)
         _broadcast_state(comm, module, broadcast_buffers)
@@ -114,7 +115,10 @@ class DistributedDataParallel:
                 error = self._wait_for_bucket()
                 if error is not None:
                     raise error
-            self.wait_seconds += time.perf_counter() - start
+            end = time.perf_counter()
+            self.wait_seconds += end - start
+            if self.spans is not None:
+                self.spans.append(("wait for all-reduce", start, end))
         finally:
             self._next_to_launch = 0
             self._in_backward = False
@@ -151,7 +155,11 @@ class DistributedDataParallel:
             except Exception as error:  # handed to the training thread, which raises it
                 self._done.put(error)
             finally:
-                self.comm_seconds += time.perf_counter() - start
+                end = time.perf_counter()
+                self.comm_seconds += end - start
+                if self.spans is not None:
+                    self.spans.append((f"all-reduce bucket {bucket.index} "
+                                       f"({bucket.buffer.nbytes / 1e6:.1f} MB)", start, end))
 
     def close(self) -> None:
         """Stop the background all-reduce thread."""

@@ -72,29 +72,34 @@ class Trainer:
         # Dropout masks depend on (seed, step, rank) alone, so a resumed run draws the same.
         manual_seed(int(np.random.SeedSequence([self.spec.job.seed, self.step, self.rank])
                         .generate_state(1)[0]))
-        start, waited = time.perf_counter(), self.ddp.wait_seconds
+        tracing = self.step < self.trace_steps
+        self.ddp.spans = [] if tracing else None
+        waited = self.ddp.wait_seconds
+        t0 = time.perf_counter()
         self.optimizer.zero_grad()
         loss = self.loss_fn(self.ddp(Tensor._make(x)), Tensor._make(y))
+        t1 = time.perf_counter()
         loss.backward()
+        t2 = time.perf_counter()
         self.optimizer.step()
-        end = time.perf_counter()
+        t3 = time.perf_counter()
         comm = self.ddp.wait_seconds - waited
-        self.times.compute += end - start - comm
+        self.times.compute += t3 - t0 - comm
         self.times.comm += comm
         self.times.steps += 1
-        if self.step < self.trace_steps:
-            self._trace(start, end, comm)
+        if tracing:
+            self._trace([("zero_grad+forward", t0, t1), ("backward", t1, t2),
+                         ("optimizer.step", t2, t3)], self.ddp.spans)
         self.step += 1
         return loss.item()
 
-    def _trace(self, start: float, end: float, comm: float) -> None:
+    def _trace(self, compute: list, communication: list) -> None:
+        """Chrome-trace events: the step's phases, and each collective on its own track."""
         us = 1e6
         common = {"ph": "X", "pid": f"rank {self.rank}", "args": {"step": self.step}}
-        self.times.trace.append(dict(common, name="forward+backward+step", tid="compute",
-                                     ts=start * us, dur=(end - start - comm) * us))
-        if comm:
-            self.times.trace.append(dict(common, name="all-reduce wait", tid="communication",
-                                         ts=(end - comm) * us, dur=comm * us))
+        for tid, spans in (("compute", compute), ("communication", communication)):
+            self.times.trace += [dict(common, name=name, tid=tid, ts=start * us,
+                                      dur=(end - start) * us) for name, start, end in spans]
 
     # -- the run -------------------------------------------------------------------------
     def run(self, should_stop=lambda: False) -> dict:
