@@ -159,7 +159,7 @@ class DistributedDataParallel:
                 self.comm_seconds += end - start
                 if self.spans is not None:
                     self.spans.append((f"all-reduce bucket {bucket.index} "
-                                       f"({bucket.buffer.nbytes / 1e6:.1f} MB)", start, end))
+                                       f"({bucket.buffer.nbytes / 1e6:.3g} MB)", start, end))
 
     def close(self) -> None:
         """Stop the background all-reduce thread."""

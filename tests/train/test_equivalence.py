@@ -100,14 +100,14 @@ def test_one_process_run_equals_pytorch(tmp_path):
 def test_timeline_shows_compute_and_each_all_reduce_per_rank(ray_session, tmp_path):
     import json
 
-    run_on_ray(small_job(**{"distributed.backend": "coordinator", "distributed.workers": 2,
-                            "distributed.bucket_cap_mb": 0.001}), tmp_path)
+    run_on_ray(small_job(**{"distributed.backend": "coordinator", "distributed.workers": 2}),
+               tmp_path)
     events = json.loads((tmp_path / "timeline.json").read_text())["traceEvents"]
     for rank in ("rank 0", "rank 1"):
         mine = [e for e in events if e["pid"] == rank]
         names = {(e["tid"], e["name"].split(" (")[0]) for e in mine}
         assert {("compute", "backward"), ("compute", "optimizer.step"),
                 ("communication", "wait for all-reduce")} <= names
-        buckets = {e["name"] for e in mine if e["name"].startswith("all-reduce bucket")}
-        assert len(buckets) > 1  # a tiny bucket cap gives several buckets
+        buckets = [e for e in mine if e["name"].startswith("all-reduce bucket 0")]
+        assert len(buckets) == len([e for e in mine if e["name"] == "backward"]) > 0
         assert all(e["dur"] >= 0 and e["ph"] == "X" for e in mine)
