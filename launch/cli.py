@@ -80,6 +80,8 @@ def cmd_train(args) -> int:
     if args.resume and not (run_dir / "checkpoints").is_dir():
         raise UsageError(f"--resume: {run_dir} has no checkpoints/ folder; pass the --run-dir "
                          "of an earlier run")
+    if args.resume:
+        _check_resumable(spec, run_dir)
     if not args.resume and (run_dir / "status.json").exists():
         raise UsageError(f"--run-dir: {run_dir} already holds a run; pass --resume to continue "
                          "it, or choose another --run-dir (nothing was overwritten)")
@@ -91,6 +93,27 @@ def cmd_train(args) -> int:
     from .runner import run_job
 
     return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
+
+
+# What a checkpoint's arrays and data stream depend on: a resumed run must keep these.
+RESUME_MUST_MATCH = (("model", None), ("data", None), ("job", "seed"), ("job", "dtype"),
+                     ("job", "batch_size"), ("optimizer", "name"))
+
+
+def _check_resumable(spec, run_dir: Path) -> None:
+    """Refuse to resume a run with a job whose checkpoints would not fit or continue it."""
+    from .config import load_job
+
+    previous = load_job(run_dir / "job.toml").to_dict()
+    current = spec.to_dict()
+    for section, key in RESUME_MUST_MATCH:
+        keys = [key] if key else list(current[section])
+        for k in keys:
+            if previous[section][k] != current[section][k]:
+                raise UsageError(
+                    f"--resume: [{section}] {k} is {current[section][k]!r} but the run in "
+                    f"{run_dir} used {previous[section][k]!r}; resume with the job in "
+                    f"{run_dir / 'job.toml'}, or start a new --run-dir")
 
 
 def _train_under_mpiexec(args, spec, run_dir: Path) -> int:

@@ -118,3 +118,21 @@ def test_custom_model_factory_that_raises_is_reported_as_input(tmp_path):
     assert done.returncode == 2
     assert "[model] factory" in done.stderr and "KeyError" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_resume_with_an_incompatible_job_is_refused_and_the_run_kept(tmp_path):
+    job = write(tmp_path, GOOD)
+    run = tmp_path / "run"
+    assert disttrain("train", str(job), "--run-dir", str(run)).returncode == 0
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    changed = write(tmp_path, GOOD.replace("sizes = [16, 8, 4]", "sizes = [16, 9, 4]"),
+                    name="changed.toml")
+    done = disttrain("train", str(changed), "--run-dir", str(run), "--resume")
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+    assert "[model] sizes" in done.stderr and "[16, 8, 4]" in done.stderr
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    # more epochs is a legitimate resume
+    longer = write(tmp_path, GOOD.replace("max_steps = 3", "max_steps = 5"), name="longer.toml")
+    done = disttrain("train", str(longer), "--run-dir", str(run), "--resume")
+    assert done.returncode == 0, done.stderr
+    assert json.loads((run / "status.json").read_text())["step"] == 5
