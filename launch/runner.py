@@ -52,6 +52,7 @@ def _run_local(spec, run, progress, resume, stop):
         if found:
             trainer.load_state(*found[1:])
             progress.say(f"resumed from {found[0].name} (step {trainer.step})")
+        run.forget_metrics_after(trainer.step)
     progress.start(trainer.step, trainer.total_steps)
     run.write_status(state="running", workers=[{"rank": 0, "node": "local", "pid": None,
                                                  "state": "running"}])

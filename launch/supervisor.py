@@ -116,6 +116,8 @@ class Supervisor:
         first = attempt.infos[0]
         if first["resumed_from"]:
             self.progress.say(f"resumed from {first['resumed_from']} (step {first['step']})")
+        if resume:
+            self.run_dir.forget_metrics_after(first["step"])
         self.run_dir.write_status(
             state="running", step=first["step"], workers=[
                 {"rank": i["rank"], "node": i["node"], "node_id": i["node_id"], "pid": i["pid"],

@@ -45,6 +45,8 @@ def main(argv=None) -> int:
             if found:
                 trainer.load_state(*found[1:])
         if run:
+            if args.resume:
+                run.forget_metrics_after(trainer.step)
             run.write_status(state="running", world_size=comm.world_size)
         summary = trainer.run()
         trainer.close()

@@ -40,6 +40,16 @@ class RunDir:
             for record in records:
                 f.write(json.dumps(record) + "\n")
 
+    def forget_metrics_after(self, step: int) -> None:
+        """On resume from step N: drop records past N, which the resumed run logs again
+        (with the same losses, the runs being bit-identical), so each step appears once."""
+        file = self.path / "metrics.jsonl"
+        if not file.exists():
+            return
+        kept = [line for line in file.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        _write_atomic(file, "".join(line + "\n" for line in kept))
+
     def write_timeline(self, events: list) -> None:
         _write_atomic(self.path / "timeline.json",
                       json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))

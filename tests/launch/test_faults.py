@@ -54,6 +54,12 @@ def checkpoints(run_dir: Path) -> list:
         root.is_dir()) else []
 
 
+def losses(run_dir: Path) -> list:
+    """(step, loss) of every logged training step in RUN/metrics.jsonl, in file order."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [(r["step"], r["loss"]) for r in records if "loss" in r]
+
+
 def assert_bit_identical(a: dict, b: dict) -> None:
     assert a.keys() == b.keys()
     for name in a:
@@ -89,6 +95,7 @@ def test_sigkilled_worker_is_named_and_the_resumed_run_is_bit_identical(
     assert "rank 1" in final["failures"][0] and str(victim["pid"]) in final["failures"][0]
     assert time.monotonic() - killed_at < 200
     assert_bit_identical(final_params(run_dir), uninterrupted)
+    assert losses(run_dir) == losses(tmp_path / "uninterrupted")  # each step once, same loss
 
 
 def _cli(*args, **kwargs):
@@ -138,6 +145,7 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_pat
     assert "skipping checkpoint step-00000040" in err and "sha256" in err
     assert "resumed from step-00000020" in out
     assert_bit_identical(final_params(run_dir), uninterrupted)
+    assert losses(run_dir) == losses(tmp_path / "uninterrupted")
 
 
 @pytest.mark.ray
