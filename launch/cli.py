@@ -28,6 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser for train, status and bench; its errors raise UsageError."""
     parser = _Parser(prog="disttrain", description="Data-parallel training on Ray or MPI.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     train = sub.add_parser("train", help="run a job file (TOML)")
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """The `disttrain` command; returns the exit code."""
     try:
         args = build_parser().parse_args(argv)
         if args.command == "train":
@@ -70,6 +72,7 @@ def _overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
+    """`disttrain train`: check the job, then run it on Ray, locally or under mpiexec."""
     from disttrain.train.builders import check_job
 
     from .config import load_job
@@ -143,6 +146,7 @@ def find_mpiexec() -> str:
 
 
 def cmd_status(args) -> int:
+    """`disttrain status`: print a run directory's status.json."""
     path = Path(args.run_dir) / "status.json"
     if not path.exists():
         raise UsageError(f"{path}: no such file; pass a run directory written by "
@@ -152,6 +156,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_bench(args) -> int:
+    """`disttrain bench`: run bench.<what>'s main with the remaining arguments."""
     import importlib
 
     module = importlib.import_module(f"bench.{args.what}")

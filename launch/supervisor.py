@@ -32,6 +32,7 @@ class JobFailed(RuntimeError):
 
 @dataclass
 class Attempt:
+    """One try at the job: its coordinator, placement group, workers and their infos."""
     coordinator: object
     group: object
     workers: list

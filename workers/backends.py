@@ -34,6 +34,7 @@ class Backend:
 
 
 class CoordinatorBackend(Backend):
+    """Sync via the coordinator actor (shared memory on one node); alone: local."""
     name = "coordinator"
 
     def make(self, *, rank, world_size, coordinator, secret, timeout_s, **kw):
@@ -48,6 +49,7 @@ class CoordinatorBackend(Backend):
 
 
 class RingBackend(Backend):
+    """Ring all-reduce over TCP between workers, found via the coordinator or a rendezvous."""
     name = "ring"
 
     def make(self, *, rank, world_size, coordinator, secret, timeout_s, **kw):
@@ -64,6 +66,7 @@ class RingBackend(Backend):
 
 
 class MPIBackend(Backend):
+    """Sync with MPI collectives; the ranks must be the ones mpiexec started."""
     name = "mpi"
 
     def on_start(self, coordinator=None, world_size: int = 1) -> None:

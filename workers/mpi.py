@@ -19,6 +19,7 @@ from workers.mpi_comm import MPICommunicator
 
 
 def main(argv=None) -> int:
+    """Run this MPI rank of the job; returns the exit code (2 on bad input)."""
     parser = argparse.ArgumentParser(prog="python -m workers.mpi")
     parser.add_argument("job")
     parser.add_argument("--run-dir", required=True)

@@ -30,6 +30,7 @@ def _data(x):
 
 
 def as_tensor(x) -> Tensor:
+    """x if already a Tensor, else a new Tensor copied from it (torch.as_tensor would share)."""
     return x if isinstance(x, Tensor) else Tensor(x)
 
 
@@ -74,30 +75,37 @@ def _cast_operand(x, dtype):
 
 
 def add(a, b):
+    """a + b with broadcasting, as torch.add (no alpha argument)."""
     return _binary(R["Add"], np.add, a, b)
 
 
 def sub(a, b):
+    """a - b with broadcasting, as torch.sub (no alpha argument)."""
     return _binary(R["Sub"], np.subtract, a, b)
 
 
 def mul(a, b):
+    """Elementwise a * b with broadcasting, as torch.mul."""
     return _binary(R["Mul"], np.multiply, a, b)
 
 
 def div(a, b):
+    """True division a / b with broadcasting; int / int gives float32, as torch.div."""
     return _binary(R["Div"], np.true_divide, a, b)
 
 
 def neg(a):
+    """Elementwise -a."""
     return record(R["Neg"], -a.data, (a,))
 
 
 def pow(a, b):  # noqa: A001 - torch.pow
+    """a ** b elementwise with broadcasting; either may be a number, as torch.pow."""
     return _binary(R["Pow"], np.power, a, b)
 
 
 def matmul(a, b):
+    """Matrix product a @ b with torch's (and numpy's) rules for 1-D and batched inputs."""
     return _binary(R["MatMul"], np.matmul, a, b)
 
 
@@ -111,26 +119,32 @@ def linear(x, weight, bias=None):
 
 # -- elementwise functions ----------------------------------------------------------------
 def exp(x):
+    """Elementwise e**x."""
     return record(R["Exp"], np.exp(x.data), (x,))
 
 
 def log(x):
+    """Elementwise natural logarithm."""
     return record(R["Log"], np.log(x.data), (x,))
 
 
 def sqrt(x):
+    """Elementwise square root."""
     return record(R["Sqrt"], np.sqrt(x.data), (x,))
 
 
 def abs(x):  # noqa: A001 - torch.abs
+    """Elementwise |x|; the gradient at 0 is 0, as in torch."""
     return record(R["Abs"], np.abs(x.data), (x,))
 
 
 def tanh(x):
+    """Elementwise hyperbolic tangent."""
     return record(R["Tanh"], np.tanh(x.data), (x,))
 
 
 def sigmoid(x):
+    """Elementwise 1 / (1 + e**-x), without overflow for large |x|."""
     # The two-branch form never overflows exp for large |x|.
     d = x.data
     e = np.exp(-np.abs(d))
@@ -138,10 +152,12 @@ def sigmoid(x):
 
 
 def relu(x):
+    """Elementwise max(x, 0); the gradient at 0 is 0, as in torch."""
     return record(R["Relu"], np.maximum(x.data, 0), (x,))
 
 
 def gelu(x, approximate: str = "none"):
+    """GELU, exact (erf) or approximate="tanh", as torch.nn.functional.gelu."""
     d = x.data
     if approximate == "tanh":
         inner = math.sqrt(2 / math.pi) * (d + 0.044715 * d**3)
@@ -154,6 +170,7 @@ def gelu(x, approximate: str = "none"):
 
 
 def clamp(x, min=None, max=None):  # noqa: A002 - torch's argument names
+    """x limited to [min, max]; either bound may be None or a tensor, as torch.clamp."""
     if min is None and max is None:
         raise RuntimeError("torch.clamp: At least one of 'min' or 'max' must not be None")
     if isinstance(min, Tensor) or isinstance(max, Tensor):
@@ -164,15 +181,18 @@ def clamp(x, min=None, max=None):  # noqa: A002 - torch's argument names
 
 
 def where(condition, a, b):
+    """a where condition is true, else b, as torch.where; condition gets no gradient."""
     cond = np.asarray(_data(condition), dtype=bool)
     return record(R["Where"], np.where(cond, _data(a), _data(b)), (cond, a, b))
 
 
 def maximum(a, b):
+    """Elementwise maximum with broadcasting; a tie splits the gradient, as torch.maximum."""
     return _binary(R["Maximum"], np.maximum, a, b)
 
 
 def minimum(a, b):
+    """Elementwise minimum with broadcasting; a tie splits the gradient, as torch.minimum."""
     return _binary(R["Minimum"], np.minimum, a, b)
 
 
@@ -185,18 +205,21 @@ def _dims(dim, ndim):
 
 
 def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
+    """Sum over dim (int or tuple), keeping reduced dims if keepdim, as torch.sum."""
     d = _dims(dim, x.ndim)
     out = np.sum(x.data, axis=d, keepdims=keepdim)
     return record(R["Sum"], np.asarray(out), (x,), shape=x.shape, dim=d, keepdim=keepdim)
 
 
 def mean(x, dim=None, keepdim=False):
+    """Mean over dim (int or tuple; None: all), keeping reduced dims if keepdim, as torch.mean."""
     d = _dims(dim, x.ndim)
     count = x.data.size if d is None else int(np.prod([x.shape[i] for i in d]))
     return sum(x, dim, keepdim) * (1.0 / count)
 
 
 def var(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
+    """Variance over dim, dividing by n - 1 unless unbiased=False or correction, as torch.var."""
     d = _dims(dim, x.ndim)
     count = x.data.size if d is None else int(np.prod([x.shape[i] for i in d]))
     ddof = correction if correction is not None else (1 if unbiased else 0)
@@ -206,6 +229,7 @@ def var(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
 
 
 def std(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
+    """Square root of var, with var's dim, keepdim, unbiased and correction, as torch.std."""
     return sqrt(var(x, dim, keepdim, unbiased=unbiased, correction=correction))
 
 
@@ -226,34 +250,41 @@ def _extreme(x, dim, keepdim, reduce, arg):
 
 
 def max(x, dim=None, keepdim=False):  # noqa: A001 - torch.max
+    """Max of all; with an int dim, (values, indices); with a tensor, maximum; as torch.max."""
     return _extreme(x, dim, keepdim, np.max, np.argmax)
 
 
 def min(x, dim=None, keepdim=False):  # noqa: A001 - torch.min
+    """Min of all; with an int dim, (values, indices); with a tensor, minimum; as torch.min."""
     return _extreme(x, dim, keepdim, np.min, np.argmin)
 
 
 def amax(x, dim=None, keepdim=False):
+    """Max over dim (int or tuple; None: all), no indices; tied maxima share the gradient."""
     d = _dims(dim, x.ndim)
     return record(R["Amax"], np.amax(x.data, axis=d, keepdims=keepdim), (x,), dim=d,
                   keepdim=keepdim)
 
 
 def argmax(x, dim=None, keepdim=False):
+    """Index of the max over dim (None: of the flattened x); no gradient, as torch.argmax."""
     return Tensor._make(np.asarray(np.argmax(x.data, axis=dim, keepdims=keepdim)))
 
 
 def argmin(x, dim=None, keepdim=False):
+    """Index of the min over dim (None: of the flattened x); no gradient, as torch.argmin."""
     return Tensor._make(np.asarray(np.argmin(x.data, axis=dim, keepdims=keepdim)))
 
 
 def softmax(x, dim):
+    """Softmax over dim, shifted by the max so exp cannot overflow, as torch.softmax."""
     shifted = x.data - x.data.max(axis=dim, keepdims=True)
     e = np.exp(shifted)
     return record(R["Softmax"], e / e.sum(axis=dim, keepdims=True), (x,), dim=dim)
 
 
 def log_softmax(x, dim):
+    """log(softmax(x)) over dim, computed stably in one step, as torch.log_softmax."""
     shifted = x.data - x.data.max(axis=dim, keepdims=True)
     out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
     return record(R["LogSoftmax"], out, (x,), dim=dim)
@@ -270,6 +301,7 @@ def _view_of(out, x):
 
 
 def reshape(x, *shape):
+    """x in a new shape (ints or a sequence; one -1 inferred), as torch.reshape and Tensor.view."""
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     return _view_of(record(R["View"], x.data.reshape(shape), (x,), shape=x.shape), x)
 
@@ -278,24 +310,28 @@ view = reshape
 
 
 def permute(x, *dims):
+    """x with its dims reordered (ints or one sequence), a view, as torch.permute."""
     dims = tuple(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
     dims = tuple(d % x.ndim for d in dims)
     return _view_of(record(R["Permute"], x.data.transpose(dims), (x,), axes=dims), x)
 
 
 def transpose(x, dim0, dim1):
+    """x with dims dim0 and dim1 swapped, a view, as torch.transpose."""
     dims = list(range(x.ndim))
     dims[dim0], dims[dim1] = dims[dim1], dims[dim0]
     return permute(x, dims)
 
 
 def t(x):
+    """Transpose of a 2-D tensor; 0-D and 1-D tensors are returned as is, as torch.t."""
     if x.ndim > 2:
         raise RuntimeError(f"t() expects a tensor with <= 2 dimensions, but self is {x.ndim}D")
     return transpose(x, 0, 1) if x.ndim == 2 else x
 
 
 def squeeze(x, dim=None):
+    """Drop size-1 dims: all, or those in dim (int or tuple), as torch.squeeze."""
     # dim may be an int or a tuple (torch >= 2.0); a named dim whose size is not 1 stays.
     if dim is None:
         drop = range(x.ndim)
@@ -305,11 +341,13 @@ def squeeze(x, dim=None):
 
 
 def unsqueeze(x, dim):
+    """Insert a size-1 dim at position dim (negative counts from the end), as torch.unsqueeze."""
     d = dim % (x.ndim + 1)
     return reshape(x, x.shape[:d] + (1,) + x.shape[d:])
 
 
 def flatten(x, start_dim=0, end_dim=-1):
+    """Merge dims start_dim..end_dim into one; a 0-d tensor becomes 1-d, as torch.flatten."""
     if x.ndim == 0:
         return reshape(x, (1,))
     s, e = start_dim % x.ndim, end_dim % x.ndim
@@ -317,6 +355,7 @@ def flatten(x, start_dim=0, end_dim=-1):
 
 
 def expand(x, *sizes):
+    """x broadcast to sizes without copying; -1 keeps a dim's size, as torch.expand."""
     sizes = tuple(sizes[0]) if len(sizes) == 1 and isinstance(sizes[0], (tuple, list)) else sizes
     lead = len(sizes) - x.ndim
     shape = tuple(x.shape[i - lead] if n == -1 else n for i, n in enumerate(sizes))
@@ -324,6 +363,7 @@ def expand(x, *sizes):
 
 
 def getitem(x, key):
+    """x[key]: basic indexing gives a view, advanced (lists, tensors) a copy, as in torch."""
     key = _index_key(key)
     items = key if isinstance(key, tuple) else (key,)
     advanced = any(isinstance(k, (np.ndarray, list)) for k in items)
@@ -345,6 +385,7 @@ def _index_key(key):
 
 
 def cat(tensors, dim=0):
+    """Join tensors along the existing dim dim, as torch.cat."""
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("torch.cat(): expected a non-empty list of Tensors")
@@ -355,6 +396,7 @@ def cat(tensors, dim=0):
 
 
 def stack(tensors, dim=0):
+    """Join same-shaped tensors along a new dim dim, as torch.stack."""
     tensors = list(tensors)
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
@@ -363,6 +405,7 @@ def stack(tensors, dim=0):
 
 # -- convolution, pooling, normalisation --------------------------------------------------
 def conv2d(x, weight, bias=None, stride=1, padding=0):
+    """2-D cross-correlation, NCHW input and OIHW weight, int stride and padding, as F.conv2d."""
     out, cols = kernels.conv2d(x.data, weight.data, stride, padding)
     y = record(R["Conv2d"], np.ascontiguousarray(out), (x, weight), cols=cols, stride=stride,
                padding=padding, x_shape=x.shape)
@@ -370,6 +413,7 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
 
 
 def max_pool2d(x, kernel_size, stride=None):
+    """2-D max pooling, square int kernel, stride defaulting to kernel_size, no padding."""
     stride = kernel_size if stride is None else stride
     out, arg = kernels.max_pool2d(x.data, kernel_size, stride)
     return record(R["MaxPool2d"], out, (x,), arg=arg, kernel_size=kernel_size, stride=stride,
@@ -377,6 +421,7 @@ def max_pool2d(x, kernel_size, stride=None):
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
+    """Normalise over the trailing normalized_shape dims (biased var), as F.layer_norm."""
     if isinstance(normalized_shape, int):
         normalized_shape = (normalized_shape,)
     dims = tuple(range(x.ndim - len(normalized_shape), x.ndim))
@@ -409,6 +454,7 @@ def to(x, dtype):
 
 
 def clone(x):
+    """A copy of x that stays in the graph, as torch.clone."""
     return record(R["View"], x.data.copy(), (x,), shape=x.shape)
 
 

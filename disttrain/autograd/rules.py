@@ -19,6 +19,7 @@ from . import kernels
 
 
 class Rule(NamedTuple):
+    """One differentiable primitive: its name, a vjp per input, and what they read."""
     name: str
     vjps: tuple
     uses_inputs: bool
@@ -129,6 +130,7 @@ def _cat_vjp(i, g, dim, bounds):
 
 
 def rule(name: str, *vjps, uses: str = "", reads: tuple | None = None) -> Rule:
+    """A Rule of vjps; uses holds "x" if they read the inputs, "o" if the output."""
     return Rule(name, vjps, "x" in uses, "o" in uses, reads, bool(uses))
 
 

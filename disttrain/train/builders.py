@@ -16,6 +16,7 @@ ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": 
 
 
 def dtype_of(spec: JobSpec):
+    """The numpy float dtype that [job] dtype names."""
     return np.float64 if spec.job.dtype == "float64" else np.float32
 
 
@@ -103,6 +104,7 @@ def build_datasets(spec: JobSpec):
 
 
 def build_optimizer(spec: JobSpec, params):
+    """The optimizer the [optimizer] table describes, over params."""
     o = spec.optimizer
     if o.name == "sgd":
         return optim.SGD(params, lr=o.lr, momentum=o.momentum, dampening=o.dampening,

@@ -24,10 +24,12 @@ class CheckpointError(RuntimeError):
 
 
 def checkpoint_dir(run_dir, step: int) -> Path:
+    """RUN/checkpoints/step-NNNNNNNN: the folder of the checkpoint taken at step."""
     return Path(run_dir) / "checkpoints" / f"step-{step:08d}"
 
 
 def sha256(path: Path) -> str:
+    """The hex sha256 of the file at path, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

@@ -18,6 +18,7 @@ class SpecError(ValueError):
 
 @dataclass
 class JobSection:
+    """The [job] table: name, seed, length, global batch size, dtype, logging, checkpoints."""
     name: str = "job"
     seed: int = 0
     epochs: int = 1
@@ -32,6 +33,7 @@ class JobSection:
 
 @dataclass
 class ModelSection:
+    """The [model] table: an MLP, a CNN or a custom factory, with sizes and activation."""
     kind: str = "mlp"  # mlp | cnn | custom
     sizes: list = field(default_factory=lambda: [64, 128, 10])
     activation: str = "relu"
@@ -41,6 +43,7 @@ class ModelSection:
 
 @dataclass
 class DataSection:
+    """The [data] table: dataset (digits or synthetic), validation split, shuffling."""
     name: str = "digits"
     val_fraction: float = 0.2
     shuffle: bool = True
@@ -51,6 +54,7 @@ class DataSection:
 
 @dataclass
 class OptimizerSection:
+    """The [optimizer] table: SGD, Adam or AdamW and their hyperparameters."""
     name: str = "sgd"  # sgd | adam | adamw
     lr: float = 0.1
     momentum: float = 0.0
@@ -63,6 +67,7 @@ class OptimizerSection:
 
 @dataclass
 class SchedulerSection:
+    """The [scheduler] table: no schedule, or a per-epoch step or cosine one."""
     name: str = "none"  # none | step | cosine
     step_size: int = 1  # epochs, for step
     gamma: float = 0.1
@@ -72,6 +77,7 @@ class SchedulerSection:
 
 @dataclass
 class DistributedSection:
+    """The [distributed] table: backend, workers, CPUs, timeouts, restarts."""
     backend: str = "coordinator"  # coordinator | ring | mpi | local
     workers: int = 2
     cpus_per_worker: float = 1.0
@@ -84,6 +90,7 @@ class DistributedSection:
 
 @dataclass
 class JobSpec:
+    """A whole job file: one field per TOML table, named as the table."""
     job: JobSection = field(default_factory=JobSection)
     model: ModelSection = field(default_factory=ModelSection)
     data: DataSection = field(default_factory=DataSection)
