@@ -75,3 +75,14 @@ def child_env(**extra: str) -> dict:
     """os.environ with the repository on PYTHONPATH, plus extra variables."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def print_and_save(result: dict, report, json_path: str | None) -> int:
+    """Print a benchmark's report; also write its raw result as JSON if asked. Exit code 0."""
+    import json
+
+    print(report(result))
+    if json_path:
+        with open(json_path, "w") as f:
+            json.dump(result, f, indent=1)
+    return 0

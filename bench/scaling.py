@@ -32,7 +32,14 @@ from pathlib import Path
 
 import numpy as np
 
-from .common import REPO, child_env, format_table, load_average, machine_facts
+from .common import (
+    REPO,
+    child_env,
+    format_table,
+    load_average,
+    machine_facts,
+    print_and_save,
+)
 
 SYSTEMS = ("disttrain", "torch")
 BACKENDS = ("coordinator", "ring", "mpi")
@@ -328,11 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(workers=[int(w) for w in args.workers.split(",")], backends=backends,
                  systems=systems, sizes=sizes, batch=args.batch, steps=args.steps,
                  warmup=args.warmup, log_every=args.log_every, repeats=args.repeats)
-    print(report(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return 0
+    return print_and_save(result, report, args.json)
 
 
 if __name__ == "__main__":

@@ -18,13 +18,19 @@ from other processes hits all of them. Median and min over the timed steps.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
 import numpy as np
 
-from .common import blas_pools, format_table, load_average, machine_facts, summarize
+from .common import (
+    blas_pools,
+    format_table,
+    load_average,
+    machine_facts,
+    print_and_save,
+    summarize,
+)
 
 IMPLS = ("disttrain", "numpy", "torch")
 TARGET_VS_NUMPY, TARGET_VS_TORCH, TARGET_GRAPH = 1.10, 1.0, 2.0
@@ -48,7 +54,21 @@ def make_problem(sizes=(784, 512, 512, 10), batch=256, seed=0):
 
 # --- three implementations of one training step -------------------------------------------
 
-class DisttrainMLP:
+class _LibraryMLP:
+    """The step both libraries write the same way: zero_grad, forward, backward, step."""
+
+    def step(self):
+        self.opt.zero_grad()
+        loss = self.loss_fn(self.model(self.x), self.y)
+        loss.backward()
+        self.opt.step()
+        return loss
+
+    def loss_value(self, loss) -> float:
+        return loss.item()
+
+
+class DisttrainMLP(_LibraryMLP):
     """disttrain.nn.Sequential + CrossEntropyLoss + disttrain.optim.SGD."""
 
     name = "disttrain"
@@ -68,21 +88,11 @@ class DisttrainMLP:
         self.opt = optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.x, self.y = disttrain.from_numpy(x), disttrain.from_numpy(y)
 
-    def step(self):
-        self.opt.zero_grad()
-        loss = self.loss_fn(self.model(self.x), self.y)
-        loss.backward()
-        self.opt.step()
-        return loss
-
-    def loss_value(self, loss) -> float:
-        return loss.item()
-
     def weights(self) -> list:
         return [p.data for p in self.model.parameters()]
 
 
-class TorchMLP:
+class TorchMLP(_LibraryMLP):
     """torch.nn.Sequential + CrossEntropyLoss + torch.optim.SGD, on the CPU."""
 
     name = "torch"
@@ -101,16 +111,6 @@ class TorchMLP:
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def step(self):
-        self.opt.zero_grad()
-        loss = self.loss_fn(self.model(self.x), self.y)
-        loss.backward()
-        self.opt.step()
-        return loss
-
-    def loss_value(self, loss) -> float:
-        return loss.item()
 
     def weights(self) -> list:
         return [p.detach().numpy() for p in self.model.parameters()]
@@ -419,11 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(threads=[int(t) for t in args.threads.split(",")], steps=args.steps,
                  warmup=args.warmup, rounds=args.rounds, sizes=sizes, batch=args.batch,
                  graph_ops=args.graph_ops, graph_iters=args.graph_iters)
-    print(report(result))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=1)
-    return 0
+    return print_and_save(result, report, args.json)
 
 
 if __name__ == "__main__":

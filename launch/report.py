@@ -15,7 +15,6 @@ class Progress:
         self.started = time.perf_counter()
         self.compute_s = 0.0
         self.comm_s = 0.0
-        self.last: dict = {}
 
     def say(self, line: str) -> None:
         if not self.quiet:
@@ -29,7 +28,6 @@ class Progress:
         self.say(f"training from step {step} to {total}")
 
     def update(self, record: dict) -> None:
-        self.last.update(record)
         if "loss" in record:
             self.compute_s += record.get("compute_s", 0.0)
             self.comm_s += record.get("comm_s", 0.0)

@@ -30,7 +30,6 @@ class DistributedDataParallel:
         self.module = module
         self.comm = comm
         self.require_backward_grad_sync = True
-        self.comm_seconds = 0.0  # time inside collectives, overlapped with backward or not
         self.wait_seconds = 0.0  # time backward's end waited for them: the exposed cost
         self.spans: list | None = None  # (name, start, end) per collective, when a list
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -147,19 +146,17 @@ class DistributedDataParallel:
             bucket = self._jobs.get()
             if bucket is None:
                 return
-            start = time.perf_counter()
+            start, outcome = time.perf_counter(), None
             try:
                 self.comm.allreduce_(bucket.buffer)
                 bucket.buffer[: bucket.numel] /= self.comm.world_size
-                self._done.put(None)
             except Exception as error:  # handed to the training thread, which raises it
-                self._done.put(error)
-            finally:
-                end = time.perf_counter()
-                self.comm_seconds += end - start
-                if self.spans is not None:
-                    self.spans.append((f"all-reduce bucket {bucket.index} "
-                                       f"({bucket.buffer.nbytes / 1e6:.3g} MB)", start, end))
+                outcome = error
+            if self.spans is not None:  # recorded before the training thread can read it
+                self.spans.append((f"all-reduce bucket {bucket.index} "
+                                   f"({bucket.buffer.nbytes / 1e6:.3g} MB)", start,
+                                   time.perf_counter()))
+            self._done.put(outcome)
 
     def close(self) -> None:
         """Stop the background all-reduce thread."""

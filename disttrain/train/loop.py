@@ -63,7 +63,6 @@ class Trainer:
         self.total_steps = min(total, spec.job.max_steps) if spec.job.max_steps else total
         self.step = 0
         self.times = StepTimes()
-        self.history: list = []
 
     # -- one step ------------------------------------------------------------------------
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
@@ -146,7 +145,6 @@ class Trainer:
             "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
             "compute_s": t.compute, "comm_s": t.comm,
         })
-        self.history.append((self.step, totals[0] / self.world_size))
         self.times = StepTimes(trace=t.trace)
         return bool(totals[1] > 0)
 
