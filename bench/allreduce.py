@@ -78,8 +78,7 @@ def _slowest(per_rank: list) -> list[list]:
 
 def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[list]:
     import ray
-
-    from workers.coordinator import create_coordinator
+    from disttrain.workers.coordinator import create_coordinator
 
     if not ray.is_initialized():
         ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False,
@@ -106,7 +105,7 @@ class _BenchWorker:
     """One rank of a Ray benchmark: builds its communicator, then times all-reduces."""
 
     def setup(self, backend, rank, world_size, coordinator, secret, kw):
-        from workers.backends import make_communicator
+        from disttrain.workers.backends import make_communicator
 
         self.comm = make_communicator(backend, rank=rank, world_size=world_size,
                                       coordinator=coordinator, secret=secret, timeout_s=120.0,
@@ -127,7 +126,7 @@ def _mpiexec() -> str:
 
 
 def _run_child(backend: str, workers: int, sizes_mb, iters) -> list[list]:
-    cmd = [_mpiexec(), "-n", str(workers), sys.executable, "-m", "bench.allreduce",
+    cmd = [_mpiexec(), "-n", str(workers), sys.executable, "-m", "disttrain.bench.allreduce",
            "--child", backend, "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
     out = subprocess.run(cmd, cwd=REPO, env=_child_env(), capture_output=True, text=True,
                          timeout=CHILD_TIMEOUT_S, check=True).stdout
@@ -139,7 +138,7 @@ def _mpi_child(backend: str, sizes_mb, iters) -> None:
 
     world = MPI.COMM_WORLD
     if backend == "mpi":
-        from workers.mpi_comm import MPICommunicator
+        from disttrain.workers.mpi_comm import MPICommunicator
 
         allreduce = MPICommunicator(timeout_s=120.0).allreduce_
     else:
@@ -161,7 +160,7 @@ def _run_gloo(workers: int, sizes_mb, iters) -> list[list]:
     for rank in range(workers):
         env = {**_child_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
                "RANK": str(rank), "WORLD_SIZE": str(workers)}
-        cmd = [sys.executable, "-m", "bench.allreduce", "--child", "gloo",
+        cmd = [sys.executable, "-m", "disttrain.bench.allreduce", "--child", "gloo",
                "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=CHILD_TIMEOUT_S)[0] for p in procs]

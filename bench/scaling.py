@@ -3,7 +3,7 @@
 An MLP 784-1024-1024-10 (ReLU), global batch 512, float32, SGD with momentum 0.9,
 synthetic data, one BLAS thread per worker. disttrain runs the real job path: a JobSpec
 with data.name = "synthetic" through launch.supervisor.Supervisor on a local Ray cluster
-(or `mpiexec python -m workers.mpi` for --backend mpi); samples/s, compute and exposed
+(or `mpiexec python -m disttrain.workers.mpi` for --backend mpi); samples/s, compute and exposed
 all-reduce wait come from RUN/metrics.jsonl (rank 0), warm-up intervals dropped. PyTorch
 runs torch.nn.parallel.DistributedDataParallel on gloo in W subprocesses with
 torch.set_num_threads(1); its exposed communication is the step time minus the step time
@@ -78,18 +78,19 @@ def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_e
 
     spec = spec_from_dict(job_dict(workers, backend, sizes, batch, steps, warmup, log_every))
     if backend == "mpi":
-        from launch.cli import find_mpiexec
+        from disttrain.launch.cli import find_mpiexec
 
         run_dir.mkdir(parents=True, exist_ok=True)
         job_file = run_dir / "job.toml"
         job_file.write_text(dump_job(spec))
-        subprocess.run([find_mpiexec(), "-n", str(workers), sys.executable, "-m", "workers.mpi",
+        subprocess.run([find_mpiexec(), "-n", str(workers), sys.executable, "-m",
+                        "disttrain.workers.mpi",
                         str(job_file), "--run-dir", str(run_dir)], cwd=REPO,
                        env=child_env(**THREADS_ENV), check=True, capture_output=True,
                        timeout=1800)
     else:
-        from launch.report import Progress
-        from launch.supervisor import Supervisor, default_num_cpus, ensure_ray
+        from disttrain.launch.report import Progress
+        from disttrain.launch.supervisor import Supervisor, default_num_cpus, ensure_ray
 
         ensure_ray(None, default_num_cpus(spec))
         Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True)).run()
@@ -118,7 +119,7 @@ def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dic
     for rank in range(workers):
         env = child_env(**THREADS_ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
                         RANK=str(rank), WORLD_SIZE=str(workers))
-        cmd = [sys.executable, "-m", "bench.scaling", "--child", "torch",
+        cmd = [sys.executable, "-m", "disttrain.bench.scaling", "--child", "torch",
                "--sizes", ",".join(map(str, sizes)), "--batch", str(batch),
                "--steps", str(steps), "--warmup", str(warmup), "--blocks", str(blocks)]
         procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,

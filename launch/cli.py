@@ -120,14 +120,14 @@ def _check_resumable(spec, run_dir: Path) -> None:
 
 
 def _train_under_mpiexec(args, spec, run_dir: Path) -> int:
-    """Run the job as `mpiexec -n W python -m workers.mpi JOB`; MPI has no restarts."""
+    """Run the job as `mpiexec -n W python -m disttrain.workers.mpi JOB`; MPI has no restarts."""
     from disttrain.train.spec import dump_job
 
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / "job.toml"
     job_file.write_text(dump_job(spec))
     command = [find_mpiexec(), "-n", str(spec.distributed.workers), sys.executable, "-m",
-               "workers.mpi", str(job_file), "--run-dir", str(run_dir)]
+               "disttrain.workers.mpi", str(job_file), "--run-dir", str(run_dir)]
     if args.resume:
         command.append("--resume")
     return subprocess.call(command)
@@ -159,7 +159,7 @@ def cmd_bench(args) -> int:
     """`disttrain bench`: run bench.<what>'s main with the remaining arguments."""
     import importlib
 
-    module = importlib.import_module(f"bench.{args.what}")
+    module = importlib.import_module(f"disttrain.bench.{args.what}")
     return module.main(args.rest) or EXIT_OK
 
 

@@ -15,13 +15,13 @@ import time
 from dataclasses import dataclass, field
 
 import ray
+from disttrain.workers.coordinator import create_coordinator
+from disttrain.workers.train_worker import remote_train_worker
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from disttrain.train.rundir import RunDir
-from workers.coordinator import create_coordinator
-from workers.train_worker import remote_train_worker
 
 from .report import Progress
 

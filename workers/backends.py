@@ -38,7 +38,7 @@ class CoordinatorBackend(Backend):
     name = "coordinator"
 
     def make(self, *, rank, world_size, coordinator, secret, timeout_s, **kw):
-        from workers.comm_coordinator import CoordinatorCommunicator
+        from disttrain.workers.comm_coordinator import CoordinatorCommunicator
 
         if coordinator is None and world_size > 1:
             raise ValueError("backend 'coordinator' needs coordinator=<the job's coordinator "
@@ -53,7 +53,7 @@ class RingBackend(Backend):
     name = "ring"
 
     def make(self, *, rank, world_size, coordinator, secret, timeout_s, **kw):
-        from workers.ring import RingCommunicator
+        from disttrain.workers.ring import RingCommunicator
 
         rendezvous = kw.pop("rendezvous", None)
         if rendezvous is None and world_size > 1:
@@ -77,7 +77,7 @@ class MPIBackend(Backend):
                                "and start the job with mpiexec -n N") from None
 
     def make(self, *, rank, world_size, coordinator, secret, timeout_s, **kw):
-        from workers.mpi_comm import MPICommunicator
+        from disttrain.workers.mpi_comm import MPICommunicator
 
         comm = MPICommunicator(kw.pop("comm", None), timeout_s=timeout_s)
         if (comm.rank, comm.world_size) != (rank, world_size):

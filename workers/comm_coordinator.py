@@ -29,6 +29,15 @@ from typing import Any
 
 import numpy as np
 import ray
+from disttrain.workers import shm
+from disttrain.workers.collectives import (
+    check_root,
+    chunk_bounds,
+    decode_plain,
+    encode_plain,
+    flat_view,
+    sum_in_rank_order,
+)
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
 from disttrain.distributed.comm import (
@@ -37,15 +46,6 @@ from disttrain.distributed.comm import (
     CollectiveError,
     CollectiveTimeout,
     PeerLost,
-)
-from workers import shm
-from workers.collectives import (
-    check_root,
-    chunk_bounds,
-    decode_plain,
-    encode_plain,
-    flat_view,
-    sum_in_rank_order,
 )
 
 # Below this the star all-reduce (arrays in the call, one round trip) beats ray.put.

@@ -1,4 +1,4 @@
-"""Rank main under MPI: `mpiexec -n N python -m workers.mpi JOB --run-dir DIR [--resume]`.
+"""Rank main under MPI: `mpiexec -n N python -m disttrain.workers.mpi JOB --run-dir DIR [--resume]`.
 
 Every rank runs the same Trainer as a Ray worker, over an MPICommunicator. Rank 0
 writes the run directory. MPI jobs have no restarts: a lost rank ends the job (with
@@ -11,16 +11,16 @@ import argparse
 import sys
 import tomllib
 
+from disttrain.workers.mpi_comm import MPICommunicator
 from threadpoolctl import threadpool_limits
 
 from disttrain.train import SpecError, Trainer, latest_valid_checkpoint, spec_from_dict
 from disttrain.train.rundir import RunDir
-from workers.mpi_comm import MPICommunicator
 
 
 def main(argv=None) -> int:
     """Run this MPI rank of the job; returns the exit code (2 on bad input)."""
-    parser = argparse.ArgumentParser(prog="python -m workers.mpi")
+    parser = argparse.ArgumentParser(prog="python -m disttrain.workers.mpi")
     parser.add_argument("job")
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--resume", action="store_true")

@@ -14,6 +14,13 @@ import time
 from typing import Any
 
 import numpy as np
+from disttrain.workers.collectives import (
+    check_root,
+    decode_plain,
+    encode_plain,
+    flat_view,
+    step_mismatch,
+)
 
 from disttrain.distributed.comm import (
     DEFAULT_TIMEOUT_S,
@@ -21,7 +28,6 @@ from disttrain.distributed.comm import (
     CollectiveTimeout,
     StepMismatch,
 )
-from workers.collectives import check_root, decode_plain, encode_plain, flat_view, step_mismatch
 
 _KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4}
 _KIND_NAMES = {v: k for k, v in _KINDS.items()}
@@ -31,7 +37,7 @@ class MPICommunicator:
     """A Communicator over mpi4py's COMM_WORLD (or another mpi4py communicator)."""
 
     def __init__(self, comm=None, timeout_s: float = DEFAULT_TIMEOUT_S):
-        from mpi4py import MPI  # imported here so `import workers` works without MPI
+        from mpi4py import MPI  # imported here so `import disttrain.workers` works without MPI
 
         self._MPI = MPI
         self._comm = comm if comm is not None else MPI.COMM_WORLD

@@ -22,6 +22,14 @@ import threading
 from typing import Any
 
 import numpy as np
+from disttrain.workers.collectives import (
+    check_root,
+    chunk_bounds,
+    decode_plain,
+    encode_plain,
+    flat_view,
+    step_mismatch,
+)
 
 from disttrain.distributed.comm import (
     DEFAULT_TIMEOUT_S,
@@ -30,14 +38,6 @@ from disttrain.distributed.comm import (
     CollectiveTimeout,
     PeerLost,
     StepMismatch,
-)
-from workers.collectives import (
-    check_root,
-    chunk_bounds,
-    decode_plain,
-    encode_plain,
-    flat_view,
-    step_mismatch,
 )
 
 SEGMENT_BYTES = 512 * 1024

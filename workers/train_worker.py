@@ -11,10 +11,10 @@ import socket
 import threading
 
 import ray
+from disttrain.workers.backends import make_communicator
 from threadpoolctl import threadpool_limits
 
 from disttrain.train import Trainer, latest_valid_checkpoint, spec_from_dict
-from workers.backends import make_communicator
 
 
 class TrainWorker:

@@ -10,9 +10,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from bench import scaling, step
-from launch.cli import main as cli_main
+from disttrain.bench import scaling, step
+from disttrain.launch.cli import main as cli_main
 
 TINY_STEP = ["--steps", "4", "--warmup", "1", "--rounds", "2", "--threads", "1",
              "--sizes", "32,16,16,4", "--batch", "8", "--graph-ops", "20",

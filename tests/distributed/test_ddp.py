@@ -78,7 +78,7 @@ def ranks(request, ray_session):
     """Two DDPRank actors with a coordinator; built by each test (it picks the model)."""
     import secrets
 
-    from workers.coordinator import create_coordinator
+    from disttrain.workers.coordinator import create_coordinator
 
     ray = ray_session
     coordinator = create_coordinator(world_size=2, timeout_s=20)

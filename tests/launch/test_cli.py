@@ -30,7 +30,7 @@ workers = 1
 
 
 def disttrain(*args, cwd=REPO):
-    return subprocess.run([sys.executable, "-m", "launch.cli", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "disttrain.launch.cli", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=120)
 
 

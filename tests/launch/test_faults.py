@@ -70,8 +70,8 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("backend", ["coordinator", "ring"])
 def test_sigkilled_worker_is_named_and_the_resumed_run_is_bit_identical(
         ray_session, tmp_path, backend):
-    from launch.report import Progress
-    from launch.supervisor import Supervisor
+    from disttrain.launch.report import Progress
+    from disttrain.launch.supervisor import Supervisor
 
     job = long_job(**{"distributed.backend": backend, "distributed.workers": 2,
                       "distributed.heartbeat_s": 1.0})
@@ -99,7 +99,7 @@ def test_sigkilled_worker_is_named_and_the_resumed_run_is_bit_identical(
 
 
 def _cli(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "launch.cli", *args], cwd=REPO,
+    return subprocess.Popen([sys.executable, "-m", "disttrain.launch.cli", *args], cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             **kwargs)
 
@@ -150,8 +150,8 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_pat
 
 @pytest.mark.ray
 def test_ray_job_stopped_by_request_resumes_bit_identical(ray_session, tmp_path):
-    from launch.report import Progress
-    from launch.supervisor import Supervisor
+    from disttrain.launch.report import Progress
+    from disttrain.launch.supervisor import Supervisor
 
     job = long_job(**{"distributed.backend": "ring", "distributed.workers": 2,
                       "job.max_steps": 2000, "job.epochs": 300, "job.checkpoint_every": 0})

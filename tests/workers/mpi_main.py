@@ -9,12 +9,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from disttrain.workers.backends import make_communicator
+from disttrain.workers.collectives import sum_in_rank_order
 from mpi4py import MPI
 
 from disttrain.distributed.comm import CollectiveError, CollectiveTimeout
 from tests.workers.helpers import DTYPES, SIZES, digest, int_data, random_data
-from workers.backends import make_communicator
-from workers.collectives import sum_in_rank_order
 
 
 def close_to_sum(actual, expected, arrays) -> bool:

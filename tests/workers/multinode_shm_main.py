@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import ray
+from disttrain.workers.coordinator import create_coordinator
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from tests.workers.helpers import RankActor, digest, random_data
-from workers.coordinator import create_coordinator
 
 REPO = Path(__file__).resolve().parents[2]
 N = 300_001  # 2.4 MB of float64: above the coordinator's inline size

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-
-from launch.cli import main as cli_main
+from disttrain.launch.cli import main as cli_main
 
 
 @pytest.mark.ray

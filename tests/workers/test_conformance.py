@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from disttrain.workers.collectives import sum_in_rank_order
 
 from tests.workers.helpers import DTYPES, SIZES, RankActor, digest, int_data, random_data
-from workers.collectives import sum_in_rank_order
 
 # coordinator-objstore: the coordinator backend with its shared-memory data path off, as
 # when ranks are on different nodes (large buffers then go through Ray's object store).
@@ -34,7 +34,7 @@ def rank_pool(ray_session):
 @pytest.fixture(scope="module")
 def conformance_results(ray_session, rank_pool):
     """Run the conformance script once per (backend, world size); tests look results up."""
-    from workers.coordinator import create_coordinator
+    from disttrain.workers.coordinator import create_coordinator
 
     cache = {}
 

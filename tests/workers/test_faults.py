@@ -11,6 +11,9 @@ import time
 
 import numpy as np
 import pytest
+from disttrain.workers.collectives import sum_in_rank_order
+from disttrain.workers.coordinator import Coordinator, create_coordinator
+from disttrain.workers.ring import LocalRendezvous, RingCommunicator
 
 from disttrain.distributed.comm import (
     CollectiveAborted,
@@ -20,9 +23,6 @@ from disttrain.distributed.comm import (
 )
 from tests.workers.helpers import RankActor, random_data
 from tests.workers.test_conformance import backend_and_options, run_mpi
-from workers.collectives import sum_in_rank_order
-from workers.coordinator import Coordinator, create_coordinator
-from workers.ring import LocalRendezvous, RingCommunicator
 
 RAY_BACKENDS = ("coordinator", "coordinator-objstore", "ring")
 

@@ -23,6 +23,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from disttrain.workers import shm
+from disttrain.workers.collectives import sum_in_rank_order
+from disttrain.workers.coordinator import Coordinator, create_coordinator
+from disttrain.workers.shm import ShmGroup, new_token, segment_name
 
 from disttrain.distributed.comm import (
     CollectiveError,
@@ -31,10 +35,6 @@ from disttrain.distributed.comm import (
     StepMismatch,
 )
 from tests.workers.helpers import RankActor, digest, random_data
-from workers import shm
-from workers.collectives import sum_in_rank_order
-from workers.coordinator import Coordinator, create_coordinator
-from workers.shm import ShmGroup, new_token, segment_name
 
 pytestmark = pytest.mark.skipif(not shm.supported(), reason="shared-memory path is x86-64 Linux")
 
@@ -371,7 +371,7 @@ def test_sigkilled_rank_is_named_by_its_peers():
 
 CREATOR = """
 import sys, time
-from workers.shm import ShmGroup, new_token
+from disttrain.workers.shm import ShmGroup, new_token
 group = ShmGroup(0, 2, new_token("test"), create=True)
 print(group.token, flush=True)
 time.sleep(600)
@@ -411,7 +411,7 @@ class ShmRank(RankActor):
         return list(self.comm.shm_names)
 
     def pretend_node(self, key: str) -> None:
-        import workers.comm_coordinator as cc
+        import disttrain.workers.comm_coordinator as cc
 
         cc._node_key = lambda: key
 

@@ -1,0 +1,1 @@
+"""Communicators: one module per data path (star, shared memory, ring, MPI)."""
