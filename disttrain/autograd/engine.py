@@ -176,9 +176,9 @@ def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
     if grad.dtype != leaf.data.dtype:
         grad, fresh = grad.astype(leaf.data.dtype), True
     if leaf._grad is None:
-        if leaf._grad_storage is not None:
-            np.copyto(leaf._grad_storage, grad)
-            leaf._grad = Tensor._make(leaf._grad_storage)
+        if leaf._grad_buffer is not None:  # see Tensor.set_grad_buffer
+            np.copyto(leaf._grad_buffer, grad)
+            leaf._grad = Tensor._make(leaf._grad_buffer)
         else:
             fresh = fresh and type(grad) is np.ndarray  # not a numpy scalar from a 0-d op
             leaf._grad = Tensor._make(grad if fresh else np.array(grad))

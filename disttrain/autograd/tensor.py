@@ -57,7 +57,7 @@ class Tensor:
 
     __slots__ = (
         "data", "_requires_grad", "_grad", "grad_fn", "_version", "_hooks",
-        "_post_accumulate_hooks", "_grad_storage", "__weakref__",
+        "_post_accumulate_hooks", "_grad_buffer", "__weakref__",
     )
     __array_priority__ = 1000  # so ndarray + Tensor calls Tensor.__radd__
 
@@ -82,7 +82,7 @@ class Tensor:
         self._version = [0]  # a box, shared by tensors that share storage (detach)
         self._hooks = None
         self._post_accumulate_hooks = None
-        self._grad_storage = None
+        self._grad_buffer = None  # see set_grad_buffer
 
     # -- array facts ------------------------------------------------------------------
     shape = property(lambda self: self.data.shape)
@@ -225,6 +225,26 @@ class Tensor:
         handle = RemovableHandle(hooks)
         hooks[handle.id] = hook
         return handle
+
+    def set_grad_buffer(self, buffer: np.ndarray) -> None:
+        """Make this leaf's gradients accumulate into `buffer` in place, from now on.
+
+        Every later .grad of this leaf is a Tensor over `buffer` (a gradient it already
+        has is copied in), so the owner of the array sees each backward's result without
+        a copy: DistributedDataParallel passes views into its flat bucket buffers, as
+        PyTorch's DDP does with gradient_as_bucket_view=True.
+        """
+        if self.grad_fn is not None:
+            raise RuntimeError("set_grad_buffer() is only for leaf tensors")
+        if buffer.shape != self.data.shape or buffer.dtype != self.data.dtype:
+            raise RuntimeError(
+                f"grad buffer of shape {buffer.shape} and dtype {buffer.dtype} does not match "
+                f"the tensor's shape {self.data.shape} and dtype {self.data.dtype}"
+            )
+        if self._grad is not None:
+            np.copyto(buffer, self._grad.data)
+            self._grad = Tensor._make(buffer)
+        self._grad_buffer = buffer
 
     def register_post_accumulate_grad_hook(self, hook) -> RemovableHandle:
         """Call hook(tensor) after a backward has accumulated into this leaf's .grad."""

@@ -69,10 +69,7 @@ def _make_bucket(index: int, group: list) -> Bucket:
     views, offset = [], 0
     for _, p in group:
         view = buffer[offset:offset + p.data.size].reshape(p.data.shape)
-        if p._grad is not None:  # keep a gradient the user accumulated before wrapping
-            np.copyto(view, p._grad.data)
-            p._grad = type(p._grad)._make(view)
-        p._grad_storage = view
+        p.set_grad_buffer(view)  # keeps a gradient the user accumulated before wrapping
         views.append(view)
         offset += p.data.size
     return Bucket(index, [p for _, p in group], [n for n, _ in group], buffer, views,

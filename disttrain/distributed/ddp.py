@@ -137,9 +137,9 @@ class DistributedDataParallel:
         for bucket in self.buckets:
             for slot, p in enumerate(bucket.params):
                 if bucket.flags[slot] == 0:
-                    p._grad = None  # no rank produced one: leave it as backward would
-                elif p._grad is None or p._grad.data is not bucket.views[slot]:
-                    p._grad = Tensor._make(bucket.views[slot])
+                    p.grad = None  # no rank produced one: leave it as backward would
+                elif p.grad is None or p.grad.data is not bucket.views[slot]:
+                    p.grad = Tensor._make(bucket.views[slot])
 
     def _reduce_loop(self) -> None:
         while True:

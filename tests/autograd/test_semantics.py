@@ -596,3 +596,27 @@ def test_inplace_through_a_view_in_the_graph_is_refused_not_silently_wrong():
     z.mul_(3)
     z.sum().backward()
     assert x.grad.data.tolist() == [6, 6, 6, 6]
+
+
+def test_grad_buffer_receives_every_backward_in_place():
+    # what DistributedDataParallel's buckets rely on (torch: gradient_as_bucket_view=True)
+    w = disttrain.tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    (w * 2.0).sum().backward()
+    flat = np.zeros(8, dtype=np.float32)
+    w.set_grad_buffer(flat[1:7].reshape(2, 3))
+    np.testing.assert_array_equal(flat, [0, 2, 2, 2, 2, 2, 2, 0])  # the old grad, copied in
+    assert np.shares_memory(w.grad.data, flat)
+    (w * 3.0).sum().backward()
+    np.testing.assert_array_equal(flat[1:7], 5.0)
+    w.grad = None
+    (w * 4.0).sum().backward()  # a fresh gradient lands in the buffer too
+    np.testing.assert_array_equal(flat, [0, 4, 4, 4, 4, 4, 4, 0])
+    assert np.shares_memory(w.grad.data, flat)
+
+
+def test_grad_buffer_must_match_the_tensor():
+    w = disttrain.tensor(np.ones((2, 3), dtype=np.float32), requires_grad=True)
+    with pytest.raises(RuntimeError, match="does not match"):
+        w.set_grad_buffer(np.zeros((3, 2), dtype=np.float32))
+    with pytest.raises(RuntimeError, match="only for leaf"):
+        (w * 2.0).set_grad_buffer(np.zeros((2, 3), dtype=np.float32))

@@ -58,7 +58,7 @@ def test_buckets_follow_reverse_registration_order_with_a_small_first_bucket():
     assert len(buckets) > 2
     for bucket in buckets:  # every parameter's gradient storage is a view into its bucket
         for p, view in zip(bucket.params, bucket.views):
-            assert p._grad_storage is view and np.shares_memory(view, bucket.buffer)
+            assert p._grad_buffer is view and np.shares_memory(view, bucket.buffer)
 
 
 def test_unused_parameters_keep_grad_none_without_ddp_hanging():
