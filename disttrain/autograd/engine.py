@@ -8,6 +8,8 @@ gradient, undoes broadcasting in `sum_to`, and accumulates into leaves.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from .grad_mode import is_grad_enabled
@@ -139,11 +141,23 @@ def record(rule, out_data: np.ndarray, inputs: tuple, **params):
     return out
 
 
+@dataclass(slots=True)
+class _HookedLeaf:
+    """A leaf with hooks, summing what its edges carry so the hooks run once.
+
+    As torch's AccumulateGrad: a leaf used twice calls its hooks on the summed gradient.
+    """
+
+    edges: int  # edges whose gradient has not arrived yet
+    leaf: object
+    grad: np.ndarray | None = None  # the sum so far
+    fresh: bool = False  # grad is an array of the engine's own, safe to adopt as .grad
+
+
 def _topological_order(root: Node) -> tuple:
     """Nodes reachable from root, each after every node that feeds gradient into it.
 
-    Also returns, for each leaf with hooks, [edges into it, leaf, grad so far, fresh]:
-    as torch's AccumulateGrad, such a leaf runs its hooks once, on the summed gradient.
+    Also returns {id(leaf): _HookedLeaf} for the leaves with hooks.
     """
     order, seen, waiting = [], {id(root)}, {}
     stack = [(root, iter(root.inputs))]
@@ -153,8 +167,10 @@ def _topological_order(root: Node) -> tuple:
             child = getattr(t, "grad_fn", 0)
             if child is None:
                 if getattr(t, "_hooks", None) or getattr(t, "_post_accumulate_hooks", None):
-                    entry = waiting.setdefault(id(t), [0, t, None, False])
-                    entry[0] += 1
+                    entry = waiting.get(id(t))
+                    if entry is None:
+                        entry = waiting[id(t)] = _HookedLeaf(0, t)
+                    entry.edges += 1
             elif child and id(child) not in seen:
                 seen.add(id(child))
                 stack.append((child, iter(child.inputs)))
@@ -166,13 +182,24 @@ def _topological_order(root: Node) -> tuple:
     return order, waiting
 
 
+def _run_hooks(hooks: dict, grad: np.ndarray) -> tuple:
+    """Call each gradient hook in order; a hook's return value replaces the gradient.
+
+    Returns (gradient, whether any hook replaced it).
+    """
+    replaced = False
+    for hook in list(hooks.values()):  # a copy: a hook may remove itself
+        result = hook(Tensor._make(grad))
+        if result is not None:
+            grad, replaced = _as_array(result), True
+    return grad, replaced
+
+
 def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
     """Add grad into leaf.grad, running the leaf's hooks first, as AccumulateGrad does."""
     if leaf._hooks:
-        for hook in list(leaf._hooks.values()):
-            replaced = hook(Tensor._make(grad))
-            if replaced is not None:
-                grad, fresh = _as_array(replaced), False
+        grad, replaced = _run_hooks(leaf._hooks, grad)
+        fresh = fresh and not replaced  # a hook's array may be kept by the hook
     if grad.dtype != leaf.data.dtype:
         grad, fresh = grad.astype(leaf.data.dtype), True
     if leaf._grad is None:
@@ -189,16 +216,16 @@ def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
             hook(leaf)
 
 
-def _gather_leaf(entry: list, grad: np.ndarray, fresh: bool, waiting: dict) -> None:
+def _gather_leaf(entry: _HookedLeaf, grad: np.ndarray, fresh: bool, waiting: dict) -> None:
     """Sum a hooked leaf's incoming gradients; accumulate once the last one has arrived."""
-    if entry[2] is None:
-        entry[2], entry[3] = grad, fresh
+    if entry.grad is None:
+        entry.grad, entry.fresh = grad, fresh
     else:
-        entry[2], entry[3] = entry[2] + grad, True
-    entry[0] -= 1
-    if entry[0] == 0:
-        del waiting[id(entry[1])]
-        _accumulate_leaf(entry[1], entry[2], entry[3])
+        entry.grad, entry.fresh = entry.grad + grad, True
+    entry.edges -= 1
+    if entry.edges == 0:
+        del waiting[id(entry.leaf)]
+        _accumulate_leaf(entry.leaf, entry.grad, entry.fresh)
 
 
 def _as_array(value) -> np.ndarray:
@@ -220,9 +247,9 @@ def backward(root, grad: np.ndarray, retain_graph: bool) -> None:
             if g is None:
                 continue
             _run_node(node, g, pending, retain_graph, waiting)
-        for _, leaf, g, fresh in list(waiting.values()):  # edges that carried no gradient
-            if g is not None:
-                _accumulate_leaf(leaf, g, fresh)
+        for entry in list(waiting.values()):  # some edges into it carried no gradient
+            if entry.grad is not None:
+                _accumulate_leaf(entry.leaf, entry.grad, entry.fresh)
     finally:
         callbacks = list(_final_callbacks)
         _final_callbacks.clear()
@@ -234,10 +261,7 @@ def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool,
               waiting: dict) -> None:
     """Apply one node's hooks and vjps and hand each input its share of the gradient."""
     if node.pre_hooks:
-        for hook in list(node.pre_hooks.values()):
-            replaced = hook(Tensor._make(g))
-            if replaced is not None:
-                g = _as_array(replaced)
+        g = _run_hooks(node.pre_hooks, g)[0]
     if node.retained is not None:
         tensor = node.retained()
         if tensor is not None:
