@@ -6,9 +6,11 @@ iteration counts as long as its slowest rank took. The table gives the median an
 minimum over the iterations (of every round) and the algorithm bandwidth, bytes / time.
 The references, mpi4py's Allreduce under mpiexec (MPICH) and torch.distributed with
 gloo, run in the same invocation, interleaved with disttrain's backends round by round,
-so a noisy machine hurts them alike. Every process runs with OPENBLAS_NUM_THREADS=1.
+so a noisy machine hurts them alike. Every process runs with one BLAS/OpenMP thread
+(OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS = 1; gloo ranks also
+torch.set_num_threads(1)).
 
-    python -m bench.allreduce --backend all --workers 2 --sizes 1,16,64 --iters 20
+    python -m disttrain.bench.allreduce --backend all --workers 2 --sizes 1,16,64 --iters 20
     disttrain bench allreduce --backend coordinator --sizes 16,64 --rounds 3
 """
 
@@ -17,8 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
-import statistics
 import subprocess
 import sys
 import time
@@ -26,10 +26,22 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+from .common import (
+    REPO,
+    child_env,
+    format_table,
+    gloo_group,
+    last_json_line,
+    machine,
+    print_result,
+    run_gloo_children,
+    thread_env,
+    thread_note,
+    timing_stats,
+)
+
 DISTTRAIN = ("coordinator", "ring", "mpi")
 REFERENCES = ("mpi4py", "gloo")
-ENV = {"OPENBLAS_NUM_THREADS": "1"}
 WARMUP = 3
 CHILD_TIMEOUT_S = 900
 
@@ -78,11 +90,12 @@ def _slowest(per_rank: list) -> list[list]:
 
 def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[list]:
     import ray
+
     from disttrain.workers.coordinator import create_coordinator
 
     if not ray.is_initialized():
         ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False,
-                 runtime_env={"env_vars": {**ENV, "PYTHONPATH": str(REPO)}})
+                 runtime_env={"env_vars": {**thread_env(), "PYTHONPATH": str(REPO)}})
     coordinator = create_coordinator(workers, timeout_s=120.0)
     actor = ray.remote(num_cpus=0)(_BenchWorker)
     group = [actor.remote() for _ in range(workers)]
@@ -105,7 +118,7 @@ class _BenchWorker:
     """One rank of a Ray benchmark: builds its communicator, then times all-reduces."""
 
     def setup(self, backend, rank, world_size, coordinator, secret, kw):
-        from disttrain.workers.backends import make_communicator
+        from disttrain.workers.comm import make_communicator
 
         self.comm = make_communicator(backend, rank=rank, world_size=world_size,
                                       coordinator=coordinator, secret=secret, timeout_s=120.0,
@@ -121,6 +134,7 @@ class _BenchWorker:
 # --- MPICH through mpi4py, under mpiexec ----------------------------------------------
 
 def _mpiexec() -> str:
+    # The mpich wheel's mpiexec first: it matches the MPI library mpi4py was built against.
     local = Path(sys.executable).parent / "mpiexec"
     return str(local) if local.exists() else "mpiexec"
 
@@ -128,9 +142,9 @@ def _mpiexec() -> str:
 def _run_child(backend: str, workers: int, sizes_mb, iters) -> list[list]:
     cmd = [_mpiexec(), "-n", str(workers), sys.executable, "-m", "disttrain.bench.allreduce",
            "--child", backend, "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
-    out = subprocess.run(cmd, cwd=REPO, env=_child_env(), capture_output=True, text=True,
+    out = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
                          timeout=CHILD_TIMEOUT_S, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return last_json_line(out)
 
 
 def _mpi_child(backend: str, sizes_mb, iters) -> None:
@@ -147,90 +161,56 @@ def _mpi_child(backend: str, sizes_mb, iters) -> None:
     times = _time_allreduce(allreduce, world.Barrier, sizes_mb, iters)
     per_rank = world.gather(times, root=0)
     if world.Get_rank() == 0:
-        print(json.dumps(_slowest(per_rank)))
+        print_result(_slowest(per_rank))
 
 
 # --- gloo through torch.distributed ---------------------------------------------------
 
 def _run_gloo(workers: int, sizes_mb, iters) -> list[list]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(workers):
-        env = {**_child_env(), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
-               "RANK": str(rank), "WORLD_SIZE": str(workers)}
-        cmd = [sys.executable, "-m", "disttrain.bench.allreduce", "--child", "gloo",
-               "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=CHILD_TIMEOUT_S)[0] for p in procs]
-    if any(p.returncode for p in procs):
-        raise RuntimeError(f"gloo benchmark failed: exit codes {[p.returncode for p in procs]}")
-    return json.loads(outs[0].strip().splitlines()[-1])
+    args = ["--child", "gloo", "--sizes", ",".join(map(str, sizes_mb)), "--iters", str(iters)]
+    return run_gloo_children("disttrain.bench.allreduce", args, workers, CHILD_TIMEOUT_S)
 
 
 def _gloo_child(sizes_mb, iters) -> None:
     import torch
-    import torch.distributed as dist
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
+    with gloo_group() as dist:
+        def allreduce(buf):
+            dist.all_reduce(torch.from_numpy(buf))
 
-    def allreduce(buf):
-        dist.all_reduce(torch.from_numpy(buf))
-
-    times = _time_allreduce(allreduce, dist.barrier, sizes_mb, iters)
-    per_rank = [None] * dist.get_world_size()
-    dist.all_gather_object(per_rank, times)
-    if dist.get_rank() == 0:
-        print(json.dumps(_slowest(per_rank)))
-    dist.destroy_process_group()
-
-
-def _child_env() -> dict:
-    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, **ENV, "PYTHONPATH": path}
+        times = _time_allreduce(allreduce, dist.barrier, sizes_mb, iters)
+        per_rank = [None] * dist.get_world_size()
+        dist.all_gather_object(per_rank, times)
+        if dist.get_rank() == 0:
+            print_result(_slowest(per_rank))
 
 
 # --- the report -----------------------------------------------------------------------
 
-def summarize(backend: str, workers: int, size_mb: float, times: list) -> dict:
+def allreduce_row(backend: str, workers: int, size_mb: float, times: list) -> dict:
     """One table row from the per-iteration seconds of one (backend, size)."""
     nbytes = int(size_mb * 2**20)
-    median, best = statistics.median(times), min(times)
-    return {"backend": backend, "workers": workers, "size_mb": size_mb, "iters": len(times),
+    stats = timing_stats(times)
+    median, best = stats["median"], stats["min"]
+    return {"backend": backend, "workers": workers, "size_mb": size_mb, "iters": stats["n"],
             "median_ms": round(median * 1e3, 3), "min_ms": round(best * 1e3, 3),
             "max_ms": round(max(times) * 1e3, 3),
             "algbw_median_gb_s": round(nbytes / median / 1e9, 3),
             "algbw_best_gb_s": round(nbytes / best / 1e9, 3)}
 
 
-def format_table(rows: list[dict]) -> str:
+HEADER = ["backend", "workers", "size MB", "iters", "median ms", "min ms", "GB/s med",
+          "GB/s best"]
+WIDTHS = [22, 8, 9, 6, 11, 9, 10, 11]
+
+
+def format_rows(rows: list[dict]) -> str:
     """Rows as an aligned text table, grouped by size."""
-    head = (f"{'backend':<22}{'workers':>8}{'size MB':>9}{'iters':>6}{'median ms':>11}"
-            f"{'min ms':>9}{'GB/s med':>10}{'GB/s best':>11}")
-    lines = [head, "-" * len(head)]
-    for r in sorted(rows, key=lambda r: r["size_mb"]):
-        lines.append(f"{r['backend']:<22}{r['workers']:>8}{r['size_mb']:>9g}{r['iters']:>6}"
-                     f"{r['median_ms']:>11.2f}{r['min_ms']:>9.2f}"
-                     f"{r['algbw_median_gb_s']:>10.2f}{r['algbw_best_gb_s']:>11.2f}")
-    return "\n".join(lines)
-
-
-def machine() -> dict:
-    """What the numbers depend on: cores, load, CPU model, BLAS threads."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    return {"nproc": os.cpu_count(), "usable_cpus": usable, "cpu": model,
-            "loadavg": [round(x, 2) for x in os.getloadavg()],
-            "openblas_num_threads": ENV["OPENBLAS_NUM_THREADS"], "python": sys.version.split()[0]}
+    body = [[r["backend"], r["workers"], f"{r['size_mb']:g}", r["iters"], f"{r['median_ms']:.2f}",
+             f"{r['min_ms']:.2f}", f"{r['algbw_median_gb_s']:.2f}",
+             f"{r['algbw_best_gb_s']:.2f}"]
+            for r in sorted(rows, key=lambda r: r["size_mb"])]
+    return format_table(HEADER, body, WIDTHS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.child == "gloo":
         _gloo_child(sizes, args.iters)
         return 0
-    os.environ.update(ENV)
+    os.environ.update(thread_env())  # the Ray workers started from here inherit it
     names = list(DISTTRAIN) if args.backend == "all" else args.backend.split(",")
     refs = [] if args.references in ("", "none") else args.references.split(",")
     names += [r for r in refs if r not in names]
@@ -276,9 +256,9 @@ def main(argv: list[str] | None = None) -> int:
             except (subprocess.SubprocessError, RuntimeError, OSError) as e:
                 failures.append(f"{name}: {e}")
     end = machine()
-    rows = [summarize(n, args.workers, mb, ts) for (n, mb), ts in pooled.items() if ts]
-    print(format_table(rows))
-    print(f"\nOPENBLAS_NUM_THREADS={ENV['OPENBLAS_NUM_THREADS']} in every process; "
+    rows = [allreduce_row(n, args.workers, mb, ts) for (n, mb), ts in pooled.items() if ts]
+    print(format_rows(rows))
+    print(f"\n{thread_note()} in every process; "
           f"{start['nproc']} cores ({start['usable_cpus']} usable), {start['cpu'] or '?'}; "
           f"load average {start['loadavg']} at start, {end['loadavg']} at end; "
           f"{args.rounds} round(s) x {args.iters} iterations, {args.workers} workers, float32")

@@ -1,13 +1,14 @@
 """Data-parallel scaling: disttrain on 1 and 2 workers beside PyTorch DDP (gloo).
 
 An MLP 784-1024-1024-10 (ReLU), global batch 512, float32, SGD with momentum 0.9,
-synthetic data, one BLAS thread per worker. disttrain runs the real job path: a JobSpec
-with data.name = "synthetic" through launch.supervisor.Supervisor on a local Ray cluster
-(or `mpiexec python -m disttrain.workers.mpi` for --backend mpi); samples/s, compute and exposed
-all-reduce wait come from RUN/metrics.jsonl (rank 0), warm-up intervals dropped. PyTorch
-runs torch.nn.parallel.DistributedDataParallel on gloo in W subprocesses with
-torch.set_num_threads(1); its exposed communication is the step time minus the step time
-of the same step under no_sync() (no all-reduce), both measured in alternating blocks.
+synthetic data, one BLAS thread per worker. disttrain runs the path a user runs: a job
+file with data.name = "synthetic", trained by `python -m disttrain.launch.cli train JOB
+--run-dir RUN --quiet` in a subprocess (a local Ray cluster it starts, or mpiexec for
+--backend mpi); samples/s, compute and exposed all-reduce wait come from RUN/metrics.jsonl
+(rank 0), warm-up intervals dropped. PyTorch runs torch.nn.parallel.DistributedDataParallel
+on gloo in W subprocesses with torch.set_num_threads(1); its exposed communication is the
+step time minus the step time of the same step under no_sync() (no all-reduce), both
+measured in alternating blocks.
 
 Step time is zero_grad + forward + backward (with the all-reduce) + optimizer step, for
 both systems; data loading and logging are outside it. On a 2-core machine, 2 workers x 1
@@ -20,9 +21,8 @@ threads share those two cores, so communication competes with compute for CPU.
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import socket
+import os
 import statistics
 import subprocess
 import sys
@@ -36,16 +36,20 @@ from .common import (
     REPO,
     child_env,
     format_table,
+    gloo_group,
     load_average,
     machine_facts,
     print_and_save,
+    print_result,
+    run_gloo_children,
+    thread_note,
 )
 
 SYSTEMS = ("disttrain", "torch")
 BACKENDS = ("coordinator", "ring", "mpi")
 TARGET_SCALING = 1.8
 LR, MOMENTUM = 0.01, 0.9
-THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+CHILD_TIMEOUT_S = 1800
 
 
 # --- disttrain: the real job path ----------------------------------------------------------
@@ -72,29 +76,12 @@ def job_dict(workers: int, backend: str, sizes, batch: int, steps: int, warmup: 
 
 def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_every,
                   run_dir: Path) -> dict:
-    """Train the job through the real path; the timed intervals of RUN/metrics.jsonl."""
-    from disttrain.train.rundir import RunDir, read_metrics
-    from disttrain.train.spec import dump_job, spec_from_dict
+    """Train the job as a user does (`disttrain train`); the timed intervals of its metrics."""
+    from disttrain.train.rundir import read_metrics
 
-    spec = spec_from_dict(job_dict(workers, backend, sizes, batch, steps, warmup, log_every))
-    if backend == "mpi":
-        from disttrain.launch.cli import find_mpiexec
-
-        run_dir.mkdir(parents=True, exist_ok=True)
-        job_file = run_dir / "job.toml"
-        job_file.write_text(dump_job(spec))
-        subprocess.run([find_mpiexec(), "-n", str(workers), sys.executable, "-m",
-                        "disttrain.workers.mpi",
-                        str(job_file), "--run-dir", str(run_dir)], cwd=REPO,
-                       env=child_env(**THREADS_ENV), check=True, capture_output=True,
-                       timeout=1800)
-    else:
-        from disttrain.launch.report import Progress
-        from disttrain.launch.supervisor import Supervisor, default_num_cpus, ensure_ray
-
-        ensure_ray(None, default_num_cpus(spec))
-        Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True)).run()
+    train_job(job_dict(workers, backend, sizes, batch, steps, warmup, log_every), run_dir)
     records = [r for r in read_metrics(run_dir) if "loss" in r]
+    # a record covers the log_every steps before it: keep those wholly after the warm-up
     timed = [r for r in records if r["step"] - log_every >= warmup]
     if not timed:
         raise RuntimeError(f"{run_dir}/metrics.jsonl has no record after step {warmup}")
@@ -108,29 +95,32 @@ def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_e
             "comm_ms": comm * 1e3}
 
 
+def train_job(job: dict, run_dir: Path) -> None:
+    """Write job as RUN.toml beside run_dir and train it through the CLI into run_dir."""
+    from disttrain.train.spec import dump_job, spec_from_dict
+
+    # launch is run, not imported: its API is not bench's to lean on, and the CLI is
+    # the path users take (it starts Ray, or mpiexec for backend mpi, itself)
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    job_file = run_dir.with_suffix(".toml")
+    job_file.write_text(dump_job(spec_from_dict(job)))
+    cmd = [sys.executable, "-m", "disttrain.launch.cli", "train", str(job_file),
+           "--run-dir", str(run_dir), "--quiet"]
+    done = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
+                          timeout=CHILD_TIMEOUT_S)
+    if done.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}\n"
+                           f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
 # --- PyTorch DDP on gloo, one subprocess per rank -----------------------------------------
 
 def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dict:
     """torch DDP on `workers` local processes; step, no_sync step and samples/s (rank max)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    procs = []
-    for rank in range(workers):
-        env = child_env(**THREADS_ENV, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
-                        RANK=str(rank), WORLD_SIZE=str(workers))
-        cmd = [sys.executable, "-m", "disttrain.bench.scaling", "--child", "torch",
-               "--sizes", ",".join(map(str, sizes)), "--batch", str(batch),
-               "--steps", str(steps), "--warmup", str(warmup), "--blocks", str(blocks)]
-        procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=1800) for p in procs]
-    lines = outs[0][0].strip().splitlines()
-    if not lines:  # a crash at exit, after rank 0 printed its result, does not void it
-        errors = "\n".join(err[-2000:] for _, err in outs)
-        raise RuntimeError(f"torch DDP benchmark failed: exit codes "
-                           f"{[p.returncode for p in procs]}\n{errors}")
-    step_s, compute_s = json.loads(lines[-1])
+    args = ["--child", "torch", "--sizes", ",".join(map(str, sizes)), "--batch", str(batch),
+            "--steps", str(steps), "--warmup", str(warmup), "--blocks", str(blocks)]
+    step_s, compute_s = run_gloo_children("disttrain.bench.scaling", args, workers,
+                                          CHILD_TIMEOUT_S)
     comm_s = max(step_s - compute_s, 0.0)
     return {"system": "torch", "backend": "gloo", "workers": workers, "steps": steps,
             "samples_per_s": batch / step_s, "step_ms": step_s * 1e3,
@@ -138,12 +128,17 @@ def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dic
 
 
 def _torch_child(sizes, batch: int, steps: int, warmup: int, blocks: int) -> None:
+    with gloo_group() as dist:
+        medians = _ddp_step_medians(dist, sizes, batch, steps, warmup, blocks)
+        if dist.get_rank() == 0:
+            print_result(medians)
+
+
+def _ddp_step_medians(dist, sizes, batch: int, steps: int, warmup: int, blocks: int) -> list:
+    """Slowest rank's median seconds of a DDP step and of the same step under no_sync()."""
     import torch
-    import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel as DDP
 
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
     layers = []
@@ -180,10 +175,7 @@ def _torch_child(sizes, batch: int, steps: int, warmup: int, blocks: int) -> Non
     medians = torch.tensor([statistics.median(synced), statistics.median(local_only)],
                            dtype=torch.float64)
     dist.all_reduce(medians, op=dist.ReduceOp.MAX)
-    if rank == 0:
-        print(json.dumps(medians.tolist()), flush=True)
-    dist.barrier()  # no rank tears gloo down while another still talks to it
-    dist.destroy_process_group()
+    return medians.tolist()
 
 
 # --- the tables -------------------------------------------------------------------------------
@@ -276,7 +268,8 @@ def report(result: dict) -> str:
     sizes = "-".join(map(str, result["sizes"]))
     lines = [*result["machine"],
              "threads: disttrain workers run threadpool_limits(1) ([job] blas_threads = 1); "
-             "torch ranks torch.set_num_threads(1); every child OPENBLAS/OMP/MKL_NUM_THREADS=1",
+             "torch ranks torch.set_num_threads(1); every child "
+             f"{thread_note()}",
              f"load average at start: {result['load_start']}; at end: {result['load_end']}",
              "",
              f"MLP {sizes} (ReLU), global batch {result['batch']}, float32, SGD lr={LR} "
@@ -288,17 +281,11 @@ def report(result: dict) -> str:
     if len(result["runs"]) > 1:
         lines += ["", "over the runs", format_summary(result["summary"])]
     lines += ["", f"target: scaling (2 workers / 1 worker samples/s) >= {TARGET_SCALING}. "
-              f"This machine has {_cores()} cores: 2 workers x 1 BLAS thread is the ideal "
-              "setup, one core each, with the coordinator/raylet/gloo threads on the same "
+              f"This machine has {os.cpu_count() or 1} cores: 2 workers x 1 BLAS thread is the "
+              "ideal setup, one core each, with the coordinator/raylet/gloo threads on the same "
               "cores. 'comm wait' is the all-reduce time backward's end waited for "
               "(disttrain: measured by DDP; torch: step minus no_sync step)."]
     return "\n".join(lines)
-
-
-def _cores() -> int:
-    import os
-
-    return os.cpu_count() or 1
 
 
 def main(argv: list[str] | None = None) -> int:

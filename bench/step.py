@@ -29,7 +29,7 @@ from .common import (
     load_average,
     machine_facts,
     print_and_save,
-    summarize,
+    timing_stats,
 )
 
 IMPLS = ("disttrain", "numpy", "torch")
@@ -231,7 +231,7 @@ def bench_mlp(problem, threads: int, steps: int, warmup: int, rounds: int) -> di
     times = time_rounds(impls, steps, warmup, rounds)
     row = {"threads": threads}
     for name in IMPLS:
-        row[name] = {k: (v * 1e3 if k != "n" else v) for k, v in summarize(times[name]).items()}
+        row[name] = {k: (v * 1e3 if k != "n" else v) for k, v in timing_stats(times[name]).items()}
     for other in ("numpy", "torch"):
         row[f"disttrain/{other}"] = row["disttrain"]["median"] / row[other]["median"]
         row[f"disttrain/{other} (min)"] = row["disttrain"]["min"] / row[other]["min"]
@@ -305,7 +305,7 @@ def bench_graph(threads: int, n_ops: int, iters: int, warmup: int, rounds: int) 
            "max_value_diff": abs(values["disttrain"] - values["torch"]),
            "max_grad_diff": grad_diff}
     for lib in runs:
-        row[lib] = {k: (v * 1e6 if k != "n" else v) for k, v in summarize(times[lib]).items()}
+        row[lib] = {k: (v * 1e6 if k != "n" else v) for k, v in timing_stats(times[lib]).items()}
     row["disttrain/torch"] = row["disttrain"]["median"] / row["torch"]["median"]
     row["disttrain/torch (min)"] = row["disttrain"]["min"] / row["torch"]["min"]
     return row

@@ -25,10 +25,10 @@ def _check_stats(stats: dict, n: int) -> None:
     assert 0 < stats["min"] <= stats["median"]
 
 
-def test_step_through_the_cli(tmp_path, capsys):
+def test_step_through_the_cli(tmp_path, capfd):
     out = tmp_path / "step.json"
     assert cli_main(["bench", "step", *TINY_STEP, "--threads", "1,2", "--json", str(out)]) == 0
-    text = capsys.readouterr().out
+    text = capfd.readouterr().out
     for heading in ("MLP 32-16-16-4", "first-step loss", "dt/numpy med", "small-op graph",
                     "load average at start", "torch.set_num_threads(2)"):
         assert heading in text

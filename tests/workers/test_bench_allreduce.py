@@ -10,13 +10,13 @@ from disttrain.launch.cli import main as cli_main
 
 @pytest.mark.ray
 @pytest.mark.slow
-def test_allreduce_bench_through_the_cli(ray_session, tmp_path, capsys):
+def test_allreduce_bench_through_the_cli(ray_session, tmp_path, capfd):
     out = tmp_path / "allreduce.json"
     argv = ["bench", "allreduce", "--backend", "coordinator,ring", "--workers", "2",
             "--sizes", "0.0625", "--iters", "3", "--references", "mpi4py,gloo",
             "--json", str(out)]
     assert cli_main(argv) == 0
-    text = capsys.readouterr().out
+    text = capfd.readouterr().out
     for heading in ("median ms", "min ms", "GB/s med", "OPENBLAS_NUM_THREADS=1",
                     "load average", "at start", "at end", "cores"):
         assert heading in text
