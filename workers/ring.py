@@ -7,7 +7,8 @@ receiving overlap and large chunks cannot deadlock. Chunking and the order of ad
 depend only on (rank, world_size, size), so the same inputs give the same bits every run.
 
 Ray-free on purpose: addresses come from any `rendezvous` with
-`publish_address(rank, host, port)` and `addresses(timeout_s) -> [(host, port), ...]`.
+`publish_address(rank, host, port)` and `addresses(timeout_s) -> [(host, port), ...]`;
+in a Ray job that is `RayRendezvous`, the coordinator actor's address registry.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import queue
 import socket
 import struct
+import sys
 import threading
 from typing import Any
 
@@ -139,7 +141,7 @@ class RingCommunicator:
         self._listener: socket.socket | None = None
         self.listen_address: tuple[str, int] | None = None
         if world_size > 1:
-            self._connect(rendezvous, host or _guess_host(), bind_host, port)
+            self._connect(rendezvous, host or node_address(), bind_host, port)
 
     # --- setup ------------------------------------------------------------------------
 
@@ -429,14 +431,39 @@ class RingCommunicator:
         self.close()
 
 
-def _guess_host() -> str:
-    """This machine's address as the other workers see it (best effort)."""
+def node_address() -> str:
+    """The address other workers reach this one at: Ray's node IP inside Ray, else the
+    address of the interface this machine's outgoing traffic leaves by."""
+    ray = sys.modules.get("ray")  # never imported here: the ring itself needs no Ray
+    if ray is not None and ray.is_initialized():
+        return ray.util.get_node_ip_address()
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect(("10.255.255.255", 1))  # no packet is sent; picks the outgoing interface
             return s.getsockname()[0]
     except OSError:
         return "127.0.0.1"
+
+
+class RayRendezvous:
+    """The ring's rendezvous, backed by the coordinator actor's address registry."""
+
+    def __init__(self, coordinator):
+        self._coordinator = coordinator
+
+    def publish_address(self, rank: int, host: str, port: int) -> None:
+        """Record `rank`'s ring listener with the coordinator."""
+        import ray
+
+        ray.get(self._coordinator.publish_address.remote(rank, host, port))
+
+    def addresses(self, timeout_s: float | None = None) -> list:
+        """Every rank's listener address, once all ranks published."""
+        import ray
+
+        ref = self._coordinator.addresses.remote(timeout_s)
+        return [tuple(a) for a in ray.get(ref, timeout=None if timeout_s is None
+                                          else timeout_s + 10.0)]
 
 
 class LocalRendezvous:

@@ -36,7 +36,7 @@ class DDPRank:
 
     def build(self, backend, rank, world_size, coordinator, secret, seed, hidden=HIDDEN,
               bucket_cap_mb=25.0):
-        from disttrain.workers.backends import make_communicator
+        from disttrain.workers.comm import make_communicator
 
         from disttrain.distributed import DistributedDataParallel
 

@@ -33,7 +33,7 @@ class RankActor:
         return os.getpid()
 
     def build(self, backend, rank, world_size, coordinator, secret, timeout_s, **kw):
-        from disttrain.workers.backends import make_communicator
+        from disttrain.workers.comm import make_communicator
 
         self.comm = make_communicator(backend, rank=rank, world_size=world_size,
                                       coordinator=coordinator, secret=secret,

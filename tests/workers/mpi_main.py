@@ -9,8 +9,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from disttrain.workers.backends import make_communicator
 from disttrain.workers.collectives import sum_in_rank_order
+from disttrain.workers.comm import make_communicator
 from mpi4py import MPI
 
 from disttrain.distributed.comm import CollectiveError, CollectiveTimeout
