@@ -152,7 +152,7 @@ def _mpi_child(backend: str, sizes_mb, iters) -> None:
 
     world = MPI.COMM_WORLD
     if backend == "mpi":
-        from disttrain.workers.mpi_comm import MPICommunicator
+        from disttrain.workers.comm.mpi import MPICommunicator
 
         allreduce = MPICommunicator(timeout_s=120.0).allreduce_
     else:

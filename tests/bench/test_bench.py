@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from disttrain.bench import scaling, step
 from disttrain.launch.cli import main as cli_main
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from disttrain.launch.cli import main as cli_main
 
 
