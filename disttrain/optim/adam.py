@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._scratch import Scratch
 from .optimizer import Optimizer, _check_unsupported
+from .workspace import Workspace
 
 __all__ = ["Adam", "AdamW", "adam"]
 
@@ -36,7 +36,7 @@ class Adam(Optimizer):
             "decoupled_weight_decay": decoupled_weight_decay,
         }
         super().__init__(params, defaults)
-        self._scratch = Scratch()
+        self._workspace = Workspace()
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -60,7 +60,8 @@ class Adam(Optimizer):
                  amsgrad=group["amsgrad"], beta1=beta1, beta2=beta2, lr=group["lr"],
                  weight_decay=group["weight_decay"], eps=group["eps"],
                  maximize=group["maximize"],
-                 decoupled_weight_decay=group["decoupled_weight_decay"], scratch=self._scratch)
+                 decoupled_weight_decay=group["decoupled_weight_decay"],
+                 workspace=self._workspace)
             for s, step in zip(states, steps):
                 s["step"] = step
         return loss
@@ -96,39 +97,41 @@ class AdamW(Adam):
 
 def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, amsgrad,
          beta1, beta2, lr, weight_decay, eps, maximize, decoupled_weight_decay,
-         scratch: Scratch | None = None) -> None:
+         workspace: Workspace | None = None) -> None:
     """One Adam step on numpy arrays in place; state_steps (numbers) are incremented in place."""
-    scratch = scratch or Scratch()
+    # workspace slots: "grad" (g after maximize and weight decay, alive all iteration),
+    # "denom" (the second-moment denominator) and "term" (each short-lived product)
+    ws = workspace or Workspace()
     for i, (p, g) in enumerate(zip(params, grads)):
         state_steps[i] = step = state_steps[i] + 1
         if maximize:
-            g = np.negative(g, out=scratch.like(p, 2))
+            g = np.negative(g, out=ws.like(p, "grad"))
         if weight_decay != 0:
             if decoupled_weight_decay:
                 p *= 1 - lr * weight_decay
             else:
-                decay = np.multiply(p, weight_decay, out=scratch.like(p, 0))
-                g = np.add(g, decay, out=scratch.like(p, 2))
+                decay = np.multiply(p, weight_decay, out=ws.like(p, "term"))
+                g = np.add(g, decay, out=ws.like(p, "grad"))
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        _lerp_(exp_avg, g, 1 - beta1, scratch.like(p, 0))
+        _lerp_(exp_avg, g, 1 - beta1, ws.like(p, "term"))
         exp_avg_sq *= beta2
-        square = np.multiply(g, 1 - beta2, out=scratch.like(p, 0))  # torch's addcmul order
+        square = np.multiply(g, 1 - beta2, out=ws.like(p, "term"))  # torch's addcmul order
         exp_avg_sq += np.multiply(square, g, out=square)
         if amsgrad:
             np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             exp_avg_sq = max_exp_avg_sqs[i]
         step_size = lr / (1 - beta1**step)
-        denom = np.sqrt(exp_avg_sq, out=scratch.like(p, 1))
+        denom = np.sqrt(exp_avg_sq, out=ws.like(p, "denom"))
         denom /= (1 - beta2**step) ** 0.5
         denom += eps
-        update = np.multiply(exp_avg, -step_size, out=scratch.like(p, 0))  # addcdiv's order
+        update = np.multiply(exp_avg, -step_size, out=ws.like(p, "term"))  # addcdiv's order
         update /= denom
         p += update
 
 
-def _lerp_(start, end, weight, scratch) -> None:
+def _lerp_(start, end, weight, work) -> None:
     """start.lerp_(end, weight) with torch's two formulas (chosen by weight < 0.5)."""
-    diff = np.subtract(end, start, out=scratch)
+    diff = np.subtract(end, start, out=work)
     if abs(weight) < 0.5:
         diff *= weight
         start += diff

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._scratch import SMALL, Scratch
 from .optimizer import Optimizer, _check_unsupported
+from .workspace import SMALL, Workspace
 
 __all__ = ["SGD", "sgd"]
 
@@ -31,7 +31,7 @@ class SGD(Optimizer):
             raise ValueError("Nesterov momentum requires a momentum and zero dampening")
         _check_unsupported(differentiable=differentiable, fused=fused)
         super().__init__(params, defaults)
-        self._scratch = Scratch()
+        self._workspace = Workspace()
 
     def __setstate__(self, state: dict) -> None:
         super().__setstate__(state)
@@ -51,23 +51,25 @@ class SGD(Optimizer):
             sgd([p.data for p in with_grad], [p._grad.data for p in with_grad], bufs,
                 lr=group["lr"], momentum=momentum, dampening=group["dampening"],
                 weight_decay=group["weight_decay"], nesterov=group["nesterov"],
-                maximize=group["maximize"], scratch=self._scratch)
+                maximize=group["maximize"], workspace=self._workspace)
             for i in new:  # the others were updated in place
                 self.state[with_grad[i]]["momentum_buffer"] = bufs[i]
         return loss
 
 
 def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_decay, nesterov,
-        maximize, scratch: Scratch | None = None) -> None:
+        maximize, workspace: Workspace | None = None) -> None:
     """One SGD step on numpy arrays in place; None entries of momentum_buffers are filled."""
-    scratch = scratch or Scratch()
+    # workspace slots: "direction" (the descent direction, then lr times it) and
+    # "momentum" (the dampened or Nesterov term, alive while "direction" is)
+    ws = workspace or Workspace()
     adjusted = weight_decay != 0 or maximize
     if momentum != 0 and dampening == 0 and not (adjusted or nesterov) and all(
             buf is not None for buf in momentum_buffers):
-        return _heavy_ball(params, grads, momentum_buffers, lr, momentum, scratch)
+        return _heavy_ball(params, grads, momentum_buffers, lr, momentum, ws)
     for i, (p, g) in enumerate(zip(params, grads)):
-        d_p = _descent_direction(p, g, weight_decay, maximize, scratch) if adjusted else g
-        owned = adjusted  # d_p is a temporary of ours, free to overwrite
+        d_p = _descent_direction(p, g, weight_decay, maximize, ws) if adjusted else g
+        owned = adjusted  # d_p is a workspace array of ours, free to overwrite
         if momentum != 0:
             buf = momentum_buffers[i]
             if buf is None:  # the first step copies g: no dampening, as torch
@@ -77,9 +79,9 @@ def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_deca
                 if dampening == 0:
                     buf += d_p
                 else:
-                    buf += np.multiply(d_p, 1 - dampening, out=scratch.like(p, 1))
+                    buf += np.multiply(d_p, 1 - dampening, out=ws.like(p, "momentum"))
             if nesterov:
-                step = np.multiply(buf, momentum, out=scratch.like(p, 1))
+                step = np.multiply(buf, momentum, out=ws.like(p, "momentum"))
                 d_p = np.add(d_p, step, out=d_p if owned else step)
                 owned = True
             else:
@@ -91,22 +93,22 @@ def sgd(params, grads, momentum_buffers, *, lr, momentum, dampening, weight_deca
         elif d_p.size <= SMALL:  # a fresh small temporary costs less than out= bookkeeping
             p -= d_p * lr
         else:
-            p -= np.multiply(d_p, lr, out=scratch.like(p))
+            p -= np.multiply(d_p, lr, out=ws.like(p, "direction"))  # d_p is g or buf
 
 
-def _heavy_ball(params, grads, momentum_buffers, lr, momentum, scratch) -> None:
+def _heavy_ball(params, grads, momentum_buffers, lr, momentum, ws) -> None:
     """SGD with plain momentum, the common case."""
     # a loop of its own: the general loop's branches cost as much as small arrays' arithmetic
     for p, g, buf in zip(params, grads, momentum_buffers):
         buf *= momentum
         buf += g
-        p -= buf * lr if buf.size <= SMALL else np.multiply(buf, lr, out=scratch.like(p))
+        p -= buf * lr if buf.size <= SMALL else np.multiply(buf, lr, out=ws.like(p, "direction"))
 
 
-def _descent_direction(p, g, weight_decay, maximize, scratch):
-    """g, negated if maximize, plus weight_decay * p, in a scratch array."""
+def _descent_direction(p, g, weight_decay, maximize, ws):
+    """g, negated if maximize, plus weight_decay * p, in the "direction" slot."""
     if weight_decay == 0:
-        return np.negative(g, out=scratch.like(p))
-    decay = np.multiply(p, weight_decay, out=scratch.like(p))
+        return np.negative(g, out=ws.like(p, "direction"))
+    decay = np.multiply(p, weight_decay, out=ws.like(p, "direction"))
     # -g + wd*p is wd*p - g exactly, so maximize needs no extra pass
     return np.subtract(decay, g, out=decay) if maximize else np.add(g, decay, out=decay)

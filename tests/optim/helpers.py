@@ -12,7 +12,7 @@ import disttrain
 import disttrain.optim as optim
 
 SHAPES = {"w": (3, 4), "b": (4,), "c": (5,)}
-# above disttrain.optim._scratch.SMALL elements, so the reused scratch buffers are exercised
+# above disttrain.optim.workspace.SMALL elements, so the reused workspace arrays are exercised
 LARGE_SHAPES = {"w": (70, 80), "b": (80,), "c": (4500,)}
 SKIPPED_EVERY = 3  # c gets no gradient on steps 0, 3, 6...: its grad is None, the step skips it
 
