@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import ray
-from disttrain.workers.collectives import step_mismatch, sum_in_rank_order
 
 from disttrain.distributed.comm import (
     DEFAULT_TIMEOUT_S,
@@ -27,6 +26,7 @@ from disttrain.distributed.comm import (
     CollectiveTimeout,
     StepMismatch,
 )
+from disttrain.workers.comm.base import step_mismatch, sum_in_rank_order
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
 

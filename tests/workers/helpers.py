@@ -1,11 +1,14 @@
-"""What the worker tests share: deterministic per-rank data and the Ray actor that plays a rank."""
+"""What the worker tests share: per-rank data, the Ray actor that plays a rank, a rendezvous."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import threading
 
 import numpy as np
+
+from disttrain.distributed.comm import CollectiveTimeout
 
 SIZES = (1, 7, 1001, 1_000_003)
 DTYPES = ("float32", "float64")
@@ -67,3 +70,26 @@ class RankActor:
         if comm is not None:
             comm.close()
             self.comm = None
+
+
+class LocalRendezvous:
+    """An in-process rendezvous for rings whose ranks are threads (tests)."""
+
+    def __init__(self, world_size: int):
+        self.world_size = world_size
+        self._addresses: dict = {}
+        self._cond = threading.Condition()
+
+    def publish_address(self, rank: int, host: str, port: int) -> None:
+        """Record `rank`'s listening address."""
+        with self._cond:
+            self._addresses[rank] = (host, port)
+            self._cond.notify_all()
+
+    def addresses(self, timeout_s: float | None = None) -> list:
+        """Every rank's address, once all are published."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: len(self._addresses) == self.world_size,
+                                       timeout_s):
+                raise CollectiveTimeout("ring rendezvous: not every rank published an address")
+            return [self._addresses[r] for r in range(self.world_size)]

@@ -9,11 +9,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from disttrain.workers.collectives import sum_in_rank_order
-from disttrain.workers.comm import make_communicator
 from mpi4py import MPI
 
 from disttrain.distributed.comm import CollectiveError, CollectiveTimeout
+from disttrain.workers.comm import make_communicator
+from disttrain.workers.comm.base import sum_in_rank_order
 from tests.workers.helpers import DTYPES, SIZES, digest, int_data, random_data
 
 

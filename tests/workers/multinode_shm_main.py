@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import ray
-from disttrain.workers.coordinator import create_coordinator
 from ray.cluster_utils import Cluster
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from disttrain.workers.coordinator import create_coordinator
 from tests.workers.helpers import RankActor, digest, random_data
 
 REPO = Path(__file__).resolve().parents[2]

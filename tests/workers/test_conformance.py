@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from disttrain.workers.collectives import sum_in_rank_order
 
+from disttrain.workers.comm.base import sum_in_rank_order
 from tests.workers.helpers import DTYPES, SIZES, RankActor, digest, int_data, random_data
 
 # coordinator-objstore: the coordinator backend with its shared-memory data path off, as

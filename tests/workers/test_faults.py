@@ -11,9 +11,6 @@ import time
 
 import numpy as np
 import pytest
-from disttrain.workers.collectives import sum_in_rank_order
-from disttrain.workers.coordinator import Coordinator, create_coordinator
-from disttrain.workers.ring import LocalRendezvous, RingCommunicator
 
 from disttrain.distributed.comm import (
     CollectiveAborted,
@@ -21,7 +18,10 @@ from disttrain.distributed.comm import (
     CollectiveTimeout,
     StepMismatch,
 )
-from tests.workers.helpers import RankActor, random_data
+from disttrain.workers.comm.base import sum_in_rank_order
+from disttrain.workers.comm.ring import RingCommunicator
+from disttrain.workers.coordinator import Coordinator, create_coordinator
+from tests.workers.helpers import LocalRendezvous, RankActor, random_data
 from tests.workers.test_conformance import backend_and_options, run_mpi
 
 RAY_BACKENDS = ("coordinator", "coordinator-objstore", "ring")

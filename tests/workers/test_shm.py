@@ -1,4 +1,4 @@
-"""The coordinator backend's shared-memory data path (workers/shm.py).
+"""The coordinator backend's shared-memory data path (workers/comm/shm.py).
 
 Ray-free tests drive ShmGroup directly, with ranks as threads (fast) or as real
 processes (to SIGKILL one). Ray tests drive CoordinatorCommunicator in rank actors and
@@ -23,10 +23,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from disttrain.workers import shm
-from disttrain.workers.collectives import sum_in_rank_order
-from disttrain.workers.coordinator import Coordinator, create_coordinator
-from disttrain.workers.shm import ShmGroup, new_token, segment_name
 
 from disttrain.distributed.comm import (
     CollectiveError,
@@ -34,6 +30,10 @@ from disttrain.distributed.comm import (
     PeerLost,
     StepMismatch,
 )
+from disttrain.workers.comm import shm
+from disttrain.workers.comm.base import sum_in_rank_order
+from disttrain.workers.comm.shm import ShmGroup, new_token, segment_name
+from disttrain.workers.coordinator import Coordinator, create_coordinator
 from tests.workers.helpers import RankActor, digest, random_data
 
 pytestmark = pytest.mark.skipif(not shm.supported(), reason="shared-memory path is x86-64 Linux")
@@ -371,7 +371,7 @@ def test_sigkilled_rank_is_named_by_its_peers():
 
 CREATOR = """
 import sys, time
-from disttrain.workers.shm import ShmGroup, new_token
+from disttrain.workers.comm.shm import ShmGroup, new_token
 group = ShmGroup(0, 2, new_token("test"), create=True)
 print(group.token, flush=True)
 time.sleep(600)
@@ -411,7 +411,7 @@ class ShmRank(RankActor):
         return list(self.comm.shm_names)
 
     def pretend_node(self, key: str) -> None:
-        import disttrain.workers.comm_coordinator as cc
+        import disttrain.workers.comm.star as cc
 
         cc._node_key = lambda: key
 

@@ -36,14 +36,14 @@ def _coordinator(rank, world_size, coordinator, secret, timeout_s, **kw) -> Comm
                          "actor handle> (workers.coordinator.create_coordinator)")
     if world_size == 1 and coordinator is None:
         return LocalCommunicator(timeout_s)
-    from disttrain.workers.comm_coordinator import CoordinatorCommunicator
+    from disttrain.workers.comm.star import CoordinatorCommunicator
 
     return CoordinatorCommunicator(coordinator, rank, world_size, timeout_s=timeout_s, **kw)
 
 
 def _ring(rank, world_size, coordinator, secret, timeout_s, **kw) -> Communicator:
     """Ring all-reduce over TCP between workers, found via the coordinator or a rendezvous."""
-    from disttrain.workers.ring import RayRendezvous, RingCommunicator
+    from disttrain.workers.comm.ring import RayRendezvous, RingCommunicator
 
     rendezvous = kw.pop("rendezvous", None)
     if rendezvous is None and world_size > 1:
@@ -56,7 +56,7 @@ def _ring(rank, world_size, coordinator, secret, timeout_s, **kw) -> Communicato
 
 def _mpi(rank, world_size, coordinator, secret, timeout_s, **kw) -> Communicator:
     """Sync with MPI collectives; the ranks must be the ones mpiexec started."""
-    from disttrain.workers.mpi_comm import MPICommunicator
+    from disttrain.workers.comm.mpi import MPICommunicator
 
     comm = MPICommunicator(kw.pop("comm", None), timeout_s=timeout_s)
     if (comm.rank, comm.world_size) != (rank, world_size):

@@ -60,7 +60,6 @@ from multiprocessing import resource_tracker, shared_memory
 from multiprocessing.shared_memory import _posixshmem  # type: ignore[attr-defined]
 
 import numpy as np
-from disttrain.workers.collectives import chunk_bounds, step_mismatch, sum_in_rank_order
 
 from disttrain.distributed.comm import (
     CollectiveAborted,
@@ -69,6 +68,7 @@ from disttrain.distributed.comm import (
     PeerLost,
     StepMismatch,
 )
+from disttrain.workers.comm.base import chunk_bounds, step_mismatch, sum_in_rank_order
 
 MAGIC = 0x314D5354_44  # "DTSM1"
 ROW = 16  # int64 fields per row (128 bytes: no two ranks' counters share a cache line)

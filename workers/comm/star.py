@@ -3,7 +3,7 @@
 The coordinator is the control plane: rendezvous, step and sequence checks, heartbeats
 and abort. The data path depends on where the ranks are:
 
-* Every rank on one node (the usual case): shared memory (workers/shm.py), for every
+* Every rank on one node (the usual case): shared memory (workers/comm/shm.py), for every
   all-reduce and broadcast. On the first one the ranks agree through the coordinator on
   a segment whose name holds a fresh secret, map it, and from then on synchronise
   through counters in the segment (microseconds, not an actor round trip of a
@@ -29,15 +29,6 @@ from typing import Any
 
 import numpy as np
 import ray
-from disttrain.workers import shm
-from disttrain.workers.collectives import (
-    check_root,
-    chunk_bounds,
-    decode_plain,
-    encode_plain,
-    flat_view,
-    sum_in_rank_order,
-)
 from ray.exceptions import GetTimeoutError, ObjectLostError, RayActorError, RayTaskError
 
 from disttrain.distributed.comm import (
@@ -46,6 +37,15 @@ from disttrain.distributed.comm import (
     CollectiveError,
     CollectiveTimeout,
     PeerLost,
+)
+from disttrain.workers.comm import shm
+from disttrain.workers.comm.base import (
+    check_root,
+    chunk_bounds,
+    decode_plain,
+    encode_plain,
+    flat_view,
+    sum_in_rank_order,
 )
 
 # Below this the star all-reduce (arrays in the call, one round trip) beats ray.put.

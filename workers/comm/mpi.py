@@ -14,19 +14,19 @@ import time
 from typing import Any
 
 import numpy as np
-from disttrain.workers.collectives import (
-    check_root,
-    decode_plain,
-    encode_plain,
-    flat_view,
-    step_mismatch,
-)
 
 from disttrain.distributed.comm import (
     DEFAULT_TIMEOUT_S,
     CollectiveError,
     CollectiveTimeout,
     StepMismatch,
+)
+from disttrain.workers.comm.base import (
+    check_root,
+    decode_plain,
+    encode_plain,
+    flat_view,
+    step_mismatch,
 )
 
 _KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4}

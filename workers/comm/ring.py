@@ -24,14 +24,6 @@ import threading
 from typing import Any
 
 import numpy as np
-from disttrain.workers.collectives import (
-    check_root,
-    chunk_bounds,
-    decode_plain,
-    encode_plain,
-    flat_view,
-    step_mismatch,
-)
 
 from disttrain.distributed.comm import (
     DEFAULT_TIMEOUT_S,
@@ -40,6 +32,14 @@ from disttrain.distributed.comm import (
     CollectiveTimeout,
     PeerLost,
     StepMismatch,
+)
+from disttrain.workers.comm.base import (
+    check_root,
+    chunk_bounds,
+    decode_plain,
+    encode_plain,
+    flat_view,
+    step_mismatch,
 )
 
 SEGMENT_BYTES = 512 * 1024
@@ -464,26 +464,3 @@ class RayRendezvous:
         ref = self._coordinator.addresses.remote(timeout_s)
         return [tuple(a) for a in ray.get(ref, timeout=None if timeout_s is None
                                           else timeout_s + 10.0)]
-
-
-class LocalRendezvous:
-    """An in-process rendezvous for rings whose ranks are threads (tests, examples)."""
-
-    def __init__(self, world_size: int):
-        self.world_size = world_size
-        self._addresses: dict = {}
-        self._cond = threading.Condition()
-
-    def publish_address(self, rank: int, host: str, port: int) -> None:
-        """Record `rank`'s listening address."""
-        with self._cond:
-            self._addresses[rank] = (host, port)
-            self._cond.notify_all()
-
-    def addresses(self, timeout_s: float | None = None) -> list:
-        """Every rank's address, once all are published."""
-        with self._cond:
-            if not self._cond.wait_for(lambda: len(self._addresses) == self.world_size,
-                                       timeout_s):
-                raise CollectiveTimeout("ring rendezvous: not every rank published an address")
-            return [self._addresses[r] for r in range(self.world_size)]
