@@ -420,6 +420,24 @@ def _index_key(key):
     return key.data if isinstance(key, Tensor) else key
 
 
+def zero_grads(tensors, set_to_none: bool = True) -> None:
+    """Reset each tensor's .grad as torch's Module/Optimizer.zero_grad: None, or zeroed in place."""
+    for t in tensors:
+        grad = t._grad
+        if grad is None:
+            continue
+        if set_to_none:
+            t._grad = None
+            continue
+        if grad.grad_fn is not None:
+            grad.detach_()
+        else:
+            grad.requires_grad_(False)
+        # zero_() keeps the array (under DistributedDataParallel it is a view into the
+        # bucket buffer the all-reduce sends) and bumps its version, as torch's does
+        grad.zero_()
+
+
 def tensor(data, requires_grad: bool = False, dtype=None) -> Tensor:
     """A new tensor holding a copy of data, as torch.tensor."""
     return Tensor(data, requires_grad=requires_grad, dtype=dtype)

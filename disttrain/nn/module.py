@@ -8,7 +8,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..autograd.grad_mode import no_grad
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, zero_grads
 from .parameter import Parameter
 
 
@@ -346,18 +346,7 @@ class Module:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Drop every parameter's gradient, or zero it in place when set_to_none=False."""
-        for param in self.parameters():
-            grad = param._grad
-            if grad is None:
-                continue
-            if set_to_none:
-                param.grad = None
-                continue
-            if grad.grad_fn is not None:
-                grad.detach_()
-            else:
-                grad.requires_grad_(False)
-            grad.zero_()
+        zero_grads(self.parameters(), set_to_none)
 
     def to(self, *args, dtype=None, **kwargs) -> Module:
         """Cast floating parameters and buffers to dtype in place; devices other than cpu fail."""

@@ -10,7 +10,7 @@ from itertools import chain
 import numpy as np
 
 from ..autograd.grad_mode import enable_grad
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import Tensor, zero_grads
 
 __all__ = ["Optimizer", "required"]
 
@@ -128,21 +128,7 @@ class Optimizer:
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Reset every parameter's .grad: to None, or to zeros in the same array."""
-        for group in self.param_groups:
-            for p in group["params"]:
-                grad = p._grad
-                if grad is None:
-                    continue
-                if set_to_none:
-                    p._grad = None
-                    continue
-                if grad.grad_fn is not None:
-                    grad.detach_()
-                else:
-                    grad.requires_grad_(False)
-                # in place: under DistributedDataParallel .grad arrays are views into the
-                # flat buffers that the all-reduce sends, so a new array would break them
-                grad.data.fill(0)
+        zero_grads(chain.from_iterable(g["params"] for g in self.param_groups), set_to_none)
 
     def _run_closure(self, closure):
         """Start a step: re-evaluate the loss, with grad enabled, when a closure is given."""

@@ -65,3 +65,26 @@ def test_a_zeroed_grad_is_stepped_a_none_grad_is_skipped_as_in_torch():
     for mine, theirs in zip(results[1], results[0]):
         np.testing.assert_array_equal(mine, theirs)
     np.testing.assert_array_equal(results[1][1], [1.0, 1.0])
+
+
+def _version(t) -> int:
+    return t._version if isinstance(t, torch.Tensor) else t._version_number
+
+
+def test_module_and_optimizer_zero_grad_bump_the_grad_version_as_torch():
+    # torch zeroes with grad.zero_(), an in-place op: the grad's version counter moves
+    deltas = {}
+    for lib in (torch, disttrain):
+        model = lib.nn.Linear(3, 2)
+        opt = lib.optim.SGD(model.parameters(), lr=0.1)
+        model(lib.ones(4, 3)).sum().backward()
+        grad = model.weight.grad
+        before = _version(grad)
+        model.zero_grad(set_to_none=False)
+        after_module = _version(grad)
+        opt.zero_grad(set_to_none=False)
+        after_optimizer = _version(grad)
+        assert model.weight.grad is grad
+        deltas[lib.__name__] = (after_module - before, after_optimizer - after_module)
+    assert deltas["disttrain"] == deltas["torch"]
+    assert deltas["disttrain"][0] == deltas["disttrain"][1] > 0
