@@ -14,7 +14,7 @@ import numpy as np
 from . import kernels
 from .engine import record
 from .rules import RULES
-from .tensor import Tensor
+from .tensor import Tensor, _index_key
 
 R = RULES
 values_indices = namedtuple("values_indices", ["values", "indices"])
@@ -27,11 +27,6 @@ def _data(x):
     if isinstance(x, np.generic):
         return x.item()
     return x
-
-
-def as_tensor(x) -> Tensor:
-    """x if already a Tensor, else a new Tensor copied from it (torch.as_tensor would share)."""
-    return x if isinstance(x, Tensor) else Tensor(x)
 
 
 # -- arithmetic (broadcasting; the engine sums gradients back to each input's shape) ---
@@ -374,16 +369,6 @@ def getitem(x, key):
     return out if advanced else _view_of(out, x)
 
 
-def _index_key(key):
-    if isinstance(key, tuple):
-        return tuple(_index_key(k) for k in key)
-    if isinstance(key, Tensor):
-        return key.data
-    if isinstance(key, list):
-        return np.asarray(key)
-    return key
-
-
 def cat(tensors, dim=0):
     """Join tensors along the existing dim dim, as torch.cat."""
     tensors = list(tensors)
@@ -480,4 +465,3 @@ for _name, _fn in _METHODS.items():
     setattr(Tensor, _name, _fn)
 Tensor.T = property(lambda x: permute(x, tuple(reversed(range(x.ndim)))))
 Tensor.mT = property(lambda x: transpose(x, -2, -1))
-Tensor.__hash__ = lambda self: id(self)  # __eq__ is elementwise, as in PyTorch

@@ -382,7 +382,7 @@ class Tensor:
         self.data[_index_key(key)] = value.data if isinstance(value, Tensor) else value
         self._version[0] += 1
 
-    def __hash__(self):
+    def __hash__(self):  # by identity, as torch: __eq__ (ops.py) is elementwise
         return id(self)
 
 
@@ -414,10 +414,16 @@ def _izero(a, _):
 
 
 def _index_key(key):
-    """Turn Tensors inside an index into arrays."""
+    """An index as numpy reads it, with Tensors and lists inside it turned into arrays."""
     if isinstance(key, tuple):
-        return tuple(k.data if isinstance(k, Tensor) else k for k in key)
-    return key.data if isinstance(key, Tensor) else key
+        return tuple(_index_key(k) for k in key)
+    if isinstance(key, Tensor):
+        return key.data
+    if isinstance(key, list):
+        # a copy: getitem saves the key for backward, so later edits to the list must not
+        # reach it; [] is an empty integer index, as numpy and torch read it
+        return np.asarray(key) if key else np.empty(0, dtype=np.intp)
+    return key
 
 
 def zero_grads(tensors, set_to_none: bool = True) -> None:

@@ -429,6 +429,7 @@ EDGES = [
     ("clamp-tensor-both", lambda a, b, c: a.clamp(b, c + 2), [(2, 3), (3,), (2, 1)]),
     ("index-none-and-array", lambda a: a[None, [0, 0, 1]], [(3, 2)]),
     ("index-0d-tensor", lambda a: a[M(a).tensor(1)], [(3, 2)]),
+    ("index-empty-list", lambda a: a[[]], [(3, 2)]),
     ("sum-dim-list", lambda a: a.sum([0, 1]), [(3, 2)]),
 ]
 

@@ -620,3 +620,21 @@ def test_grad_buffer_must_match_the_tensor():
         w.set_grad_buffer(np.zeros((3, 2), dtype=np.float32))
     with pytest.raises(RuntimeError, match="only for leaf"):
         (w * 2.0).set_grad_buffer(np.zeros((2, 3), dtype=np.float32))
+
+
+def test_index_list_is_copied_for_backward_and_empty_list_indexes_nothing():
+    x, tx = both([1.0, 2.0, 3.0])
+    key = [0, 2, 2]
+    y = x[key]
+    key[0] = 1  # an edit after the forward does not reach the saved index
+    y.sum().backward()
+    tx[[0, 2, 2]].sum().backward()
+    np.testing.assert_array_equal(x.grad.data, tx.grad.numpy())
+    z, tz = disttrain.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])
+    z[[]], tz[[]] = 5.0, 5.0
+    np.testing.assert_array_equal(z.data, tz.numpy())
+
+
+def test_tensors_hash_by_identity_as_torch():
+    a, b = disttrain.tensor([1.0]), disttrain.tensor([1.0])
+    assert hash(a) == id(a) and len({a: 0, b: 1}) == 2
