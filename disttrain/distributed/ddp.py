@@ -1,5 +1,20 @@
 """DistributedDataParallel: the same model on every rank, gradients averaged during backward.
 
+The life of a gradient (docs/gradient.md has every hop):
+  loss.backward()         Tensor.backward -> engine.backward (autograd/engine.py)
+  engine                  _run_node runs each op's vjps in reverse order
+  accumulation            engine._accumulate_leaf writes into the parameter's bucket
+                          view, set by Tensor.set_grad_buffer (buckets._make_bucket)
+  post-accumulate hook    _on_grad_ready marks the parameter ready; the first call queues
+                          _finish_backward; _launch_ready_buckets queues full buckets
+                          in index order
+  all-reduce thread       _reduce_loop: comm.allreduce_(bucket.buffer), / world_size
+  communicator            each backend's _allreduce sums the buffer in place, in rank
+                          order (workers/comm/{star,shm,ring,mpi}.py)
+  end of backward         _finish_backward (engine.queue_callback) waits for every
+                          bucket; _install_averaged_grads sets each .grad to its view
+  optimizer.step()        SGD.step / Adam.step (optim/) read the views: the averages
+
 As PyTorch's DDP: rank 0's parameters and buffers are broadcast at start; every rank's
 parameter names and shapes are compared first, so a mismatch is an error naming the
 parameter, not a hang; each bucket's all-reduce starts in a background thread as soon
