@@ -93,8 +93,9 @@ def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[list]:
 
     from disttrain.workers.coordinator import create_coordinator
 
-    if not ray.is_initialized():
-        ray.init(num_cpus=workers + 1, include_dashboard=False, log_to_driver=False,
+    if not ray.is_initialized():  # "local": our own cluster, not one `ray start` left here
+        ray.init(address="local", num_cpus=workers + 1, include_dashboard=False,
+                 log_to_driver=False,
                  runtime_env={"env_vars": {**thread_env(), "PYTHONPATH": str(REPO)}})
     coordinator = create_coordinator(workers, timeout_s=120.0)
     actor = ray.remote(num_cpus=0)(_BenchWorker)

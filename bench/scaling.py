@@ -106,8 +106,10 @@ def train_job(job: dict, run_dir: Path) -> None:
     job_file.write_text(dump_job(spec_from_dict(job)))
     cmd = [sys.executable, "-m", "disttrain.launch.cli", "train", str(job_file),
            "--run-dir", str(run_dir), "--quiet"]
-    done = subprocess.run(cmd, cwd=REPO, env=child_env(), capture_output=True, text=True,
-                          timeout=CHILD_TIMEOUT_S)
+    # RAY_ADDRESS=local: a Ray cluster of the job's own, never one `ray start` left on this
+    # machine (its CPUs are not the ones this benchmark describes)
+    done = subprocess.run(cmd, cwd=REPO, env=child_env(RAY_ADDRESS="local"), capture_output=True,
+                          text=True, timeout=CHILD_TIMEOUT_S)
     if done.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}\n"
                            f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
