@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from disttrain.train.spec import SpecError
+from disttrain.train.spec import SpecError, load_job
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -75,8 +75,6 @@ def cmd_train(args) -> int:
     """`disttrain train`: check the job, then run it on Ray, locally or under mpiexec."""
     from disttrain.train.builders import check_job
 
-    from .config import load_job
-
     spec = load_job(args.job, _overrides(args))
     check_job(spec, args.job)
     run_dir = Path(args.run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
@@ -88,12 +86,10 @@ def cmd_train(args) -> int:
     if not args.resume and (run_dir / "status.json").exists():
         raise UsageError(f"--run-dir: {run_dir} already holds a run; pass --resume to continue "
                          "it, or choose another --run-dir (nothing was overwritten)")
-    if spec.distributed.backend == "mpi":
-        return _train_under_mpiexec(args, spec, run_dir)
     if spec.distributed.backend == "local" and spec.distributed.workers != 1:
         raise SpecError(f"{args.job}: [distributed] backend: 'local' runs one process; set "
                         "workers = 1 or choose coordinator, ring or mpi")
-    from .runner import run_job
+    from .job import run_job
 
     return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
 
@@ -105,8 +101,6 @@ RESUME_MUST_MATCH = (("model", None), ("data", None), ("job", "seed"), ("job", "
 
 def _check_resumable(spec, run_dir: Path) -> None:
     """Refuse to resume a run with a job whose checkpoints would not fit or continue it."""
-    from .config import load_job
-
     previous = load_job(run_dir / "job.toml").to_dict()
     current = spec.to_dict()
     for section, key in RESUME_MUST_MATCH:
@@ -119,39 +113,18 @@ def _check_resumable(spec, run_dir: Path) -> None:
                     f"{run_dir / 'job.toml'}, or start a new --run-dir")
 
 
-def _train_under_mpiexec(args, spec, run_dir: Path) -> int:
-    """Run the job as `mpiexec -n W python -m disttrain.workers.mpi JOB`; MPI has no restarts."""
-    from disttrain.train.spec import dump_job
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    job_file = run_dir / "job.toml"
-    job_file.write_text(dump_job(spec))
-    command = [find_mpiexec(), "-n", str(spec.distributed.workers), sys.executable, "-m",
-               "disttrain.workers.mpi", str(job_file), "--run-dir", str(run_dir)]
-    if args.resume:
-        command.append("--resume")
-    return subprocess.call(command)
-
-
-def find_mpiexec() -> str:
-    """mpiexec on PATH, else the one the mpich wheel put beside this Python."""
-    import shutil
-
-    beside = Path(sys.executable).parent / "mpiexec"
-    found = shutil.which("mpiexec") or (str(beside) if beside.exists() else None)
-    if found is None:
-        raise UsageError("[distributed] backend = 'mpi' needs mpiexec: pip install "
-                         "'disttrain[mpi]' (the mpich wheel brings it)")
-    return found
-
-
 def cmd_status(args) -> int:
     """`disttrain status`: print a run directory's status.json."""
     path = Path(args.run_dir) / "status.json"
     if not path.exists():
         raise UsageError(f"{path}: no such file; pass a run directory written by "
                          "`disttrain train`")
-    print(json.dumps(json.loads(path.read_text()), indent=1))
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UsageError(f"{path}: unreadable ({error}); it is rewritten whole at each "
+                         "update, so run `disttrain status` again, or resume the run") from None
+    print(json.dumps(status, indent=1))
     return EXIT_OK
 
 

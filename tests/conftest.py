@@ -19,7 +19,9 @@ def ray_session():
         env = {"OPENBLAS_NUM_THREADS": "1",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO),
                                                            os.environ.get("PYTHONPATH")]))}
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False,
+        # address="local": always a cluster of our own, never one that `ray start` (or
+        # another test session) left in /tmp/ray/ray_current_cluster.
+        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": env})
     yield ray
     ray.shutdown()

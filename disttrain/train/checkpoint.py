@@ -1,6 +1,8 @@
 """Checkpoints: written to a temporary folder, fsynced, then renamed; verified when read.
 
-RUN/checkpoints/step-NNNNNNNN/ holds model.npz, optim.npz and meta.json, which records
+Only the driver writes them (workers hand their state over; see driver.py), so a cluster
+needs no shared disk. RUN/checkpoints/step-NNNNNNNN/ holds model.npz, optim.npz and
+meta.json, which records
 the step, epoch, sampler and RNG state and the sha256 of each .npz. Arrays are loaded
 with allow_pickle=False: a checkpoint can never run code. A checkpoint whose checksum
 does not match is reported and skipped, so the previous one is used.
@@ -13,6 +15,7 @@ import json
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -21,6 +24,13 @@ FILES = ("model.npz", "optim.npz")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or does not match its checksums."""
+
+
+class TrainState(NamedTuple):
+    """What a checkpoint holds: model arrays, optimizer arrays, and meta (with "step")."""
+    model: dict
+    optim: dict
+    meta: dict
 
 
 def checkpoint_dir(run_dir, step: int) -> Path:
@@ -50,18 +60,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(run_dir, step: int, model_arrays: dict, optim_arrays: dict,
-                    meta: dict) -> Path:
+def save_checkpoint(run_dir, state: TrainState) -> Path:
     """Write one checkpoint atomically and return its folder."""
+    step = int(state.meta["step"])
     final = checkpoint_dir(run_dir, step)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    np.savez(tmp / "model.npz", **model_arrays)
-    np.savez(tmp / "optim.npz", **optim_arrays)
-    meta = dict(meta, step=step, sha256={name: sha256(tmp / name) for name in FILES})
+    np.savez(tmp / "model.npz", **state.model)
+    np.savez(tmp / "optim.npz", **state.optim)
+    meta = dict(state.meta, sha256={name: sha256(tmp / name) for name in FILES})
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     for name in FILES + ("meta.json",):
         _fsync_file(tmp / name)
@@ -75,8 +85,8 @@ def save_checkpoint(run_dir, step: int, model_arrays: dict, optim_arrays: dict,
     return final
 
 
-def load_checkpoint(path) -> tuple[dict, dict, dict]:
-    """Read and verify one checkpoint: (model arrays, optimizer arrays, meta)."""
+def load_checkpoint(path) -> TrainState:
+    """Read and verify one checkpoint."""
     path = Path(path)
     try:
         meta = json.loads((path / "meta.json").read_text())
@@ -95,7 +105,7 @@ def load_checkpoint(path) -> tuple[dict, dict, dict]:
     for name in FILES:
         with np.load(path / name, allow_pickle=False) as npz:
             arrays.append({key: npz[key] for key in npz.files})
-    return arrays[0], arrays[1], meta
+    return TrainState(arrays[0], arrays[1], meta)
 
 
 def list_checkpoints(run_dir) -> list[Path]:
@@ -106,11 +116,11 @@ def list_checkpoints(run_dir) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.name.startswith("step-")), reverse=True)
 
 
-def latest_valid_checkpoint(run_dir, report=print):
-    """The newest checkpoint that verifies, as (path, model, optim, meta), or None."""
+def latest_valid_checkpoint(run_dir, report=print) -> tuple[Path, TrainState] | None:
+    """The newest checkpoint that verifies, as (its folder, its state), or None."""
     for path in list_checkpoints(run_dir):
         try:
-            return (path, *load_checkpoint(path))
+            return path, load_checkpoint(path)
         except CheckpointError as error:
             report(f"skipping checkpoint {path.name}: {error}")
     return None

@@ -4,7 +4,15 @@
     bucket by bucket as backward fills them) -> optimizer.step()
 
 The Trainer knows nothing of Ray or MPI: it is handed a Communicator. Step numbers
-travel with every collective (comm.step), so a rank out of step fails loudly.
+travel with every collective (comm.step), so a rank out of step fails loudly. It writes
+no files either: rank 0 hands its records and checkpoints to `on_record` and
+`on_checkpoint`, which lead to the driver, the one writer of the run directory
+(disttrain/train/runner.py and driver.py).
+
+Records are dicts with a "kind": "train" (step, epoch, loss, lr, samples_per_s,
+compute_s, comm_s) every log_every steps, and "eval" (step, epoch, val_loss,
+val_accuracy) at the end of each epoch, and "trace" (every rank's timeline events) once
+the first trace_steps steps are done.
 """
 
 from __future__ import annotations
@@ -19,10 +27,12 @@ from ..autograd import manual_seed, no_grad
 from ..autograd.tensor import Tensor
 from ..data import distributed_loader
 from ..distributed import DistributedDataParallel
+from ..nn import functional as F
 from ..optim import state_dict_from_arrays, state_dict_to_arrays
-from . import checkpoint as ckpt
 from .builders import build_datasets, build_model, build_optimizer, build_scheduler
+from .checkpoint import TrainState
 from .spec import JobSpec
+from .timeline import phase_events
 
 
 @dataclass
@@ -38,10 +48,12 @@ class StepTimes:
 class Trainer:
     """One replica: model, shard of the data, optimizer and DDP over a communicator."""
 
-    def __init__(self, spec: JobSpec, comm, *, run_dir=None, on_log=None, trace_steps=50):
-        self.spec, self.comm, self.run_dir = spec, comm, run_dir
+    def __init__(self, spec: JobSpec, comm, *, on_record=None, on_checkpoint=None,
+                 trace_steps=50):
+        self.spec, self.comm = spec, comm
         self.rank, self.world_size = comm.rank, comm.world_size
-        self.on_log = on_log or (lambda record: None)
+        self.on_record = on_record or (lambda record: None)
+        self.on_checkpoint = on_checkpoint or (lambda state: None)
         self.trace_steps = trace_steps
         self.train_set, self.val_set = build_datasets(spec)
         x, y = self.train_set.arrays[0], self.train_set.arrays[1]
@@ -87,18 +99,11 @@ class Trainer:
         self.times.comm += comm
         self.times.steps += 1
         if tracing:
-            self._trace([("zero_grad+forward", t0, t1), ("backward", t1, t2),
-                         ("optimizer.step", t2, t3)], self.ddp.spans)
+            self.times.trace += phase_events(
+                self.rank, self.step, [("zero_grad+forward", t0, t1), ("backward", t1, t2),
+                                       ("optimizer.step", t2, t3)], self.ddp.spans)
         self.step += 1
         return loss.item()
-
-    def _trace(self, compute: list, communication: list) -> None:
-        """Chrome-trace events: the step's phases, and each collective on its own track."""
-        us = 1e6
-        common = {"ph": "X", "pid": f"rank {self.rank}", "args": {"step": self.step}}
-        for tid, spans in (("compute", compute), ("communication", communication)):
-            self.times.trace += [dict(common, name=name, tid=tid, ts=start * us,
-                                      dur=(end - start) * us) for name, start, end in spans]
 
     # -- the run -------------------------------------------------------------------------
     def run(self, should_stop=lambda: False) -> dict:
@@ -111,6 +116,8 @@ class Trainer:
             for x, y in self.loader.iter_from(first):
                 loss_sum += self.train_step(x, y)
                 loss_count += 1
+                if self.step == self.trace_steps:
+                    self._send_trace()
                 at_end = self.step >= self.total_steps
                 if self.step % self.spec.job.log_every == 0 or at_end:
                     stopped = self._log(epoch, loss_sum / loss_count, should_stop())
@@ -123,15 +130,24 @@ class Trainer:
             else:
                 self._end_epoch(epoch)
         self.save_checkpoint()
+        self._send_trace()
         summary = {"step": self.step, "stopped": stopped and self.step < self.total_steps,
                    "seconds": time.perf_counter() - started, **self.evaluate()}
         return summary
+
+    def _send_trace(self) -> None:
+        """Every rank's timeline events so far, gathered into one "trace" record."""
+        traces = self.comm.allgather(self.times.trace)
+        self.times.trace = []
+        if any(traces):
+            self.on_record({"kind": "trace", "events": [e for trace in traces for e in trace]})
 
     def _end_epoch(self, epoch: int) -> None:
         if self.scheduler is not None:
             self.scheduler.step()
         if self.spec.job.eval_every_epoch:
-            self.on_log({"step": self.step, "epoch": epoch, **self.evaluate()})
+            self.on_record({"kind": "eval", "step": self.step, "epoch": epoch,
+                            **self.evaluate()})
 
     def _log(self, epoch: int, local_loss: float, stop_requested: bool) -> bool:
         """Average the loss over ranks, emit one metrics record; True if any rank must stop."""
@@ -139,8 +155,8 @@ class Trainer:
         self.comm.allreduce_(totals)
         t = self.times
         step_s = (t.compute + t.comm) / max(t.steps, 1)
-        self.on_log({
-            "step": self.step, "epoch": epoch, "loss": totals[0] / self.world_size,
+        self.on_record({
+            "kind": "train", "step": self.step, "epoch": epoch, "loss": totals[0] / self.world_size,
             "lr": self.optimizer.param_groups[0]["lr"],
             "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
             "compute_s": t.compute, "comm_s": t.comm,
@@ -155,19 +171,17 @@ class Trainer:
         mine = np.arange(self.rank, len(y), self.world_size)
         was_training = self.model.training
         self.model.eval()
-        logits = self.model(Tensor._make(x[mine])).data
+        logits = self.model(Tensor._make(x[mine]))
         self.model.train(was_training)
-        shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        totals = np.array([-log_probs[np.arange(len(mine)), y[mine]].sum(),
-                           (logits.argmax(axis=1) == y[mine]).sum(), len(mine)],
+        loss_sum = F.cross_entropy(logits, Tensor._make(y[mine]), reduction="sum").item()
+        totals = np.array([loss_sum, (logits.data.argmax(axis=1) == y[mine]).sum(), len(mine)],
                           dtype=np.float64)
         self.comm.allreduce_(totals)
         return {"val_loss": totals[0] / totals[2], "val_accuracy": totals[1] / totals[2]}
 
     # -- checkpoints ----------------------------------------------------------------------
-    def state_arrays(self) -> tuple[dict, dict, dict]:
-        """(model arrays, optimizer arrays, meta) of this replica now."""
+    def state(self) -> TrainState:
+        """This replica's model and optimizer arrays and meta, now."""
         model = {k: np.array(v.data) for k, v in self.model.state_dict().items()}
         optim_arrays, optim_meta = state_dict_to_arrays(self.optimizer.state_dict())
         meta = {"epoch": self.step // self.steps_per_epoch, "world_size": self.world_size,
@@ -177,17 +191,12 @@ class Trainer:
                 "rng": {"kind": "derived", "from": ["seed", "step", "rank"]},
                 "optimizer": optim_meta,
                 "scheduler": self.scheduler.state_dict() if self.scheduler else None}
-        return model, optim_arrays, meta
+        return TrainState(model, optim_arrays, dict(meta, step=self.step))
 
-    def save_checkpoint(self):
-        """Rank 0 writes RUN/checkpoints/step-N (and RUN/final/model.npz at the end)."""
-        if self.rank != 0 or self.run_dir is None:
-            return None
-        model, optim_arrays, meta = self.state_arrays()
-        path = ckpt.save_checkpoint(self.run_dir, self.step, model, optim_arrays, meta)
-        if self.step >= self.total_steps:
-            ckpt.save_final_model(self.run_dir, model)
-        return path
+    def save_checkpoint(self) -> None:
+        """Rank 0 hands its state to on_checkpoint (every replica holds the same state)."""
+        if self.rank == 0:
+            self.on_checkpoint(self.state())
 
     def load_state(self, model: dict, optim_arrays: dict, meta: dict) -> None:
         """Continue from a checkpoint: parameters, optimizer state, scheduler and step."""

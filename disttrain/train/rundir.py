@@ -1,4 +1,9 @@
-"""The run directory: job.toml, status.json, metrics.jsonl, timeline.json (DESIGN.md)."""
+"""The files of a run directory: job.toml, status.json, metrics.jsonl, timeline.json.
+
+Written by the driver alone (driver.py). status.json and timeline.json are replaced
+atomically; metrics.jsonl is appended and fsynced, and a torn last line (a writer killed
+mid-append) is dropped with a warning rather than blocking a resume.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import time
 from pathlib import Path
 
 from .spec import dump_job
+from .timeline import trace_document
 
 
 def _write_atomic(path: Path, text: str) -> None:
@@ -30,34 +36,46 @@ class RunDir:
         self.write_status()
 
     def write_status(self, **changes) -> None:
+        """Update status.json with changes (and the time, as "updated")."""
         self.status.update(changes, updated=time.time())
         _write_atomic(self.path / "status.json", json.dumps(self.status, indent=1))
 
     def append_metrics(self, records: list) -> None:
+        """Append one JSON line per record, durably."""
         if not records:
             return
         with open(self.path / "metrics.jsonl", "a") as f:
-            for record in records:
-                f.write(json.dumps(record) + "\n")
+            f.write("".join(json.dumps(record) + "\n" for record in records))
+            f.flush()
+            os.fsync(f.fileno())
 
-    def forget_metrics_after(self, step: int) -> None:
+    def forget_metrics_after(self, step: int, warn=print) -> None:
         """On resume from step N: drop records past N, which the resumed run logs again
         (with the same losses, the runs being bit-identical), so each step appears once."""
         file = self.path / "metrics.jsonl"
-        if not file.exists():
-            return
-        kept = [line for line in file.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= step]
-        _write_atomic(file, "".join(line + "\n" for line in kept))
+        if file.exists():
+            kept = [r for r in read_metrics(self.path, warn) if r.get("step", 0) <= step]
+            _write_atomic(file, "".join(json.dumps(r) + "\n" for r in kept))
 
     def write_timeline(self, events: list) -> None:
-        _write_atomic(self.path / "timeline.json",
-                      json.dumps({"traceEvents": events, "displayTimeUnit": "ms"}))
+        """timeline.json: every rank's trace events."""
+        _write_atomic(self.path / "timeline.json", json.dumps(trace_document(events)))
 
 
-def read_metrics(path) -> list:
-    """Every record of RUN/metrics.jsonl."""
+def read_metrics(path, warn=None) -> list:
+    """Every record of RUN/metrics.jsonl; a torn last line is dropped (and warned about)."""
     file = Path(path) / "metrics.jsonl"
     if not file.exists():
         return []
-    return [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+    lines = [line for line in file.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except ValueError:
+            if i < len(lines) - 1:
+                raise ValueError(f"{file}: line {i + 1} is not JSON; the file was changed "
+                                 "by hand or damaged: fix or remove that line") from None
+            if warn is not None:
+                warn(f"{file}: dropped a torn last line (a writer was killed mid-append)")
+    return records

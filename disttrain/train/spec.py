@@ -1,6 +1,6 @@
 """The job spec: plain dataclasses, validated with errors that name the file, key and fix.
 
-A job file (TOML, loaded by launch/) has one table per dataclass below. Every key is
+A job file (TOML, read by load_job) has one table per dataclass below. Every key is
 optional except where a default cannot be guessed; unknown keys are errors, because a
 misspelt key silently ignored is a run wasted.
 """
@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import tomllib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 class SpecError(ValueError):
@@ -235,3 +237,26 @@ def dump_job(spec: JobSpec) -> str:
         lines += [f"{key} = {_toml_value(value)}" for key, value in table.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def load_job(path, overrides: dict | None = None) -> JobSpec:
+    """The validated JobSpec of a TOML file, with {"section.key": value} overrides applied;
+    errors name the file and the key."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such job file; see examples/digits.toml for one") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a job file") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file; a job file is TOML") from None
+    except PermissionError:
+        raise SpecError(f"{path}: not readable (permission denied); check its mode") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    for dotted, value in (overrides or {}).items():
+        section, key = dotted.split(".")
+        if isinstance(raw.setdefault(section, {}), dict):  # else spec_from_dict says why
+            raw[section][key] = value
+    return spec_from_dict(raw, source=str(path))

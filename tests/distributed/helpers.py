@@ -36,9 +36,8 @@ class DDPRank:
 
     def build(self, backend, rank, world_size, coordinator, secret, seed, hidden=HIDDEN,
               bucket_cap_mb=25.0):
-        from disttrain.workers.comm import make_communicator
-
         from disttrain.distributed import DistributedDataParallel
+        from disttrain.workers.comm import make_communicator
 
         self.comm = make_communicator(backend, rank=rank, world_size=world_size,
                                       coordinator=coordinator, secret=secret, timeout_s=20)

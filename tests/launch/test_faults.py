@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from disttrain.train.rundir import RunDir
+from disttrain.launch.job import run_job
 from disttrain.train.spec import dump_job, spec_from_dict
 from tests.train.helpers import REPO, final_params, run_local, run_on_ray, small_job
 
@@ -70,19 +70,15 @@ def assert_bit_identical(a: dict, b: dict) -> None:
 @pytest.mark.parametrize("backend", ["coordinator", "ring"])
 def test_sigkilled_worker_is_named_and_the_resumed_run_is_bit_identical(
         ray_session, tmp_path, backend):
-    from disttrain.launch.report import Progress
-    from disttrain.launch.supervisor import Supervisor
-
     job = long_job(**{"distributed.backend": backend, "distributed.workers": 2,
                       "distributed.heartbeat_s": 1.0})
     uninterrupted = run_on_ray(job, tmp_path / "uninterrupted")
 
     run_dir = tmp_path / "killed"
     spec = spec_from_dict(job)
-    supervisor = Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True))
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=supervisor.run()),
-                              daemon=True)
+    thread = threading.Thread(
+        target=lambda: outcome.update(code=run_job(spec, run_dir, quiet=True)), daemon=True)
     thread.start()
     wait_for(lambda: checkpoints(run_dir), 120, "the first checkpoint")
     victim = next(w for w in status(run_dir)["workers"] if w["rank"] == 1)
@@ -150,26 +146,23 @@ def test_corrupt_newest_checkpoint_is_reported_and_the_previous_one_used(tmp_pat
 
 @pytest.mark.ray
 def test_ray_job_stopped_by_request_resumes_bit_identical(ray_session, tmp_path):
-    from disttrain.launch.report import Progress
-    from disttrain.launch.supervisor import Supervisor
-
     job = long_job(**{"distributed.backend": "ring", "distributed.workers": 2,
                       "job.max_steps": 2000, "job.epochs": 300, "job.checkpoint_every": 0})
     uninterrupted = run_on_ray(job, tmp_path / "uninterrupted")
     run_dir, spec = tmp_path / "stopped", spec_from_dict(job)
-    supervisor = Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True))
-    outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(summary=supervisor.run()),
-                              daemon=True)
+    stop, outcome = threading.Event(), {}
+    thread = threading.Thread(target=lambda: outcome.update(
+        code=run_job(spec, run_dir, quiet=True, should_stop=stop.is_set)), daemon=True)
     thread.start()
     wait_for(lambda: (run_dir / "metrics.jsonl").exists(), 120, "the first metrics")
-    supervisor.request_stop()
+    stop.set()
     thread.join(timeout=120)
     assert not thread.is_alive()
-    stopped_at = outcome["summary"]["step"]
-    assert outcome["summary"]["stopped"] and 0 < stopped_at < 2000
+    assert outcome["code"] == 0
+    stopped_at = status(run_dir)["step"]
+    assert 0 < stopped_at < 2000
     assert status(run_dir)["state"] == "stopped"
     assert checkpoints(run_dir)[-1] == f"step-{stopped_at:08d}"
-    resumed = Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True), resume=True).run()
-    assert resumed["step"] == 2000
+    assert run_job(spec, run_dir, resume=True, quiet=True) == 0
+    assert status(run_dir)["step"] == 2000
     assert_bit_identical(final_params(run_dir), uninterrupted)

@@ -7,9 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from disttrain.launch.cli import find_mpiexec
 
-from disttrain.train.rundir import RunDir
+from disttrain.launch.job import find_mpiexec
 from disttrain.train.spec import dump_job, spec_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
@@ -41,31 +40,28 @@ def final_params(run_dir) -> dict:
 
 def run_on_ray(job: dict, run_dir) -> dict:
     """Train through the real supervisor on the session's Ray cluster; the final params."""
-    from disttrain.launch.report import Progress
-    from disttrain.launch.supervisor import Supervisor
+    from disttrain.launch.job import run_job
 
-    spec = spec_from_dict(job)
-    Supervisor(spec, RunDir(run_dir, spec), Progress(quiet=True)).run()
+    assert run_job(spec_from_dict(job), run_dir, quiet=True) == 0
     return final_params(run_dir)
 
 
 def run_local(job: dict, run_dir) -> dict:
-    from disttrain.launch.runner import run_job
+    from disttrain.launch.job import run_job
 
     assert run_job(spec_from_dict(job), run_dir, quiet=True) == 0
     return final_params(run_dir)
 
 
 def run_under_mpiexec(job: dict, run_dir, timeout=240) -> dict:
-    """Train with `mpiexec -n W python -m disttrain.workers.mpi`; the final params."""
+    """Train with `mpiexec -n W python -m disttrain.workers.mpi_rank`; the final params."""
     spec = spec_from_dict(job)
     Path(run_dir).mkdir(parents=True, exist_ok=True)
     job_file = Path(run_dir) / "job.toml"
     job_file.write_text(dump_job(spec))
     done = subprocess.run(
         [find_mpiexec(), "-n", str(spec.distributed.workers), sys.executable, "-m",
-         "disttrain.workers.mpi",
-         str(job_file), "--run-dir", str(run_dir)],
+         "disttrain.workers.mpi_rank", str(job_file), "--run-dir", str(run_dir)],
         cwd=REPO, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return final_params(run_dir)

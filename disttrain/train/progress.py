@@ -1,4 +1,7 @@
-"""What the user sees while a job runs, and where the time went at the end."""
+"""What the user sees while a job runs, and where the time went at the end.
+
+Printed by the driver (the process that owns the run directory) for every launcher.
+"""
 
 from __future__ import annotations
 
@@ -17,29 +20,34 @@ class Progress:
         self.comm_s = 0.0
 
     def say(self, line: str) -> None:
+        """A line on stdout, unless quiet."""
         if not self.quiet:
             print(line, file=self.stream, flush=True)
 
     def warn(self, line: str) -> None:
+        """A warning on stderr, even when quiet."""
         print(f"warning: {line}", file=sys.stderr, flush=True)
 
     def start(self, step: int, total: int) -> None:
+        """Training begins (or resumes) at step of total."""
         self.total = total
         self.say(f"training from step {step} to {total}")
 
     def update(self, record: dict) -> None:
-        if "loss" in record:
+        """One line for a "train" or "eval" record (see disttrain.train.loop)."""
+        if record["kind"] == "train":
             self.compute_s += record.get("compute_s", 0.0)
             self.comm_s += record.get("comm_s", 0.0)
             width = len(str(self.total))
             self.say(f"step {record['step']:>{width}}/{self.total}  epoch {record['epoch']:>3}  "
                      f"loss {record['loss']:.4f}  lr {record['lr']:.4g}  "
                      f"{record['samples_per_s']:,.0f} samples/s")
-        elif "val_accuracy" in record:
+        elif record["kind"] == "eval":
             self.say(f"epoch {record['epoch']:>3} done  val_loss {record['val_loss']:.4f}  "
                      f"val_accuracy {record['val_accuracy']:.2%}")
 
     def finish(self, summary: dict, run_dir) -> None:
+        """The summary line, where the time went, and where the run directory is."""
         wall = time.perf_counter() - self.started
         busy = self.compute_s + self.comm_s
         self.say(f"{'stopped' if summary.get('stopped') else 'done'} at step {summary['step']}: "

@@ -1,0 +1,81 @@
+"""The driver: the one writer of the run directory and the one voice to the user.
+
+Every job has exactly one driver: the `disttrain train` process for local and Ray jobs
+(also when it joins a remote cluster with --address), and rank 0 for MPI jobs. Ranks
+hand it their records and checkpoints through run_rank's callbacks (from a Ray worker on
+another node, through Ray's object store); it writes RUN atomically and prints progress.
+On resume it reads the newest valid checkpoint from RUN and hands it to rank 0. So the
+whole run directory is on the driver's machine, and a cluster needs no shared disk.
+"""
+
+from __future__ import annotations
+
+from .checkpoint import TrainState, latest_valid_checkpoint, save_checkpoint, save_final_model
+from .progress import Progress
+from .rundir import RunDir
+
+
+class Driver:
+    """Owns RUN for one job: status, metrics, checkpoints, final model, timeline."""
+
+    def __init__(self, run_dir, spec, progress: Progress | None = None):
+        self.run = RunDir(run_dir, spec)
+        self.progress = progress or Progress(quiet=True)
+        self.total_steps = None
+        self.trace: list = []
+
+    @property
+    def path(self):
+        return self.run.path
+
+    def resume_state(self) -> TrainState | None:
+        """The newest valid checkpoint (those that fail their checksums are reported and
+        skipped); metrics past it are dropped, since the resumed run logs them again."""
+        found = latest_valid_checkpoint(self.path, report=self.progress.warn)
+        step = 0 if found is None else int(found[1].meta["step"])
+        if found is not None:
+            self.progress.say(f"resumed from {found[0].name} (step {step})")
+        self.run.forget_metrics_after(step, warn=self.progress.warn)
+        return None if found is None else found[1]
+
+    def set_workers(self, workers: list) -> None:
+        """Record where each rank runs: [{rank, node, pid, ...}]."""
+        self.run.write_status(workers=[dict(w, state="running") for w in workers])
+
+    def on_record(self, record: dict) -> None:
+        """Take one record from rank 0 (see run_rank for the kinds)."""
+        kind = record["kind"]
+        if kind == "start":
+            self.total_steps = record["total_steps"]
+            self.run.write_status(state="running", step=record["step"])
+            self.progress.start(record["step"], record["total_steps"])
+        elif kind in ("train", "eval"):
+            self.run.append_metrics([record])
+            self.run.write_status(step=record["step"], epoch=record["epoch"])
+            self.progress.update(record)
+        elif kind == "trace":
+            self.trace += record["events"]
+        elif kind == "warning":
+            self.progress.warn(record["message"])
+        else:
+            raise ValueError(f"unknown record kind {kind!r}")
+
+    def on_checkpoint(self, state: TrainState) -> None:
+        """Write rank 0's state as RUN/checkpoints/step-N (and RUN/final at the last step)."""
+        save_checkpoint(self.path, state)
+        if self.total_steps is not None and state.meta["step"] >= self.total_steps:
+            save_final_model(self.path, state.model)
+
+    def finish(self, summary: dict) -> None:
+        """The job ended (done, or stopped on request): timeline, status, summary line."""
+        state = "stopped" if summary["stopped"] else "done"
+        self.run.write_timeline(self.trace)
+        self.run.write_status(state=state, step=summary["step"], workers=[
+            dict(w, state=state) for w in self.run.status["workers"]])
+        self.progress.finish(summary, self.path)
+
+    def fail(self, error: BaseException | str) -> None:
+        """The job failed: keep what timeline there is, and say why in status.json."""
+        self.run.write_timeline(self.trace)
+        self.run.write_status(state="failed", error=str(error), workers=[
+            dict(w, state="failed") for w in self.run.status["workers"]])

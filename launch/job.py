@@ -1,0 +1,104 @@
+"""Run one job from the driver: in this process, on Ray, or under mpiexec.
+
+Whatever the backend, one Driver (disttrain.train.driver) owns the run directory and
+every rank runs disttrain.train.run_rank: here over a LocalCommunicator, on Ray inside
+RankActors watched by the Supervisor, under mpiexec in disttrain.workers.mpi_rank
+(whose rank 0 is the driver). SIGINT and SIGTERM stop the job at the next logged step
+with a checkpoint; exit codes are the CLI's (0 done or stopped, 1 failed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from disttrain.distributed import LocalCommunicator
+from disttrain.train import SpecError, run_rank
+from disttrain.train.driver import Driver
+from disttrain.train.progress import Progress
+from disttrain.train.spec import dump_job
+
+EXIT_OK, EXIT_FAILED = 0, 1
+
+
+def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_stop=None) -> int:
+    """Train spec into run_dir; the exit code. should_stop: a callable polled for a stop."""
+    if spec.distributed.backend == "mpi":
+        return run_under_mpiexec(spec, run_dir, resume=resume, quiet=quiet)
+    driver = Driver(run_dir, spec, Progress(quiet=quiet))
+    stop = threading.Event()
+    stopping = lambda: stop.is_set() or bool(should_stop and should_stop())  # noqa: E731
+    try:
+        if spec.distributed.backend == "local":
+            with stop_on_signals(stop):
+                summary = _run_here(spec, driver, resume, stopping)
+        else:
+            from .supervisor import Supervisor, default_num_cpus, ensure_ray
+
+            # ray.init installs its own SIGTERM handler: ours go in after it.
+            ensure_ray(address, default_num_cpus(spec))
+            with stop_on_signals(stop):
+                summary = Supervisor(spec, driver, resume=resume, should_stop=stopping).run()
+    except SpecError as error:
+        driver.fail(error)
+        raise
+    except Exception as error:  # the job failed: one clear line, exit 1
+        driver.fail(error)
+        print(f"disttrain: job failed: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    driver.finish(summary)
+    return EXIT_OK
+
+
+def _run_here(spec, driver: Driver, resume: bool, should_stop) -> dict:
+    """The whole job in this process: one rank over a LocalCommunicator."""
+    state = driver.resume_state() if resume else None
+    driver.set_workers([{"rank": 0, "node": socket.gethostname(), "pid": os.getpid()}])
+    return run_rank(spec, LocalCommunicator(spec.distributed.timeout_s), state=state,
+                    on_record=driver.on_record, on_checkpoint=driver.on_checkpoint,
+                    should_stop=should_stop)
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: threading.Event):
+    """SIGINT and SIGTERM set stop while inside (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.signal(sig, lambda *_: stop.set())
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
+    """`mpiexec -n W python -m disttrain.workers.mpi_rank RUN/job.toml --run-dir RUN`;
+    rank 0 is the driver. MPI has no restarts: --resume continues a failed run."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    job_file = run_dir / "job.toml"
+    job_file.write_text(dump_job(spec))
+    command = [find_mpiexec(), "-n", str(spec.distributed.workers), sys.executable, "-m",
+               "disttrain.workers.mpi_rank", str(job_file), "--run-dir", str(run_dir)]
+    command += ["--resume"] * resume + ["--quiet"] * quiet
+    return subprocess.call(command)
+
+
+def find_mpiexec() -> str:
+    """mpiexec on PATH, else the one the mpich wheel put beside this Python."""
+    beside = Path(sys.executable).parent / "mpiexec"
+    found = shutil.which("mpiexec") or (str(beside) if beside.exists() else None)
+    if found is None:
+        raise SpecError("[distributed] backend = 'mpi' needs mpiexec: pip install "
+                        "'disttrain[mpi]' (the mpich wheel brings it)")
+    return found

@@ -1,0 +1,76 @@
+"""The rank main on Ray: a thin actor that runs disttrain.train.run_rank for one rank.
+
+As in Ray Train's worker group, the actor only builds its communicator and calls the
+plain rank-side function; everything it knows of Ray is how to find the coordinator.
+What rank 0 produces (records, checkpoints) waits in an outbox until the driver
+collects it with `drain`, so the run directory is written on the driver's machine only.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+
+import ray
+
+from disttrain.train import run_rank, spec_from_dict
+from disttrain.workers.comm import make_communicator
+
+
+class RankActor:
+    """One rank of a job on Ray: join the group, then train until done or stopped."""
+
+    def __init__(self, worker_index: int, spec_dict: dict, coordinator, secret: str):
+        self.index = worker_index
+        self.spec = spec_from_dict(spec_dict)
+        self.coordinator = coordinator
+        self.secret = secret
+        self.comm = None
+        self._outbox: list = []  # ("record", dict) and ("checkpoint", TrainState), in order
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+
+    def info(self) -> dict:
+        """Where this actor runs: node name, IP, Ray node id and pid."""
+        return {"node": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
+                "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
+
+    def join(self) -> dict:
+        """Register with the coordinator (blocks until every rank has) and connect."""
+        info = self.info()
+        rank = ray.get(self.coordinator.register.remote(self.index, info["node"], info["pid"]))
+        d = self.spec.distributed
+        self.comm = make_communicator(d.backend, rank=rank, world_size=d.workers,
+                                      coordinator=self.coordinator, secret=self.secret,
+                                      timeout_s=d.timeout_s)
+        return {**info, "rank": rank}
+
+    def run(self, state=None) -> dict:
+        """Train (rank 0 is handed the state to resume from) and return the summary."""
+        try:
+            return run_rank(self.spec, self.comm, state=state,
+                            on_record=lambda r: self._post("record", r),
+                            on_checkpoint=lambda s: self._post("checkpoint", s),
+                            should_stop=self._stop.is_set)
+        finally:
+            self.comm.close()
+
+    def request_stop(self) -> None:
+        """Ask every rank to stop at the next logged step, with a checkpoint."""
+        self._stop.set()
+
+    def drain(self) -> list:
+        """What rank 0 produced since the last call, in order."""
+        with self._lock:
+            items, self._outbox = self._outbox, []
+        return items
+
+    def _post(self, kind: str, item) -> None:
+        with self._lock:
+            self._outbox.append((kind, item))
+
+
+def remote_rank_actor(**options):
+    """The RankActor Ray actor class with the given options (threaded for drain/stop)."""
+    return ray.remote(max_concurrency=4, **options)(RankActor)
