@@ -2,8 +2,9 @@
 
 Every collective is a numbered slot (seq = the caller's count of collectives so far).
 Ranks drop their payload into the slot and wait; the last arrival completes it. A slot
-checks that everyone is in the same kind of collective at the same step, so a rank out
-of step fails with both step numbers instead of hanging. Nothing waits forever: every
+checks that everyone is in the same collective at the same step (check_same_call, in
+workers/comm/base.py, as every data path does), so a rank out of step fails with both
+step numbers instead of hanging. Nothing waits forever: every
 wait has a deadline, and `abort` (or a missed heartbeat) wakes every waiter with a reason.
 
 The class is plain Python; `create_coordinator` turns it into the Ray actor.
@@ -24,18 +25,21 @@ from disttrain.distributed.comm import (
     CollectiveAborted,
     CollectiveError,
     CollectiveTimeout,
-    StepMismatch,
 )
-from disttrain.workers.comm.base import step_mismatch, sum_in_rank_order
+from disttrain.workers.comm.base import (
+    Call,
+    check_rank,
+    check_same_call,
+    sum_in_rank_order,
+    timeout_text,
+)
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
 
 
 @dataclass
 class _Slot:
-    kind: str
-    root: int | None
-    arrivals: dict = field(default_factory=dict)  # rank -> (step, payload)
+    arrivals: dict = field(default_factory=dict)  # rank -> (Call, payload)
     payloads: list | None = None
     result: Any = None
     error: CollectiveError | None = None
@@ -67,7 +71,7 @@ class Coordinator:
         self._rank_of: dict = {}  # worker_id -> rank
         self._last_heartbeat: dict = {}  # rank -> monotonic time; only ranks that heartbeat
         self._left: set = set()
-        self._position: dict = {}  # rank -> (kind, step, seq) of its latest collective
+        self._position: dict = {}  # rank -> the Call of its latest collective
         self._slots: dict = {}  # seq -> _Slot
         self._addresses: dict = {}  # rank -> (host, port)
         self._abort_reason: str | None = None
@@ -166,8 +170,9 @@ class Coordinator:
             for rank, w in sorted(self._workers.items()):
                 seen = self._last_heartbeat.get(rank)
                 age = None if seen is None else round(now - seen, 3)
+                at = self._position.get(rank)
                 workers.append({"rank": rank, **w, "heartbeat_age_s": age,
-                                "position": self._position.get(rank)})
+                                "position": None if at is None else (at.kind, at.step, at.seq)})
             return {"world_size": self.world_size, "aborted": self._abort_reason,
                     "workers": workers}
 
@@ -191,14 +196,15 @@ class Coordinator:
     def exchange(self, rank: int, kind: str, step: int, seq: int, payload: Any,
                  root: int | None = None, timeout_s: float | None = None) -> list:
         """Every rank's payload for collective `seq`, in rank order."""
-        slot = self._wait_for_all(rank, kind, step, seq, payload, root, timeout_s)
+        slot = self._wait_for_all(Call(rank, step, seq, kind, root=root), payload, timeout_s)
         with self._cond:
             return self._take(rank, seq, slot, slot.payloads)
 
     def allreduce(self, rank: int, step: int, seq: int, array: np.ndarray,
                   timeout_s: float | None = None) -> np.ndarray:
         """The star all-reduce: the sum of every rank's array, added in rank order."""
-        slot = self._wait_for_all(rank, "allreduce", step, seq, array, None, timeout_s)
+        call = Call(rank, step, seq, "allreduce", array.nbytes, array.dtype.char)
+        slot = self._wait_for_all(call, array, timeout_s)
         with self._cond:
             if slot.result is None:
                 out = np.empty_like(slot.payloads[0])
@@ -208,26 +214,27 @@ class Coordinator:
     def broadcast(self, rank: int, step: int, seq: int, payload: Any, root: int,
                   timeout_s: float | None = None) -> Any:
         """Root's payload, handed to every rank."""
-        slot = self._wait_for_all(rank, "broadcast", step, seq, payload, root, timeout_s)
+        slot = self._wait_for_all(Call(rank, step, seq, "broadcast", root=root), payload,
+                                  timeout_s)
         with self._cond:
             return self._take(rank, seq, slot, slot.payloads[root])
 
     def barrier(self, rank: int, step: int, seq: int, timeout_s: float | None = None) -> None:
         """Return once every rank has entered barrier `seq`."""
-        slot = self._wait_for_all(rank, "barrier", step, seq, None, None, timeout_s)
+        slot = self._wait_for_all(Call(rank, step, seq, "barrier"), None, timeout_s)
         with self._cond:
             self._take(rank, seq, slot, None)
 
-    def _wait_for_all(self, rank, kind, step, seq, payload, root, timeout_s) -> _Slot:
-        self._check_rank(rank)
+    def _wait_for_all(self, call: Call, payload: Any, timeout_s: float | None) -> _Slot:
+        self._check_rank(call.rank)
         timeout_s = timeout_s or self.timeout_s
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._raise_if_aborted()
-            slot = self._slots.setdefault(seq, _Slot(kind, root))
-            self._check_joins(slot, rank, kind, step, seq, root)
-            slot.arrivals[rank] = (step, payload)
-            self._position[rank] = (kind, step, seq)
+            slot = self._slots.setdefault(call.seq, _Slot())
+            self._check_joins(slot, call)
+            slot.arrivals[call.rank] = (call, payload)
+            self._position[call.rank] = call
             if len(slot.arrivals) == self.world_size:
                 slot.payloads = [slot.arrivals[r][1] for r in range(self.world_size)]
                 self._cond.notify_all()
@@ -235,7 +242,9 @@ class Coordinator:
                 self._raise_if_aborted()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
-                    slot.error = self._timeout_error(slot, kind, step, seq, timeout_s)
+                    missing = sorted(set(range(self.world_size)) - set(slot.arrivals))
+                    last = [self._position[r] for r in missing if r in self._position]
+                    slot.error = CollectiveTimeout(timeout_text(call, timeout_s, missing, last))
                     self._cond.notify_all()
                     break
                 self._cond.wait(min(remaining, 1.0))
@@ -243,44 +252,19 @@ class Coordinator:
                 raise slot.error
             return slot
 
-    def _check_joins(self, slot, rank, kind, step, seq, root) -> None:
-        """A rank joining a slot must match the others' kind, step and root."""
-        if rank in slot.arrivals:
-            raise CollectiveError(f"rank {rank} entered collective #{seq} twice")
+    def _check_joins(self, slot: _Slot, call: Call) -> None:
+        """A rank joining a slot must be in the collective the lowest rank there is in."""
+        if call.rank in slot.arrivals:
+            raise CollectiveError(f"rank {call.rank} entered collective #{call.seq} twice")
         if slot.error is not None:
             raise slot.error
         if slot.arrivals:
-            first = min(slot.arrivals)
-            first_step = slot.arrivals[first][0]
-            error = None
-            if step != first_step:
-                error = StepMismatch(step_mismatch(rank, step, first, first_step,
-                                                   f"{kind}, collective #{seq}"))
-            elif kind != slot.kind:
-                error = CollectiveError(
-                    f"rank {rank} called {kind} but rank {first} called {slot.kind} "
-                    f"(collective #{seq}, step {step}); every rank must make the same calls"
-                )
-            elif root != slot.root:
-                error = CollectiveError(
-                    f"rank {rank} broadcasts from root {root} but rank {first} from root "
-                    f"{slot.root} (step {step}); pass the same root on every rank"
-                )
-            if error is not None:
+            try:
+                check_same_call(call, slot.arrivals[min(slot.arrivals)][0])
+            except CollectiveError as error:
                 slot.error = error
                 self._cond.notify_all()
-                raise error
-
-    def _timeout_error(self, slot, kind, step, seq, timeout_s) -> CollectiveTimeout:
-        missing = sorted(set(range(self.world_size)) - set(slot.arrivals))
-        where = "; ".join(
-            f"rank {r} last entered {p[0]} at step {p[1]} (collective #{p[2]})"
-            for r in missing if (p := self._position.get(r)) is not None
-        )
-        return CollectiveTimeout(
-            f"{kind} at step {step} (collective #{seq}) timed out after {timeout_s:.1f} s: "
-            f"ranks {missing} never arrived" + (f"; {where}" if where else "")
-        )
+                raise
 
     def _take(self, rank: int, seq: int, slot: _Slot, value: Any) -> Any:
         # The last rank to pick up its result frees the slot (and the object refs in it).
@@ -290,8 +274,7 @@ class Coordinator:
         return value
 
     def _check_rank(self, rank: int) -> None:
-        if not 0 <= rank < self.world_size:
-            raise ValueError(f"rank {rank} is not in a world of size {self.world_size}")
+        check_rank(rank, self.world_size)
 
     def _raise_if_aborted(self) -> None:
         if self._abort_reason is not None:

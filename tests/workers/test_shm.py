@@ -8,6 +8,7 @@ waits that could hang have generous guards and only fail if something hung.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import json
@@ -66,13 +67,18 @@ def star_sum(arrays: list) -> np.ndarray:
 
 # --- ranks as threads -----------------------------------------------------------------
 
-def thread_groups(world_size: int, **kw) -> list:
-    """Joined groups, one per rank, sharing one fresh segment."""
+@contextlib.contextmanager
+def joined_groups(world_size: int, **kw):
+    """Joined groups, one per rank, sharing one fresh segment; closed on the way out."""
     groups = [ShmGroup(0, world_size, new_token("test"), create=True, **kw)]
-    groups += [ShmGroup(r, world_size, groups[0].token, create=False, **kw)
-               for r in range(1, world_size)]
-    run_ranks(groups, lambda g: g.join(10))
-    return groups
+    try:
+        groups += [ShmGroup(r, world_size, groups[0].token, create=False, **kw)
+                   for r in range(1, world_size)]
+        run_ranks(groups, lambda g: g.join(10))
+        yield groups
+    finally:
+        for g in groups:
+            g.close()
 
 
 def run_ranks(groups, fn, delays=None) -> list:
@@ -104,8 +110,7 @@ def test_sum_is_the_star_sum_bit_for_bit_in_every_arrival_order(dtype):
     other_order = sum_in_rank_order([arrays[2], arrays[0], arrays[1]], np.empty_like(arrays[0]))
     assert not np.array_equal(expected, other_order)  # the data makes the order visible
     # Small blocks: many pipeline stages, the last one short, shares of uneven length.
-    groups = thread_groups(world_size, block_bytes=64 * 1024 + 8)
-    try:
+    with joined_groups(world_size, block_bytes=64 * 1024 + 8) as groups:
         for seq, order in enumerate(itertools.permutations(range(world_size)), start=1):
             delays = [0.05 * order.index(r) for r in range(world_size)]
 
@@ -117,15 +122,11 @@ def test_sum_is_the_star_sum_bit_for_bit_in_every_arrival_order(dtype):
             for r, out in enumerate(run_ranks(groups, allreduce, delays)):
                 assert not isinstance(out, Exception), out
                 assert out.tobytes() == expected.tobytes(), f"rank {r}, arrival order {order}"
-    finally:
-        for g in groups:
-            g.close()
 
 
 def test_growing_buffers_and_broadcast_from_every_root():
     world_size = 3
-    groups = thread_groups(world_size)
-    try:
+    with joined_groups(world_size) as groups:
         seq = 0
         for n in (1000, 2_000_000, 10, 3_000_001):  # the segment grows twice
             seq += 1
@@ -152,14 +153,10 @@ def test_growing_buffers_and_broadcast_from_every_root():
         names = groups[0].names
         assert len(names) == 5  # control + four data generations (the float64s grow it too)
         assert not any(shm_exists(name) for name in names)  # unlinked once mapped
-    finally:
-        for g in groups:
-            g.close()
 
 
 def test_out_of_step_fails_on_every_rank_with_both_steps():
-    groups = thread_groups(2)
-    try:
+    with joined_groups(2) as groups:
         def allreduce(g):
             g.allreduce_(np.ones(100_000), step=6 + g.rank, seq=1, timeout_s=30)
 
@@ -170,24 +167,16 @@ def test_out_of_step_fails_on_every_rank_with_both_steps():
         # The group is unusable afterwards, and says why.
         with pytest.raises(CollectiveError, match="broken by an earlier error"):
             groups[0].allreduce_(np.ones(10), step=8, seq=2, timeout_s=1)
-    finally:
-        for g in groups:
-            g.close()
 
 
 def test_mismatched_shapes_and_calls_fail_cleanly():
-    groups = thread_groups(2)
-    try:
+    with joined_groups(2) as groups:
         def uneven(g):
             g.allreduce_(np.ones(1000 + g.rank, np.float32), step=0, seq=1, timeout_s=30)
 
         for error in run_ranks(groups, uneven):
             assert isinstance(error, CollectiveError) and "same shape and dtype" in str(error)
-    finally:
-        for g in groups:
-            g.close()
-    groups = thread_groups(2)
-    try:
+    with joined_groups(2) as groups:
         def mixed(g):
             buf = np.ones(1000)
             if g.rank == 0:
@@ -197,14 +186,10 @@ def test_mismatched_shapes_and_calls_fail_cleanly():
 
         for error in run_ranks(groups, mixed):
             assert isinstance(error, CollectiveError) and "same calls" in str(error), error
-    finally:
-        for g in groups:
-            g.close()
 
 
 def test_a_rank_that_never_comes_times_out_naming_it():
-    groups = thread_groups(3)
-    try:
+    with joined_groups(3) as groups:
         def allreduce(g):
             if g.rank != 1:
                 g.allreduce_(np.ones(1000), step=4, seq=1, timeout_s=1.0)
@@ -213,14 +198,10 @@ def test_a_rank_that_never_comes_times_out_naming_it():
         for r in (0, 2):
             assert isinstance(errors[r], CollectiveTimeout), errors[r]
             assert "allreduce at step 4" in str(errors[r]) and "ranks [1]" in str(errors[r])
-    finally:
-        for g in groups:
-            g.close()
 
 
 def test_a_failing_rank_fails_its_waiting_peers_with_its_reason():
-    groups = thread_groups(2)
-    try:
+    with joined_groups(2) as groups:
         def on_wait(waited_s, pending):
             raise CollectiveError("the coordinator says: job aborted by the supervisor")
 
@@ -235,9 +216,6 @@ def test_a_failing_rank_fails_its_waiting_peers_with_its_reason():
         assert "job aborted by the supervisor" in str(errors[0])
         assert isinstance(errors[1], CollectiveError)
         assert "rank 0 failed" in str(errors[1]) and "job aborted" in str(errors[1])
-    finally:
-        for g in groups:
-            g.close()
 
 
 def test_too_little_shared_memory_means_every_rank_declines(monkeypatch):
@@ -245,17 +223,13 @@ def test_too_little_shared_memory_means_every_rank_declines(monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(os, "posix_fallocate", full)
-    groups = thread_groups(2)
-    try:
+    with joined_groups(2) as groups:
         buf = [np.ones(100_000), np.ones(100_000)]
         results = run_ranks(groups, lambda g: g.allreduce_(buf[g.rank], step=0, seq=1,
                                                             timeout_s=30))
         assert results == [False, False]
         assert all(g.too_big == 800_000 for g in groups)
         np.testing.assert_array_equal(buf[0], np.ones(100_000))  # untouched
-    finally:
-        for g in groups:
-            g.close()
     assert not any(shm_exists(name) for name in groups[0].names + [
         segment_name(groups[0].token, "d1")])
 
@@ -265,8 +239,7 @@ def test_names_hold_a_secret_and_strangers_cannot_attach():
     assert len(tokens) == 100  # fresh randomness every time, not just the job id
     token = tokens.pop()
     assert len(token) == 24 and int(token, 16) >= 0  # 96 bits
-    owner = ShmGroup(0, 2, token, create=True)
-    try:
+    with contextlib.closing(ShmGroup(0, 2, token, create=True)) as owner:
         name = segment_name(token, "c")
         assert stat.S_IMODE(os.stat(f"/dev/shm/{name}").st_mode) == 0o600
         for guess in (segment_name(new_token("job-1"), "c"), segment_name("", "c"),
@@ -279,8 +252,6 @@ def test_names_hold_a_secret_and_strangers_cannot_attach():
         with pytest.raises(FileNotFoundError):
             ShmGroup(1, 2, token, create=False)
         member.close()
-    finally:
-        owner.close()
     assert not shm_exists(name)
 
 
@@ -339,6 +310,12 @@ class ProcessGroup:
             out.append(self.conns[r].recv())
         return out
 
+    def __enter__(self) -> ProcessGroup:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def close(self) -> None:
         for conn, proc in zip(self.conns, self.procs):
             if proc.is_alive():
@@ -352,8 +329,7 @@ class ProcessGroup:
 
 
 def test_sigkilled_rank_is_named_by_its_peers():
-    group = ProcessGroup(3, timeout_s=10.0)
-    try:
+    with ProcessGroup(3, timeout_s=10.0) as group:
         assert all(r[0] == "ok" for r in group.call(range(3), "join"))
         names = group.call([0], "names")[0][1]
         first = group.call(range(3), "allreduce", 200_000, 0, 1)
@@ -364,8 +340,6 @@ def test_sigkilled_rank_is_named_by_its_peers():
         for reply in group.call([0, 1], "allreduce", 200_000, 1, 2):
             assert reply[0] == "error" and reply[1] == "PeerLost", reply
             assert f"rank 2 (pid {group.pids[2]}) died during allreduce at step 1" in reply[2]
-    finally:
-        group.close()
     assert not any(shm_exists(name) for name in names)
 
 
@@ -411,7 +385,7 @@ class ShmRank(RankActor):
         return list(self.comm.shm_names)
 
     def pretend_node(self, key: str) -> None:
-        import disttrain.workers.comm.star as cc
+        import disttrain.workers.comm.shm as cc
 
         cc._node_key = lambda: key
 
@@ -420,22 +394,24 @@ class ShmRank(RankActor):
         return self.allreduce_at(step, data)
 
 
-def start(ray, world_size: int, timeout_s: float = 30.0, node_keys=None,
-          heartbeat_timeout_s: float = 30.0, **kw):
+@contextlib.contextmanager
+def ray_group(ray, world_size: int, timeout_s: float = 30.0, node_keys=None,
+              heartbeat_timeout_s: float = 30.0, **kw):
+    """A coordinator and rank actors with communicators built; all killed on the way out."""
     coordinator = create_coordinator(world_size, timeout_s=timeout_s,
                                      heartbeat_timeout_s=heartbeat_timeout_s)
     actor = ray.remote(num_cpus=0, max_restarts=0)(ShmRank)
     group = [actor.remote() for _ in range(world_size)]
-    if node_keys is not None:
-        ray.get([a.pretend_node.remote(k) for a, k in zip(group, node_keys)])
-    ray.get([a.build.remote("coordinator", r, world_size, coordinator, None, timeout_s, **kw)
-             for r, a in enumerate(group)])
-    return coordinator, group
-
-
-def stop(ray, coordinator, group) -> None:
-    for handle in (*group, coordinator):
-        ray.kill(handle)
+    try:
+        if node_keys is not None:
+            ray.get([a.pretend_node.remote(k) for a, k in zip(group, node_keys)])
+        ray.get([a.build.remote("coordinator", r, world_size, coordinator, None, timeout_s,
+                                **kw)
+                 for r, a in enumerate(group)])
+        yield coordinator, group
+    finally:
+        for handle in (*group, coordinator):
+            ray.kill(handle)
 
 
 @pytest.mark.ray
@@ -448,12 +424,11 @@ def test_shm_object_store_and_star_paths_give_the_same_bits(ray_session):
                             for r in range(world_size)])[0]
         ray.kill(star)
         for kw, path in (({}, "on"), ({"shared_memory": False}, "off")):
-            coordinator, group = start(ray, world_size, **kw)
-            outs = ray.get([a.allreduce_at.remote(0, arrays[r]) for r, a in enumerate(group)])
-            assert ray.get([a.data_path.remote() for a in group]) == [path] * world_size
-            for out in outs:
-                assert out.tobytes() == expected.tobytes(), (dtype, kw)
-            stop(ray, coordinator, group)
+            with ray_group(ray, world_size, **kw) as (coordinator, group):
+                outs = ray.get([a.allreduce_at.remote(0, arrays[r]) for r, a in enumerate(group)])
+                assert ray.get([a.data_path.remote() for a in group]) == [path] * world_size
+                for out in outs:
+                    assert out.tobytes() == expected.tobytes(), (dtype, kw)
 
 
 @pytest.mark.ray
@@ -461,103 +436,96 @@ def test_shm_arrival_order_does_not_change_the_bits(ray_session):
     ray, world_size, n = ray_session, 3, 400_001
     arrays = [random_data(r, n, "float32") for r in range(world_size)]
     expected = sum_in_rank_order(arrays, np.empty_like(arrays[0]))
-    coordinator, group = start(ray, world_size)
-    for step, order in enumerate(itertools.permutations(range(world_size))):
-        refs = [a.allreduce_after.remote(0.1 * order.index(r), step, arrays[r])
-                for r, a in enumerate(group)]
-        for out in ray.get(refs, timeout=HANG_GUARD_S):
-            assert out.tobytes() == expected.tobytes(), order
-    assert ray.get(group[0].data_path.remote()) == "on"
-    stop(ray, coordinator, group)
+    with ray_group(ray, world_size) as (coordinator, group):
+        for step, order in enumerate(itertools.permutations(range(world_size))):
+            refs = [a.allreduce_after.remote(0.1 * order.index(r), step, arrays[r])
+                    for r, a in enumerate(group)]
+            for out in ray.get(refs, timeout=HANG_GUARD_S):
+                assert out.tobytes() == expected.tobytes(), order
+        assert ray.get(group[0].data_path.remote()) == "on"
 
 
 @pytest.mark.ray
 def test_shm_rank_out_of_step_fails_with_both_steps(ray_session):
     ray = ray_session
-    coordinator, group = start(ray, 2)
-    data = np.ones(500_000)  # 4 MB: the shared-memory path
-    ray.get([a.allreduce_at.remote(5, data) for a in group])
-    assert ray.get(group[0].data_path.remote()) == "on"
-    refs = [group[0].allreduce_at.remote(6, data), group[1].allreduce_at.remote(7, data)]
-    for ref in refs:
-        with pytest.raises(StepMismatch) as info:
-            ray.get(ref, timeout=HANG_GUARD_S)
-        message = str(info.value)
-        assert "rank 1 is at step 7 but rank 0 is at step 6" in message, message
-    stop(ray, coordinator, group)
+    with ray_group(ray, 2) as (coordinator, group):
+        data = np.ones(500_000)  # 4 MB: the shared-memory path
+        ray.get([a.allreduce_at.remote(5, data) for a in group])
+        assert ray.get(group[0].data_path.remote()) == "on"
+        refs = [group[0].allreduce_at.remote(6, data), group[1].allreduce_at.remote(7, data)]
+        for ref in refs:
+            with pytest.raises(StepMismatch) as info:
+                ray.get(ref, timeout=HANG_GUARD_S)
+            message = str(info.value)
+            assert "rank 1 is at step 7 but rank 0 is at step 6" in message, message
 
 
 @pytest.mark.ray
 def test_shm_killed_rank_is_named_within_the_timeout(ray_session):
     ray = ray_session
     # Heartbeats would only notice after 60 s: the shared-memory path must find it itself.
-    coordinator, group = start(ray, 3, timeout_s=10.0, heartbeat_timeout_s=60.0)
-    data = np.arange(300_000, dtype=np.float64)
-    ray.get([a.allreduce_at.remote(0, data) for a in group])
-    assert ray.get(group[0].data_path.remote()) == "on"
-    pid = ray.get(group[2].pid.remote())
-    os.kill(pid, signal.SIGKILL)
-    for ref in [a.allreduce_at.remote(1, data) for a in group[:2]]:
-        with pytest.raises(PeerLost) as info:
-            ray.get(ref, timeout=HANG_GUARD_S)
-        assert f"rank 2 (pid {pid}) died" in str(info.value), str(info.value)
-    stop(ray, coordinator, group)
+    with ray_group(ray, 3, timeout_s=10.0, heartbeat_timeout_s=60.0) as (coordinator, group):
+        data = np.arange(300_000, dtype=np.float64)
+        ray.get([a.allreduce_at.remote(0, data) for a in group])
+        assert ray.get(group[0].data_path.remote()) == "on"
+        pid = ray.get(group[2].pid.remote())
+        os.kill(pid, signal.SIGKILL)
+        for ref in [a.allreduce_at.remote(1, data) for a in group[:2]]:
+            with pytest.raises(PeerLost) as info:
+                ray.get(ref, timeout=HANG_GUARD_S)
+            assert f"rank 2 (pid {pid}) died" in str(info.value), str(info.value)
 
 
 @pytest.mark.ray
 def test_shm_abort_from_the_coordinator_wakes_the_waiting_rank(ray_session):
     ray = ray_session
-    coordinator, group = start(ray, 2, timeout_s=30.0)
-    data = np.ones(100_000)
-    ray.get([a.allreduce_at.remote(0, data) for a in group])
-    waiting = group[0].allreduce_at.remote(1, data)  # rank 1 never comes
-    time.sleep(0.5)
-    ray.get(coordinator.abort.remote("the supervisor gave up: rank 1 is wedged"))
-    with pytest.raises(CollectiveError, match="rank 1 is wedged"):
-        ray.get(waiting, timeout=HANG_GUARD_S)
-    stop(ray, coordinator, group)
+    with ray_group(ray, 2, timeout_s=30.0) as (coordinator, group):
+        data = np.ones(100_000)
+        ray.get([a.allreduce_at.remote(0, data) for a in group])
+        waiting = group[0].allreduce_at.remote(1, data)  # rank 1 never comes
+        time.sleep(0.5)
+        ray.get(coordinator.abort.remote("the supervisor gave up: rank 1 is wedged"))
+        with pytest.raises(CollectiveError, match="rank 1 is wedged"):
+            ray.get(waiting, timeout=HANG_GUARD_S)
 
 
 @pytest.mark.ray
 def test_shm_segments_are_unlinked_while_running_and_after_close(ray_session):
     ray = ray_session
-    coordinator, group = start(ray, 2)
-    for n in (100_000, 3_000_000):  # two data generations
-        ray.get([a.allreduce_at.remote(0, np.ones(n)) for a in group])
-    names = ray.get(group[0].shm_names.remote())
-    assert len(names) == 3
-    assert not any(shm_exists(name) for name in names)
-    ray.get([a.close.remote() for a in group])
-    assert not any(shm_exists(name) for name in names)
-    stop(ray, coordinator, group)
+    with ray_group(ray, 2) as (coordinator, group):
+        for n in (100_000, 3_000_000):  # two data generations
+            ray.get([a.allreduce_at.remote(0, np.ones(n)) for a in group])
+        names = ray.get(group[0].shm_names.remote())
+        assert len(names) == 3
+        assert not any(shm_exists(name) for name in names)
+        ray.get([a.close.remote() for a in group])
+        assert not any(shm_exists(name) for name in names)
 
 
 @pytest.mark.ray
 def test_a_failed_setup_leaves_nothing_behind(ray_session):
     ray = ray_session
-    coordinator, group = start(ray, 2)
-    data = np.ones(10)
-    refs = [group[0].allreduce_at.remote(6, data), group[1].allreduce_at.remote(7, data)]
-    for ref in refs:  # the setup exchange itself is the collective that fails
-        with pytest.raises(StepMismatch, match="step 7"):
-            ray.get(ref, timeout=HANG_GUARD_S)
-    names = ray.get(group[0].shm_names.remote())
-    assert names  # rank 0 had created the control segment before the exchange
-    assert not any(shm_exists(name) for name in names)
-    stop(ray, coordinator, group)
+    with ray_group(ray, 2) as (coordinator, group):
+        data = np.ones(10)
+        refs = [group[0].allreduce_at.remote(6, data), group[1].allreduce_at.remote(7, data)]
+        for ref in refs:  # the setup exchange itself is the collective that fails
+            with pytest.raises(StepMismatch, match="step 7"):
+                ray.get(ref, timeout=HANG_GUARD_S)
+        names = ray.get(group[0].shm_names.remote())
+        assert names  # rank 0 had created the control segment before the exchange
+        assert not any(shm_exists(name) for name in names)
 
 
 @pytest.mark.ray
 def test_ranks_on_different_nodes_take_the_object_store_path(ray_session):
     ray, world_size, n = ray_session, 2, 300_000
-    coordinator, group = start(ray, world_size, node_keys=["node-a", "node-b"])
-    arrays = [random_data(r, n, "float64") for r in range(world_size)]
-    outs = ray.get([a.allreduce_at.remote(0, arrays[r]) for r, a in enumerate(group)])
-    assert ray.get([a.data_path.remote() for a in group]) == ["off", "off"]
-    expected = sum_in_rank_order(arrays, np.empty_like(arrays[0]))
-    for out in outs:
-        assert out.tobytes() == expected.tobytes()
-    stop(ray, coordinator, group)
+    with ray_group(ray, world_size, node_keys=["node-a", "node-b"]) as (coordinator, group):
+        arrays = [random_data(r, n, "float64") for r in range(world_size)]
+        outs = ray.get([a.allreduce_at.remote(0, arrays[r]) for r, a in enumerate(group)])
+        assert ray.get([a.data_path.remote() for a in group]) == ["off", "off"]
+        expected = sum_in_rank_order(arrays, np.empty_like(arrays[0]))
+        for out in outs:
+            assert out.tobytes() == expected.tobytes()
 
 
 @pytest.mark.ray

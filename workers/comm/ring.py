@@ -21,7 +21,6 @@ import socket
 import struct
 import sys
 import threading
-from typing import Any
 
 import numpy as np
 
@@ -34,12 +33,12 @@ from disttrain.distributed.comm import (
     StepMismatch,
 )
 from disttrain.workers.comm.base import (
-    check_root,
+    KIND_NAMES,
+    KINDS,
+    Call,
+    CommunicatorBase,
+    check_same_call,
     chunk_bounds,
-    decode_plain,
-    encode_plain,
-    flat_view,
-    step_mismatch,
 )
 
 SEGMENT_BYTES = 512 * 1024
@@ -49,8 +48,6 @@ HANDSHAKE_TIMEOUT_S = 10.0
 # magic, kind, dtype char, step, seq, nbytes
 _HEADER = struct.Struct("!4sBcxxqqQ")
 _MAGIC = b"DTR1"
-_KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4, "abort": 9}
-_KIND_NAMES = {v: k for k, v in _KINDS.items()}
 _NONCE = 32
 _MAC = hashlib.sha256().digest_size
 
@@ -112,27 +109,21 @@ class _Sender:
                     self.on_error()
 
 
-class RingCommunicator:
+class RingCommunicator(CommunicatorBase):
     """A Communicator whose collectives run over a TCP ring between the ranks."""
+
+    noun = "ring"
 
     def __init__(self, rank: int, world_size: int, rendezvous, secret: bytes | str,
                  timeout_s: float = DEFAULT_TIMEOUT_S, host: str | None = None,
                  bind_host: str = "0.0.0.0", port: int = 0,
                  segment_bytes: int = SEGMENT_BYTES):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+        super().__init__(rank, world_size, timeout_s)
         if not secret and world_size > 1:
             raise ValueError("the ring backend needs the job's secret (secret=...) to "
                              "authenticate connections between workers")
-        self.rank = rank
-        self.world_size = world_size
-        self.timeout_s = timeout_s
-        self.step = 0
         self.segment_bytes = segment_bytes
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
-        self._seq = 0
-        self._broken: str | None = None
-        self._closed = False
         self._next = (rank + 1) % world_size
         self._prev = (rank - 1) % world_size
         self._recv_sock: socket.socket | None = None
@@ -225,39 +216,20 @@ class RingCommunicator:
 
     # --- the protocol -----------------------------------------------------------------
 
-    def allreduce_(self, buf: np.ndarray) -> np.ndarray:
-        """Sum `buf` over all ranks, in place (reduce-scatter, then all-gather)."""
-        flat = flat_view(buf, "allreduce_")
-        if self.world_size > 1:
-            self._collective("allreduce", lambda: self._ring_allreduce(flat), flat)
-        return buf
+    def _allreduce(self, flat: np.ndarray) -> None:
+        self._collective("allreduce", lambda: self._ring_allreduce(flat))
 
-    def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
-        """Overwrite `buf` on every rank with root's `buf`, passed along the ring."""
-        flat = flat_view(buf, "broadcast_")
-        check_root(root, self.world_size)
-        if self.world_size > 1:
-            self._collective("broadcast", lambda: self._ring_broadcast(flat, root), flat)
-        return buf
+    def _broadcast(self, flat: np.ndarray, root: int) -> None:
+        self._collective("broadcast", lambda: self._ring_broadcast(flat, root))
 
-    def allgather(self, obj: Any) -> list:
-        """Every rank's `obj` (plain data, sent as JSON), in rank order."""
-        blob = encode_plain(obj)
-        if self.world_size == 1:
-            return [decode_plain(blob)]
-        blobs = self._collective("allgather", lambda: self._ring_allgather(blob, "allgather"))
-        return [decode_plain(b) for b in blobs]
+    def _allgather(self, blob: bytes) -> list:
+        return self._collective("allgather", lambda: self._ring_allgather(blob, "allgather"))
 
-    def barrier(self) -> None:
-        """Return once every rank has entered the barrier."""
-        if self.world_size > 1:
-            self._collective("barrier", lambda: self._ring_allgather(b"", "barrier"))
+    def _barrier(self) -> None:
+        self._collective("barrier", lambda: self._ring_allgather(b"", "barrier"))
 
-    def close(self) -> None:
-        """Close the sockets and stop the threads; safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Close the sockets and stop the threads."""
         if self._sender is not None:
             self._sender.stop()
         for sock in (self._listener, self._send_sock, self._recv_sock):
@@ -334,7 +306,7 @@ class RingCommunicator:
     # --- frames -----------------------------------------------------------------------
 
     def _header(self, kind: str, dtype_char: bytes, nbytes: int) -> bytes:
-        return _HEADER.pack(_MAGIC, _KINDS[kind], dtype_char, self.step, self._seq, nbytes)
+        return _HEADER.pack(_MAGIC, KINDS[kind], dtype_char, self.step, self._seq, nbytes)
 
     def _open_frame(self, kind: str, flat: np.ndarray, nbytes: int) -> None:
         self._sender.put(self._header(kind, flat.dtype.char.encode(), nbytes))
@@ -352,25 +324,17 @@ class RingCommunicator:
         raw = bytearray(_HEADER.size)
         self._recv_into(raw)
         magic, kind_id, dtype_char, step, seq, got = _HEADER.unpack(raw)
-        peer, what = self._prev, f"{kind}, collective #{self._seq}"
         if magic != _MAGIC:
-            raise CollectiveError(f"rank {peer} sent a malformed frame during {what}")
-        if kind_id == _KINDS["abort"]:
+            raise CollectiveError(f"rank {self._prev} sent a malformed frame during "
+                                  f"{self._my_call(kind).where()}")
+        if kind_id == KINDS["abort"]:
             reason = bytearray(got)
             self._recv_into(reason)
             raise CollectiveAborted(reason.decode(errors="replace"))
-        if step != self.step:
-            raise StepMismatch(step_mismatch(peer, step, self.rank, self.step, what))
-        if kind_id != _KINDS[kind] or seq != self._seq:
-            raise CollectiveError(
-                f"rank {peer} is in {_KIND_NAMES.get(kind_id, '?')} (collective #{seq}) but "
-                f"rank {self.rank} is in {what} at step {self.step}; every rank must make "
-                "the same calls in the same order")
-        if flat is not None and (dtype_char != flat.dtype.char.encode() or got != nbytes):
-            raise CollectiveError(
-                f"rank {peer} sent {got} bytes of dtype {dtype_char.decode()!r} but rank "
-                f"{self.rank} expected {nbytes} bytes of {flat.dtype} ({what}); every rank "
-                "must pass the same shape and dtype")
+        theirs = Call(self._prev, step, seq, KIND_NAMES.get(kind_id, "?"), got,
+                      dtype_char.decode(errors="replace"))
+        dtype = None if flat is None else flat.dtype.char  # None: any size will do
+        check_same_call(theirs, self._my_call(kind, nbytes=nbytes, dtype=dtype))
         return got
 
     def _recv_into(self, target) -> None:
@@ -387,12 +351,8 @@ class RingCommunicator:
 
     # --- failure handling -------------------------------------------------------------
 
-    def _collective(self, kind: str, run, flat: np.ndarray | None = None):
-        if self._closed:
-            raise CollectiveError(f"{kind} on a closed RingCommunicator")
-        if self._broken is not None:
-            raise CollectiveError(f"the ring is broken by an earlier error: {self._broken}")
-        self._seq += 1
+    def _collective(self, kind: str, run):
+        self._next_seq(kind)
         try:
             return run()
         except CollectiveError as e:

@@ -1,10 +1,11 @@
-"""ShmGroup: the shared-memory data plane for ranks of one job on one node.
+"""ShmGroup: the shared-memory data plane for ranks of one job on one node; ShmPath: how
+a coordinator communicator's ranks agree on one.
 
 The coordinator actor stays the control plane (rendezvous, ranks, heartbeats, abort);
 the ranks' buffers move through two POSIX shared-memory segments they all map:
 
     control  one 128-byte row per rank: a barrier counter, then the rank's position
-             (seq, step, kind, nbytes, dtype, root), a failed flag, pid and pid
+             (its Call: step, seq, kind, nbytes, dtype, root), a failed flag, pid and pid
              namespace; then a 512-byte reason text per rank. Fixed size.
     data     W input slots and one result area, `capacity` bytes each. Replaced by a
              bigger one (a new generation, made by rank 0) when a buffer does not fit.
@@ -44,6 +45,16 @@ unlinked by their creator (rank 0) as soon as every rank has mapped them (or at 
 the collective fails), so nothing is left in /dev/shm even if a process is SIGKILLed
 later, and nobody can attach afterwards. Should rank 0 die in the few milliseconds
 between creating a segment and everyone mapping it, its resource tracker unlinks it.
+
+Negotiation (ShmPath, for the coordinator communicator in star.py): on the first
+all-reduce or broadcast, which every rank makes at the same point, rank 0 creates a
+group whose name holds a fresh secret; the ranks exchange (node, supported, token)
+through the coordinator, attach if all are on rank 0's node, exchange whether that
+worked, and all join, or all close and keep the star and object-store paths: two
+coordinator round trips, once per communicator, and every rank reaches the same
+decision. While a shared-memory collective waits, ShmPath polls the coordinator
+(without blocking) for an abort, or for a pending rank that went into another
+collective at this sequence number or later: that rank will never arrive here.
 """
 
 from __future__ import annotations
@@ -54,6 +65,7 @@ import mmap
 import os
 import platform
 import select
+import socket
 import sys
 import time
 from multiprocessing import resource_tracker, shared_memory
@@ -68,7 +80,16 @@ from disttrain.distributed.comm import (
     PeerLost,
     StepMismatch,
 )
-from disttrain.workers.comm.base import chunk_bounds, step_mismatch, sum_in_rank_order
+from disttrain.workers.comm.base import (
+    ROW_FIELDS,
+    Breakable,
+    Call,
+    check_rank,
+    check_same_call,
+    chunk_bounds,
+    sum_in_rank_order,
+    timeout_text,
+)
 
 MAGIC = 0x314D5354_44  # "DTSM1"
 ROW = 16  # int64 fields per row (128 bytes: no two ranks' counters share a cache line)
@@ -78,9 +99,8 @@ BLOCK_BYTES = 2 << 20  # all-reduce pipeline block: stays in cache, amortises a 
 # group header row
 _G_MAGIC, _G_WORLD, _G_GROWN = 0, 1, 2
 # rank rows
-_COUNTER, _SEQ, _STEP, _KIND, _NBYTES, _DTYPE, _ROOT, _FAILED, _PID, _PIDNS = range(10)
-KINDS = {"allreduce": 1, "broadcast": 2}
-_KIND_NAMES = {v: k for k, v in KINDS.items()}
+_COUNTER, _CALL = 0, 1  # then the rank's Call.to_row(), ROW_FIELDS wide
+_FAILED, _PID, _PIDNS = _CALL + ROW_FIELDS, _CALL + ROW_FIELDS + 1, _CALL + ROW_FIELDS + 2
 # A failed rank's error class travels with its reason, so its peers raise the same kind.
 _ERRORS = {c.__name__: c for c in (CollectiveAborted, CollectiveError, CollectiveTimeout,
                                    PeerLost, StepMismatch)}
@@ -134,13 +154,6 @@ class _Mapped:
         self._mmap.close()
 
 
-def _dtype_name(row) -> str:
-    try:
-        return np.dtype(chr(int(row[_DTYPE]))).name
-    except (TypeError, ValueError):
-        return "?"
-
-
 def _pid_namespace() -> int:
     try:
         return os.stat("/proc/self/ns/pid").st_ino
@@ -148,7 +161,7 @@ def _pid_namespace() -> int:
         return 0
 
 
-class ShmGroup:
+class ShmGroup(Breakable):
     """One rank's view of a node-local group; rank 0 creates the segments.
 
     Every rank constructs one (rank 0 with create=True first, so it can hand `token` to
@@ -156,10 +169,11 @@ class ShmGroup:
     same order, as with any communicator.
     """
 
+    noun = "shared-memory group"
+
     def __init__(self, rank: int, world_size: int, token: str, *, create: bool,
                  block_bytes: int = BLOCK_BYTES):
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} is not in a world of size {world_size}")
+        check_rank(rank, world_size)
         if create != (rank == 0):
             raise ValueError("rank 0 creates the segments; the other ranks attach")
         self.rank = rank
@@ -176,10 +190,8 @@ class ShmGroup:
         self._slots: np.ndarray | None = None  # (world_size + 1, capacity) uint8
         self._pidfds: dict = {}
         self._pids: dict = {}
-        self._broken: str | None = None
-        self._closed = False
         self._deadline = 0.0
-        self._what = ""
+        self._call = Call(rank, 0, 0, "join")  # the collective in progress
         self._on_wait = None
         self._started = 0.0
         size = (world_size + 1) * ROW * 8 + world_size * REASON_BYTES
@@ -242,7 +254,7 @@ class ShmGroup:
         if fits:
             self._reduce_in(flat, blocks[0])
         self._barrier()
-        self._check_headers(flat, "allreduce", step, seq, -1)
+        self._check_headers()
         if not fits:
             if not self._grow(flat.nbytes):
                 return False
@@ -287,7 +299,7 @@ class ShmGroup:
         if fits and self.rank == root:
             np.copyto(self._slot(root, flat), flat)
         self._barrier()
-        self._check_headers(flat, "broadcast", step, seq, root)
+        self._check_headers()
         if not fits:
             if not self._grow(flat.nbytes):
                 return False
@@ -303,41 +315,22 @@ class ShmGroup:
 
     def _announce(self, kind, step, seq, flat, root) -> bool:
         """Write this rank's header (its counter follows at the barrier)."""
-        row = self._table[self._row]
-        row[_SEQ], row[_STEP], row[_KIND] = seq, step, KINDS[kind]
-        row[_NBYTES], row[_DTYPE], row[_ROOT] = flat.nbytes, ord(flat.dtype.char), root
+        self._call = Call(self.rank, step, seq, kind, flat.nbytes, flat.dtype.char,
+                          None if root < 0 else root)
+        self._table[self._row, _CALL:_CALL + ROW_FIELDS] = self._call.to_row()
         return flat.nbytes <= self._capacity
 
     def _slot(self, index: int, flat: np.ndarray) -> np.ndarray:
         return self._slots[index, : flat.nbytes].view(flat.dtype)
 
-    def _check_headers(self, flat, kind, step, seq, root) -> None:
+    def _check_headers(self) -> None:
         """After the first barrier: everyone is in the same call with the same buffer."""
-        what = f"{kind}, collective #{seq}"
-        t = self._table
-        rows = [(p, t[p + 1]) for p in range(self.world_size)]
-        base_rank, base = rows[0]  # everyone is compared with the lowest rank
-        for p, row in rows[1:]:
-            if int(row[_STEP]) != int(base[_STEP]):
-                raise StepMismatch(step_mismatch(p, int(row[_STEP]), base_rank,
-                                                 int(base[_STEP]), what))
-            if int(row[_SEQ]) != int(base[_SEQ]) or int(row[_KIND]) != int(base[_KIND]):
-                raise CollectiveError(
-                    f"rank {p} is in {_KIND_NAMES.get(int(row[_KIND]), '?')} (collective "
-                    f"#{int(row[_SEQ])}) but rank {base_rank} is in "
-                    f"{_KIND_NAMES.get(int(base[_KIND]), '?')} (collective #{int(base[_SEQ])})"
-                    f" at step {int(base[_STEP])}; every rank must make the same calls in "
-                    "the same order")
-            if int(row[_ROOT]) != int(base[_ROOT]):
-                raise CollectiveError(
-                    f"rank {p} broadcasts from root {int(row[_ROOT])} but rank {base_rank} "
-                    f"from root {int(base[_ROOT])} (step {step}); pass the same root on "
-                    "every rank")
-            if int(row[_NBYTES]) != int(base[_NBYTES]) or int(row[_DTYPE]) != int(base[_DTYPE]):
-                raise CollectiveError(
-                    f"{kind} at step {step}: rank {p} has {int(row[_NBYTES])} bytes of "
-                    f"{_dtype_name(row)} but rank {base_rank} has {int(base[_NBYTES])} bytes "
-                    f"of {_dtype_name(base)}; every rank must pass the same shape and dtype")
+        calls = [self._peer_call(p) for p in range(self.world_size)]
+        for call in calls[1:]:  # everyone compares with the lowest rank: one message for all
+            check_same_call(call, calls[0])
+
+    def _peer_call(self, p: int) -> Call:
+        return Call.from_row(p, self._table[p + 1, _CALL:_CALL + ROW_FIELDS])
 
     def _grow(self, nbytes: int) -> bool:
         """Every rank moves to a bigger data segment (rank 0 creates it; all map it).
@@ -385,15 +378,11 @@ class ShmGroup:
         return [p for p in range(self.world_size) if p != self.rank]
 
     def _begin(self, what, step, seq, timeout_s, on_wait) -> None:
-        if self._closed:
-            raise CollectiveError(f"{what} on a closed shared-memory group")
-        if self._broken is not None:
-            raise CollectiveError(
-                f"the shared-memory group is broken by an earlier error: {self._broken}")
+        self._check_usable(what)
         self._started = time.monotonic()
         self._deadline = self._started + timeout_s
         self._timeout_s = timeout_s
-        self._what = f"{what} at step {step} (collective #{seq})"
+        self._call = Call(self.rank, step, seq, what)
         self._on_wait = on_wait
 
     def _guarded(self, fn, *args):
@@ -434,23 +423,17 @@ class ShmGroup:
     def _check_peers(self, pending: list, now: float) -> None:
         for p in pending:
             if self._peer_dead(p):
-                raise PeerLost(f"rank {p} (pid {self._pids[p]}) died during {self._what}; "
+                raise PeerLost(f"rank {p} (pid {self._pids[p]}) died during {self._call.where()}; "
                                "it left the shared-memory group")
         for p in range(self.world_size):
             if p != self.rank and self._table[p + 1, _FAILED]:
                 raw = bytes(self._reasons[p]).rstrip(b"\0").decode(errors="replace")
                 kind, _, reason = raw.partition("|")
                 error = _ERRORS.get(kind, CollectiveAborted)
-                raise error(f"rank {p} failed in {self._what}: {reason}")
+                raise error(f"rank {p} failed in {self._call.where()}: {reason}")
         if now > self._deadline:
-            t = self._table
-            where = "; ".join(
-                f"rank {p} last entered {_KIND_NAMES.get(int(t[p + 1, _KIND]), '?')} at step "
-                f"{int(t[p + 1, _STEP])} (collective #{int(t[p + 1, _SEQ])})"
-                for p in pending if int(t[p + 1, _KIND]))
-            raise CollectiveTimeout(
-                f"{self._what} timed out after {self._timeout_s:.1f} s: ranks {pending} never "
-                "arrived" + (f"; {where}" if where else ""))
+            last = [c for c in map(self._peer_call, pending) if c.kind != "?"]
+            raise CollectiveTimeout(timeout_text(self._call, self._timeout_s, pending, last))
         if self._on_wait is not None:
             self._on_wait(now - self._started, pending)
 
@@ -523,3 +506,154 @@ def _unlink_name(name: str) -> None:
     finally:
         with contextlib.suppress(Exception):
             resource_tracker.unregister("/" + name, "shared_memory")
+
+
+# --- negotiation: the coordinator communicator's shared-memory path ---------------------
+
+# While waiting on shared memory, ask the coordinator whether the job was aborted (or a
+# peer went elsewhere) after this long, and then this often.
+STATUS_AFTER_S = 0.25
+STATUS_EVERY_S = 0.5
+
+
+class ShmPath:
+    """A coordinator communicator's shared-memory path, agreed with its peers on first use.
+
+    `exchange(kind, payload)` is the communicator's: every rank's payload, in rank order,
+    through the coordinator actor. `state` is None until decided, then "on" or "off".
+    """
+
+    def __init__(self, rank: int, world_size: int, coordinator, exchange, *,
+                 enabled: bool = True, min_bytes: int = 0):
+        self.rank = rank
+        self.world_size = world_size
+        self.min_bytes = min_bytes
+        self.state = None if (enabled and world_size > 1) else "off"
+        self.names: list = []  # every segment this rank created or mapped (diagnostics)
+        self._coord = coordinator
+        self._exchange = exchange
+        self._group: ShmGroup | None = None
+        self._call = Call(rank, 0, 0, "")  # the shared-memory collective in progress
+        self._status_ref = None
+        self._status_due = 0.0
+
+    def takes(self, flat: np.ndarray, op: str, timeout_s: float) -> bool:
+        """Whether this collective goes through shared memory (set up on the first)."""
+        if flat.nbytes < self.min_bytes:
+            return False
+        if self.state is None:
+            self._setup(op, timeout_s)
+        return self.state == "on" and flat.nbytes < self._group.too_big
+
+    def allreduce_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float) -> bool:
+        """ShmGroup.allreduce_, watching the coordinator while it waits."""
+        self._call = Call(self.rank, step, seq, "allreduce (shared memory)")
+        return self._group.allreduce_(flat, step=step, seq=seq, timeout_s=timeout_s,
+                                      on_wait=self._on_wait)
+
+    def broadcast_(self, flat: np.ndarray, root: int, *, step: int, seq: int,
+                   timeout_s: float) -> bool:
+        """ShmGroup.broadcast_, watching the coordinator while it waits."""
+        self._call = Call(self.rank, step, seq, "broadcast (shared memory)")
+        return self._group.broadcast_(flat, root, step=step, seq=seq, timeout_s=timeout_s,
+                                      on_wait=self._on_wait)
+
+    def close(self) -> None:
+        """Unmap the group, if there is one."""
+        if self._group is not None:
+            self._group.close()
+
+    def _setup(self, op: str, timeout_s: float) -> None:
+        """Agree with every rank, through the coordinator, on a node-local group or none."""
+        group, token = None, None
+        if self.rank == 0 and supported():
+            try:
+                token = new_token(_job_id())
+                group = ShmGroup(0, self.world_size, token, create=True)
+                self.names = group.names
+            except (OSError, CollectiveError):
+                group, token = None, None
+        try:
+            info = {"node": _node_key(), "supported": supported(), "token": token}
+            infos = self._exchange(f"{op} (shared-memory setup)", info)
+            usable = (infos[0]["token"] is not None
+                      and all(i["supported"] and i["node"] == infos[0]["node"] for i in infos))
+            if usable and self.rank != 0:
+                try:
+                    group = ShmGroup(self.rank, self.world_size, infos[0]["token"],
+                                     create=False)
+                    self.names = group.names
+                except (OSError, CollectiveError, ValueError):
+                    group = None
+            oks = self._exchange(f"{op} (shared-memory attach)", usable and group is not None)
+            if all(oks):
+                group.join(timeout_s)  # then the names are unlinked
+                self._group, self.state = group, "on"
+                return
+        except BaseException:
+            if group is not None:
+                group.close()  # unlinks what rank 0 created
+            raise
+        if group is not None:
+            group.close()
+        self.state = "off"
+
+    def _on_wait(self, waited_s: float, pending: list) -> None:
+        """Every few ms of a wait for `pending`: has the job been aborted, or a rank gone
+        into another collective (so it will never arrive)? Fail now, not at the timeout."""
+        import ray  # only here: the segment itself needs no Ray
+        from ray.exceptions import RayActorError
+
+        if waited_s < STATUS_AFTER_S:
+            return
+        now = time.monotonic()
+        if self._status_ref is None:
+            if now >= self._status_due:
+                self._status_ref = self._coord.status.remote()
+            return
+        ready, _ = ray.wait([self._status_ref], timeout=0)
+        if not ready:
+            return
+        ref, self._status_ref = self._status_ref, None
+        self._status_due = now + STATUS_EVERY_S
+        try:
+            status = ray.get(ref, timeout=1.0)
+        except RayActorError as e:
+            raise CollectiveError(f"collective #{self._call.seq} at step {self._call.step}: "
+                                  f"the coordinator actor died ({e})") from None
+        except Exception:  # a slow or odd answer: ask again later
+            return
+        if status.get("aborted"):
+            raise CollectiveAborted(status["aborted"])
+        for w in status.get("workers", []):
+            pos = w.get("position")
+            if w["rank"] in pending and pos is not None and pos[2] >= self._call.seq:
+                kind, step, seq = pos
+                check_same_call(Call(w["rank"], step, seq, kind), self._call)
+
+
+def _node_key() -> str:
+    """Which machine (and /dev/shm) this process is on: Ray's node id, host and boot."""
+    parts = [socket.gethostname()]
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            parts.append(ray.get_runtime_context().get_node_id())
+    except Exception:  # noqa: BLE001 - the host name alone will do
+        pass
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            parts.append(f.read().strip())
+    except OSError:
+        pass
+    return "/".join(parts)
+
+
+def _job_id() -> str:
+    ray = sys.modules.get("ray")
+    try:
+        if ray is not None and ray.is_initialized():
+            return ray.get_runtime_context().get_job_id()
+    except Exception:  # noqa: BLE001 - only salt for the segment name
+        pass
+    return str(os.getpid())
