@@ -1,11 +1,12 @@
 """MPICommunicator: the Communicator protocol on mpi4py's COMM_WORLD, for jobs under mpiexec.
 
 MPI collectives cannot time out and know nothing of training steps, so every collective
-starts with a small non-blocking allgather of (step, seq, kind) polled against a
-deadline: it is the watchdog (a rank that never arrives gives CollectiveTimeout instead
-of a hang) and the step check (every rank sees every rank's step, so a rank out of step
-fails with both numbers). Once all ranks are known to be in the same collective, the
-data moves with MPI's own blocking Allreduce / Bcast, at full MPI speed.
+starts with a small non-blocking allgather of every rank's Call (step, seq, kind, size,
+dtype, root; workers/comm/base.py) polled against a deadline: it is the watchdog (a
+rank that never arrives gives CollectiveTimeout instead of a hang) and the step check
+(every rank sees every rank's step, so a rank out of step fails with both numbers).
+Once all ranks are known to be in the same collective, the data moves with MPI's own
+blocking Allreduce / Bcast, at full MPI speed.
 """
 
 from __future__ import annotations
