@@ -17,12 +17,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from disttrain.distributed import LocalCommunicator
 from disttrain.train import SpecError, run_rank
 from disttrain.train.driver import Driver
 from disttrain.train.progress import Progress
+from disttrain.train.rundir import mark_failed
 from disttrain.train.spec import dump_job
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -35,17 +37,20 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
     driver = Driver(run_dir, spec, Progress(quiet=quiet))
     stop = threading.Event()
     stopping = lambda: stop.is_set() or bool(should_stop and should_stop())  # noqa: E731
+    on_second = lambda: driver.fail("interrupted twice: exited at once, without a final "  # noqa: E731
+                                    "checkpoint; --resume continues from the last one")
     try:
         if spec.distributed.backend == "local":
-            with stop_on_signals(stop):
+            with stop_on_signals(stop, on_second, driver.progress):
                 summary = _run_here(spec, driver, resume, stopping)
         else:
             from .supervisor import Supervisor, default_num_cpus, ensure_ray
 
             # ray.init installs its own SIGTERM handler: ours go in after it.
             ensure_ray(address, default_num_cpus(spec))
-            with stop_on_signals(stop):
+            with stop_on_signals(stop, on_second, driver.progress):
                 summary = Supervisor(spec, driver, resume=resume, should_stop=stopping).run()
+        driver.finish(summary)
     except SpecError as error:
         driver.fail(error)
         raise
@@ -53,7 +58,6 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
         driver.fail(error)
         print(f"disttrain: job failed: {error}", file=sys.stderr)
         return EXIT_FAILED
-    driver.finish(summary)
     return EXIT_OK
 
 
@@ -67,13 +71,28 @@ def _run_here(spec, driver: Driver, resume: bool, should_stop) -> dict:
 
 
 @contextlib.contextmanager
-def stop_on_signals(stop: threading.Event):
-    """SIGINT and SIGTERM set stop while inside (main thread only; elsewhere a no-op)."""
+def stop_on_signals(stop: threading.Event, on_second=None, progress=None):
+    """Inside, the first SIGINT or SIGTERM sets stop (every rank then stops within about a
+    second, with a checkpoint); a second one calls on_second and exits at once, code 1.
+    Only the main thread can take signals: elsewhere this does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, lambda *_: stop.set())
-                for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def handle(signum, frame):
+        if not stop.is_set():
+            stop.set()
+            if progress is not None:
+                progress.say(f"{signal.Signals(signum).name}: stopping within about a second, "
+                             "with a checkpoint (again to exit now, without one)")
+            return
+        print(f"disttrain: {signal.Signals(signum).name} again: exiting now without a "
+              "checkpoint; --resume continues from the last one", file=sys.stderr, flush=True)
+        if on_second is not None:
+            on_second()
+        os._exit(EXIT_FAILED)
+
+    previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
@@ -83,7 +102,9 @@ def stop_on_signals(stop: threading.Event):
 
 def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
     """`mpiexec -n W python -m disttrain.workers.mpi_rank RUN/job.toml --run-dir RUN`;
-    rank 0 is the driver. MPI has no restarts: --resume continues a failed run."""
+    rank 0 is the driver. This process owns mpiexec: it runs in a process group of its
+    own, gets our SIGINT/SIGTERM (the ranks then stop with a checkpoint; a second signal
+    kills the group), and never outlives us. MPI has no restarts: --resume continues."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     job_file = run_dir / "job.toml"
@@ -91,7 +112,42 @@ def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
     command = [find_mpiexec(), "-n", str(spec.distributed.workers), sys.executable, "-m",
                "disttrain.workers.mpi_rank", str(job_file), "--run-dir", str(run_dir)]
     command += ["--resume"] * resume + ["--quiet"] * quiet
-    return subprocess.call(command)
+    shm_before = _mpich_segments()
+    mpiexec = subprocess.Popen(command, start_new_session=True)
+    stop = threading.Event()
+    try:
+        with stop_on_signals(stop, on_second=lambda: _kill_group(mpiexec)):
+            forwarded = False
+            while mpiexec.poll() is None:
+                if stop.is_set() and not forwarded:
+                    os.killpg(mpiexec.pid, signal.SIGTERM)  # mpiexec passes it to the ranks
+                    forwarded = True
+                time.sleep(0.1)
+    finally:
+        _kill_group(mpiexec)
+        for leftover in _mpich_segments() - shm_before:
+            with contextlib.suppress(OSError):
+                leftover.unlink()
+    if mpiexec.returncode == 0:
+        return EXIT_OK
+    why = (f"mpiexec exited with code {mpiexec.returncode}: a rank failed or was killed "
+           "(its message, if it could write one, is above)")
+    mark_failed(run_dir, why)
+    print(f"disttrain: job failed: {why}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL proc's whole process group (mpiexec and its ranks) if it still runs."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _mpich_segments() -> set:
+    """MPICH's shared-memory files; a killed rank leaves its own behind in /dev/shm."""
+    return set(Path("/dev/shm").glob("mpich_shm_*")) if Path("/dev/shm").is_dir() else set()
 
 
 def find_mpiexec() -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import sys
+import threading
 
 from disttrain.distributed import CollectiveError
 from disttrain.train import SpecError, run_rank
@@ -41,15 +43,21 @@ def main(argv=None) -> int:
               "make them equal", file=sys.stderr)
         return 2
     driver = Driver(args.run_dir, spec, Progress(quiet=args.quiet)) if comm.rank == 0 else None
+    # mpiexec hands each rank the SIGINT/SIGTERM it gets: every rank then agrees to stop
+    # within about a second, with a checkpoint (the CLI kills the group on a second one).
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     try:
         where = comm.allgather({"rank": comm.rank, "node": socket.gethostname(),
                                 "pid": os.getpid()})
         if driver is None:
-            run_rank(spec, comm)
+            run_rank(spec, comm, should_stop=stop.is_set)
             return 0
         driver.set_workers(where)
         summary = run_rank(spec, comm, state=driver.resume_state() if args.resume else None,
-                           on_record=driver.on_record, on_checkpoint=driver.on_checkpoint)
+                           on_record=driver.on_record, on_checkpoint=driver.on_checkpoint,
+                           should_stop=stop.is_set)
         driver.finish(summary)
         return 0
     except (CollectiveError, OSError, ValueError) as error:

@@ -34,6 +34,10 @@ from .checkpoint import TrainState
 from .spec import JobSpec
 from .timeline import phase_events
 
+# A stop request (Ctrl-C, SIGTERM) is agreed on by every rank about this often, even
+# between log steps: one all-reduce of three numbers.
+STOP_CHECK_S = 1.0
+
 
 @dataclass
 class StepTimes:
@@ -110,6 +114,7 @@ class Trainer:
         """Train until the last step, or until every rank has agreed to stop; a summary."""
         started, stopped = time.perf_counter(), False
         loss_sum, loss_count = 0.0, 0
+        next_agreement = self.step + 1  # then about every STOP_CHECK_S (see _agree)
         while self.step < self.total_steps and not stopped:
             epoch, first = divmod(self.step, self.steps_per_epoch)
             self.loader.set_epoch(epoch)
@@ -119,11 +124,16 @@ class Trainer:
                 if self.step == self.trace_steps:
                     self._send_trace()
                 at_end = self.step >= self.total_steps
-                if self.step % self.spec.job.log_every == 0 or at_end:
-                    stopped = self._log(epoch, loss_sum / loss_count, should_stop())
-                    loss_sum, loss_count = 0.0, 0
+                at_log = self.step % self.spec.job.log_every == 0 or at_end
+                if at_log or self.step >= next_agreement:
+                    loss, stopped, every_steps = self._agree(loss_sum / loss_count,
+                                                             should_stop())
+                    next_agreement = self.step + every_steps
+                    if at_log or stopped:  # a stop between log steps logs what it ran
+                        self._log(epoch, loss)
+                        loss_sum, loss_count = 0.0, 0
                 every = self.spec.job.checkpoint_every
-                if every and self.step % every == 0 and not at_end:
+                if every and self.step % every == 0 and not (at_end or stopped):
                     self.save_checkpoint()
                 if stopped or at_end:
                     break
@@ -149,20 +159,32 @@ class Trainer:
             self.on_record({"kind": "eval", "step": self.step, "epoch": epoch,
                             **self.evaluate()})
 
-    def _log(self, epoch: int, local_loss: float, stop_requested: bool) -> bool:
-        """Average the loss over ranks, emit one metrics record; True if any rank must stop."""
-        totals = np.array([local_loss, 1.0 if stop_requested else 0.0], dtype=np.float64)
+    def _agree(self, local_loss: float, stop_requested: bool) -> tuple[float, bool, int]:
+        """One small all-reduce: (the loss averaged over ranks, whether any rank must stop,
+        in how many steps to agree again).
+
+        Every rank must agree at the same steps, so the interval (about STOP_CHECK_S of
+        steps, from rank 0's step time) is rank 0's alone: the others add 0, which sums
+        exactly, and every rank reads the same integer.
+        """
+        t = self.times
+        step_s = (t.compute + t.comm) / max(t.steps, 1)
+        proposal = max(1, int(STOP_CHECK_S / step_s)) if self.rank == 0 and step_s else 0
+        totals = np.array([local_loss, float(stop_requested), proposal], dtype=np.float64)
         self.comm.allreduce_(totals)
+        return totals[0] / self.world_size, bool(totals[1] > 0), max(1, int(totals[2]))
+
+    def _log(self, epoch: int, loss: float) -> None:
+        """Emit one "train" record for the steps since the last one."""
         t = self.times
         step_s = (t.compute + t.comm) / max(t.steps, 1)
         self.on_record({
-            "kind": "train", "step": self.step, "epoch": epoch, "loss": totals[0] / self.world_size,
+            "kind": "train", "step": self.step, "epoch": epoch, "loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],
             "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
             "compute_s": t.compute, "comm_s": t.comm,
         })
         self.times = StepTimes(trace=t.trace)
-        return bool(totals[1] > 0)
 
     @no_grad()
     def evaluate(self) -> dict:

@@ -79,3 +79,17 @@ def read_metrics(path, warn=None) -> list:
             if warn is not None:
                 warn(f"{file}: dropped a torn last line (a writer was killed mid-append)")
     return records
+
+
+def mark_failed(path, error: str) -> None:
+    """Set a run's status to failed when its own driver could not (it was killed)."""
+    file = Path(path) / "status.json"
+    try:
+        status = json.loads(file.read_text())
+    except (OSError, ValueError):
+        return
+    if status.get("state") in ("done", "stopped", "failed"):
+        return
+    status.update(state="failed", error=error, updated=time.time(), workers=[
+        dict(w, state="failed") for w in status.get("workers", [])])
+    _write_atomic(file, json.dumps(status, indent=1))
