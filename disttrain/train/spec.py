@@ -29,6 +29,7 @@ class JobSection:
     dtype: str = "float32"
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: only the final checkpoint
+    keep_checkpoints: int = 3  # the newest valid ones stay; older ones are deleted
     eval_every_epoch: bool = True
     blas_threads: int = 0  # 0: match [distributed] cpus_per_worker
 
@@ -119,6 +120,7 @@ CHOICES = {
     ("distributed", "placement"): ("auto", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
 POSITIVE = {("job", "epochs"), ("job", "batch_size"), ("job", "log_every"),
+            ("job", "keep_checkpoints"),
             ("distributed", "workers"), ("distributed", "timeout_s"),
             ("distributed", "heartbeat_s"), ("distributed", "bucket_cap_mb"),
             ("distributed", "cpus_per_worker")}
