@@ -22,7 +22,7 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from disttrain.train.driver import Driver
-from disttrain.workers.coordinator import create_coordinator
+from disttrain.workers.coordinator import HEARTBEATS_MISSED, create_coordinator
 from disttrain.workers.ray_rank import remote_rank_actor
 
 PLACEMENT_TIMEOUT_S = 60.0
@@ -39,11 +39,13 @@ class WorkerLost(RuntimeError):
 
 @dataclass
 class Attempt:
-    """One try at the job: its coordinator, placement group, actors and where they run."""
-    coordinator: object
-    group: object
-    actors: list
+    """One try at the job: its coordinator, placement group, actors and where they run
+    (filled in as they start, so a failure half-way tears down what was started)."""
+    coordinator: object = None
+    group: object = None
+    actors: list = field(default_factory=list)
     infos: list = field(default_factory=list)
+    collecting: object = None  # the driver's pending drain call to rank 0
 
 
 def ensure_ray(address: str | None, num_cpus: int) -> None:
@@ -69,56 +71,58 @@ class Supervisor:
     def run(self) -> dict:
         """Attempts until one finishes; the summary. JobFailed after max_restarts."""
         d = self.spec.distributed
-        restarts = 0
+        restarts = self.driver.run.status.get("restarts", 0)  # carried across --resume
+        first = restarts
         while True:
-            state = self.driver.resume_state() if self.resume or restarts else None
-            attempt = self._start()
+            attempt = Attempt()
             try:
+                state = self.driver.resume_state() if self.resume or restarts > first else None
+                self._start(attempt)
                 return self._watch(attempt, state)
-            except (RayActorError, WorkerLost) as error:
-                self._collect(attempt)  # a checkpoint rank 0 made before the loss counts
+            except (RayError, WorkerLost) as error:  # setup failures count as well
+                if attempt.actors:
+                    self._collect(attempt)  # a checkpoint rank 0 made before the loss counts
                 restarts += 1
                 self.driver.progress.warn(f"attempt {restarts} failed: {error}")
                 failures = self.driver.run.status.get("failures", []) + [str(error)]
                 self.driver.run.write_status(state="restarting", restarts=restarts,
                                              failures=failures)
-                if restarts > d.max_restarts:
+                if restarts - first > d.max_restarts:
                     raise JobFailed(f"{error} (gave up after {d.max_restarts} restarts)") \
                         from None
             finally:
                 self._teardown(attempt)
 
-    def _start(self) -> Attempt:
+    def _start(self, attempt: Attempt) -> None:
         d = self.spec.distributed
-        coordinator = create_coordinator(world_size=d.workers, timeout_s=d.timeout_s,
-                                         heartbeat_timeout_s=max(5 * d.heartbeat_s, 10.0))
+        attempt.coordinator = create_coordinator(
+            world_size=d.workers, timeout_s=d.timeout_s,
+            heartbeat_timeout_s=HEARTBEATS_MISSED * d.heartbeat_s)
         strategy = placement_strategy(d.placement)
-        group = placement_group([{"CPU": d.cpus_per_worker}] * d.workers, strategy=strategy)
+        attempt.group = placement_group([{"CPU": d.cpus_per_worker}] * d.workers,
+                                        strategy=strategy)
         try:
-            ray.get(group.ready(), timeout=PLACEMENT_TIMEOUT_S)
+            ray.get(attempt.group.ready(), timeout=PLACEMENT_TIMEOUT_S)
         except GetTimeoutError:
-            remove_placement_group(group)
-            ray.kill(coordinator, no_restart=True)
-            raise JobFailed(
+            raise WorkerLost(
                 f"could not place {d.workers} workers x {d.cpus_per_worker} CPU "
                 f"({strategy}) within {PLACEMENT_TIMEOUT_S:.0f} s; the cluster has "
                 f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] workers or "
                 "cpus_per_worker") from None
         actor_class = remote_rank_actor(num_cpus=d.cpus_per_worker)
-        actors = [
+        attempt.actors = [
             actor_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=group, placement_group_bundle_index=i)).remote(
-                i, self.spec.to_dict(), coordinator, self.secret)
+                placement_group=attempt.group, placement_group_bundle_index=i)).remote(
+                i, self.spec.to_dict(), attempt.coordinator, self.secret)
             for i in range(d.workers)
         ]
-        attempt = Attempt(coordinator, group, actors)
-        infos = self._get([a.join.remote() for a in actors], attempt, timeout=d.timeout_s + 60)
+        infos = self._get([a.join.remote() for a in attempt.actors], attempt,
+                          timeout=d.timeout_s + 60)
         attempt.infos = sorted(infos, key=lambda info: info["rank"])
         # Worker index i registered with id i, and integer ids get ranks in order.
         assert [i["rank"] for i in infos] == list(range(d.workers)), infos
         self.driver.set_workers([{k: i[k] for k in ("rank", "node", "node_id", "pid")}
                                  for i in attempt.infos])
-        return attempt
 
     def _get(self, refs: list, attempt: Attempt, timeout: float) -> list:
         """ray.get that turns a dead actor into WorkerLost naming its rank."""
@@ -132,9 +136,17 @@ class Supervisor:
                 for rank, actor in enumerate(attempt.actors)]
         pending = list(runs)
         stop_sent = False
+        attempt.collecting = attempt.actors[0].drain.remote(POLL_S)  # answers on a post
+        checked = time.monotonic()
         while pending:
-            _, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
-            self._collect(attempt)
+            ready, _ = ray.wait([*pending, attempt.collecting], num_returns=1, timeout=POLL_S)
+            if attempt.collecting in ready:
+                self._hand_over(self._fetch_items(attempt.collecting))
+                attempt.collecting = attempt.actors[0].drain.remote(POLL_S)
+            _, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
+            if time.monotonic() - checked >= POLL_S:
+                self._check_coordinator(attempt)
+                checked = time.monotonic()
             if self.should_stop() and not stop_sent:
                 for actor in attempt.actors:
                     actor.request_stop.remote()
@@ -149,16 +161,38 @@ class Supervisor:
         return summaries[0]
 
     def _collect(self, attempt: Attempt) -> None:
-        """Hand rank 0's records and checkpoints to the driver, which writes RUN."""
+        """Hand whatever rank 0 still holds (or a pending drain took) to the driver."""
+        if attempt.collecting is not None:
+            self._hand_over(self._fetch_items(attempt.collecting))
+            attempt.collecting = None
+        self._hand_over(self._fetch_items(attempt.actors[0].drain.remote()))
+
+    @staticmethod
+    def _fetch_items(ref) -> list:
         try:
-            items = ray.get(attempt.actors[0].drain.remote(), timeout=60)
+            return ray.get(ref, timeout=60)
         except (RayError, GetTimeoutError):
-            return  # a dead rank 0 is reported by _raise_if_failed
+            return []  # a dead rank 0 is reported by _raise_if_failed
+
+    def _hand_over(self, items: list) -> None:
+        """Rank 0's records and checkpoints, in order, to the driver, which writes RUN."""
         for kind, item in items:
             if kind == "record":
                 self.driver.on_record(item)
             else:
                 self.driver.on_checkpoint(item)
+
+    def _check_coordinator(self, attempt: Attempt) -> None:
+        """The coordinator is supervised like a worker: its death, or its abort (a rank
+        silent for HEARTBEATS_MISSED heartbeats), ends the attempt."""
+        try:
+            status = ray.get(attempt.coordinator.status.remote(), timeout=30)
+        except RayActorError:
+            raise WorkerLost("the coordinator actor died") from None
+        except GetTimeoutError:
+            raise WorkerLost("the coordinator actor did not answer within 30 s") from None
+        if status["aborted"]:
+            raise WorkerLost(status["aborted"])
 
     def _raise_if_failed(self, attempt: Attempt, ref, rank: int) -> None:
         try:
@@ -195,10 +229,11 @@ class Supervisor:
         return self._find_dead_rank(attempt) or f"a worker died: {str(error).splitlines()[0]}"
 
     def _teardown(self, attempt: Attempt) -> None:
-        for actor in attempt.actors:
-            ray.kill(actor, no_restart=True)
-        ray.kill(attempt.coordinator, no_restart=True)
-        remove_placement_group(attempt.group)
+        for handle in [*attempt.actors, attempt.coordinator]:
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
+        if attempt.group is not None:
+            remove_placement_group(attempt.group)
 
 
 def placement_strategy(placement: str) -> str:

@@ -12,6 +12,7 @@ The class is plain Python; `create_coordinator` turns it into the Ray actor.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from disttrain.workers.comm.base import (
 )
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 30.0
+# A job's ranks beat every [distributed] heartbeat_s; one silent this many beats is dead.
+HEARTBEATS_MISSED = 5
 
 
 @dataclass
@@ -174,7 +177,7 @@ class Coordinator:
                 workers.append({"rank": rank, **w, "heartbeat_age_s": age,
                                 "position": None if at is None else (at.kind, at.step, at.seq)})
             return {"world_size": self.world_size, "aborted": self._abort_reason,
-                    "workers": workers}
+                    "workers": workers, "pid": os.getpid()}
 
     def _watch_heartbeats(self) -> None:
         period = min(1.0, self.heartbeat_timeout_s / 4)
@@ -302,3 +305,19 @@ def create_coordinator(
         options["name"] = name
     actor_cls = ray.remote(concurrency_groups={"control": 4})(Coordinator)
     return actor_cls.options(**options).remote(world_size, timeout_s, heartbeat_timeout_s)
+
+
+def start_heartbeats(coordinator, rank: int, interval_s: float, stop: threading.Event) -> None:
+    """Tell the coordinator every interval_s that `rank` is alive, until stop is set.
+
+    A rank silent for HEARTBEATS_MISSED intervals is declared dead (the coordinator's
+    heartbeat_timeout_s); a stopped (SIGSTOP) or wedged process stops beating too.
+    """
+    def beat():
+        while not stop.wait(interval_s):
+            try:
+                coordinator.heartbeat.remote(rank)
+            except Exception:  # noqa: BLE001 - a dead coordinator shows in the next collective
+                pass
+
+    threading.Thread(target=beat, daemon=True, name=f"heartbeat-rank{rank}").start()

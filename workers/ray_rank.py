@@ -16,6 +16,7 @@ import ray
 
 from disttrain.train import run_rank, spec_from_dict
 from disttrain.workers.comm import make_communicator
+from disttrain.workers.coordinator import start_heartbeats
 
 
 class RankActor:
@@ -28,8 +29,9 @@ class RankActor:
         self.secret = secret
         self.comm = None
         self._outbox: list = []  # ("record", dict) and ("checkpoint", TrainState), in order
-        self._lock = threading.Lock()
+        self._posted = threading.Condition()
         self._stop = threading.Event()
+        self._stop_beating = threading.Event()
 
     def info(self) -> dict:
         """Where this actor runs: node name, IP, Ray node id and pid."""
@@ -41,9 +43,13 @@ class RankActor:
         info = self.info()
         rank = ray.get(self.coordinator.register.remote(self.index, info["node"], info["pid"]))
         d = self.spec.distributed
+        # This actor heartbeats for its rank whatever the backend, so the coordinator
+        # notices a dead or frozen rank on the ring too.
+        start_heartbeats(self.coordinator, rank, d.heartbeat_s, self._stop_beating)
+        options = {"heartbeat_interval_s": None} if d.backend == "coordinator" else {}
         self.comm = make_communicator(d.backend, rank=rank, world_size=d.workers,
                                       coordinator=self.coordinator, secret=self.secret,
-                                      timeout_s=d.timeout_s)
+                                      timeout_s=d.timeout_s, **options)
         return {**info, "rank": rank}
 
     def run(self, state=None) -> dict:
@@ -55,20 +61,26 @@ class RankActor:
                             should_stop=self._stop.is_set)
         finally:
             self.comm.close()
+            self._stop_beating.set()
+            self.coordinator.leave.remote(self.comm.rank)
 
     def request_stop(self) -> None:
         """Ask every rank to stop at the next logged step, with a checkpoint."""
         self._stop.set()
 
-    def drain(self) -> list:
-        """What rank 0 produced since the last call, in order."""
-        with self._lock:
+    def drain(self, wait_s: float = 0.0) -> list:
+        """What rank 0 produced since the last call, in order; waits up to wait_s for
+        something, so the driver hears of a checkpoint as soon as it is taken."""
+        with self._posted:
+            if not self._outbox and wait_s:
+                self._posted.wait(wait_s)
             items, self._outbox = self._outbox, []
         return items
 
     def _post(self, kind: str, item) -> None:
-        with self._lock:
+        with self._posted:
             self._outbox.append((kind, item))
+            self._posted.notify_all()
 
 
 def remote_rank_actor(**options):

@@ -69,13 +69,11 @@ def save_checkpoint(run_dir, state: TrainState) -> Path:
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    np.savez(tmp / "model.npz", **state.model)
-    np.savez(tmp / "optim.npz", **state.optim)
-    meta = dict(state.meta, sha256={name: sha256(tmp / name) for name in FILES})
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
-    for name in FILES + ("meta.json",):
-        _fsync_file(tmp / name)
-    _fsync_dir(tmp)
+    try:
+        _write_files(tmp, state)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # on a full disk, give the space back
+        raise
     if final.exists():  # a rerun of the same step: replace it whole, never merge
         trash = final.parent / f".old-{final.name}-{os.getpid()}"
         os.rename(final, trash)
@@ -83,6 +81,16 @@ def save_checkpoint(run_dir, state: TrainState) -> Path:
     os.rename(tmp, final)
     _fsync_dir(final.parent)
     return final
+
+
+def _write_files(tmp: Path, state: TrainState) -> None:
+    np.savez(tmp / "model.npz", **state.model)
+    np.savez(tmp / "optim.npz", **state.optim)
+    meta = dict(state.meta, sha256={name: sha256(tmp / name) for name in FILES})
+    (tmp / "meta.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
+    for name in FILES + ("meta.json",):
+        _fsync_file(tmp / name)
+    _fsync_dir(tmp)
 
 
 def load_checkpoint(path) -> TrainState:
@@ -116,6 +124,27 @@ def list_checkpoints(run_dir) -> list[Path]:
     return sorted((p for p in root.iterdir() if p.name.startswith("step-")), reverse=True)
 
 
+def prune_checkpoints(run_dir, keep: int, also_keep: Path | None = None) -> list[Path]:
+    """Delete all but the `keep` newest checkpoints (and also_keep); the deleted folders."""
+    doomed = [p for p in list_checkpoints(run_dir)[keep:] if p != also_keep]
+    for path in doomed:
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
+
+
+def sweep_temporaries(run_dir) -> list[Path]:
+    """Delete what killed writers left: .tmp-step-* / .old-step-* folders, temp finals."""
+    root = Path(run_dir)
+    stray = [*(root / "checkpoints").glob(".tmp-step-*"),
+             *(root / "checkpoints").glob(".old-step-*"), *(root / "final").glob(".model-*")]
+    for path in stray:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return stray
+
+
 def latest_valid_checkpoint(run_dir, report=print) -> tuple[Path, TrainState] | None:
     """The newest checkpoint that verifies, as (its folder, its state), or None."""
     for path in list_checkpoints(run_dir):
@@ -131,8 +160,12 @@ def save_final_model(run_dir, model_arrays: dict) -> Path:
     final = Path(run_dir) / "final"
     final.mkdir(parents=True, exist_ok=True)
     tmp = final / f".model-{os.getpid()}.npz"
-    np.savez(tmp, **model_arrays)
-    _fsync_file(tmp)
-    os.replace(tmp, final / "model.npz")
+    try:
+        np.savez(tmp, **model_arrays)
+        _fsync_file(tmp)
+        os.replace(tmp, final / "model.npz")
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(final)
     return final / "model.npz"

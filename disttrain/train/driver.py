@@ -10,9 +10,21 @@ whole run directory is on the driver's machine, and a cluster needs no shared di
 
 from __future__ import annotations
 
-from .checkpoint import TrainState, latest_valid_checkpoint, save_checkpoint, save_final_model
+import threading
+
+from .checkpoint import (
+    TrainState,
+    latest_valid_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+    save_final_model,
+    sweep_temporaries,
+)
 from .progress import Progress
 from .rundir import RunDir
+
+# status.json's "updated" is refreshed at least this often while the driver lives.
+HEARTBEAT_S = 5.0
 
 
 class Driver:
@@ -20,9 +32,15 @@ class Driver:
 
     def __init__(self, run_dir, spec, progress: Progress | None = None):
         self.run = RunDir(run_dir, spec)
+        self.spec = spec
         self.progress = progress or Progress(quiet=True)
         self.total_steps = None
+        self.resumed_from = None
         self.trace: list = []
+        for path in sweep_temporaries(self.path):
+            self.progress.warn(f"removed {path}, left by a writer that was killed")
+        self._ended = threading.Event()
+        threading.Thread(target=self._beat, daemon=True, name="status-heartbeat").start()
 
     @property
     def path(self):
@@ -34,6 +52,7 @@ class Driver:
         found = latest_valid_checkpoint(self.path, report=self.progress.warn)
         step = 0 if found is None else int(found[1].meta["step"])
         if found is not None:
+            self.resumed_from = found[0]
             self.progress.say(f"resumed from {found[0].name} (step {step})")
         self.run.forget_metrics_after(step, warn=self.progress.warn)
         return None if found is None else found[1]
@@ -65,17 +84,32 @@ class Driver:
         save_checkpoint(self.path, state)
         if self.total_steps is not None and state.meta["step"] >= self.total_steps:
             save_final_model(self.path, state.model)
+        prune_checkpoints(self.path, self.spec.job.keep_checkpoints, also_keep=self.resumed_from)
 
     def finish(self, summary: dict) -> None:
         """The job ended (done, or stopped on request): timeline, status, summary line."""
         state = "stopped" if summary["stopped"] else "done"
+        self._ended.set()
         self.run.write_timeline(self.trace)
         self.run.write_status(state=state, step=summary["step"], workers=[
             dict(w, state=state) for w in self.run.status["workers"]])
         self.progress.finish(summary, self.path)
 
     def fail(self, error: BaseException | str) -> None:
-        """The job failed: keep what timeline there is, and say why in status.json."""
-        self.run.write_timeline(self.trace)
-        self.run.write_status(state="failed", error=str(error), workers=[
-            dict(w, state="failed") for w in self.run.status["workers"]])
+        """The job failed: keep what timeline there is, and say why in status.json, as far
+        as the disk allows (a full disk is often why it failed)."""
+        self._ended.set()
+        for write in (lambda: self.run.write_timeline(self.trace),
+                      lambda: self.run.write_status(state="failed", error=str(error), workers=[
+                          dict(w, state="failed") for w in self.run.status["workers"]])):
+            try:
+                write()
+            except OSError as also:
+                self.progress.warn(f"could not record the failure in {self.path}: {also}")
+
+    def _beat(self) -> None:
+        while not self._ended.wait(HEARTBEAT_S):
+            try:
+                self.run.write_status()
+            except OSError:
+                pass  # the next record or the end reports a disk problem

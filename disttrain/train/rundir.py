@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -17,28 +18,42 @@ from .timeline import trace_document
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk must not keep a half-written file
+        raise
 
 
 class RunDir:
-    """Writes the files of one run; readers never see a half-written status.json."""
+    """Writes the files of one run; readers never see a half-written status.json.
+
+    status.json's "updated" is refreshed at least every HEARTBEAT_S while the driver
+    lives (Driver.beat), so a reader can tell a run whose driver died from a quiet one.
+    A resumed run keeps the restarts and failures of the runs before it.
+    """
 
     def __init__(self, path, spec):
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
         self.spec = spec
+        self._lock = threading.Lock()
+        earlier = read_status(self.path) or {}
         self.status = {"state": "starting", "step": 0, "epoch": 0,
-                       "world_size": spec.distributed.workers, "restarts": 0, "workers": [],
+                       "world_size": spec.distributed.workers,
+                       "restarts": earlier.get("restarts", 0),
+                       "failures": earlier.get("failures", []), "workers": [],
                        "started": time.time()}
         _write_atomic(self.path / "job.toml", dump_job(spec))
         self.write_status()
 
     def write_status(self, **changes) -> None:
         """Update status.json with changes (and the time, as "updated")."""
-        self.status.update(changes, updated=time.time())
-        _write_atomic(self.path / "status.json", json.dumps(self.status, indent=1))
+        with self._lock:
+            self.status.update(changes, updated=time.time())
+            _write_atomic(self.path / "status.json", json.dumps(self.status, indent=1))
 
     def append_metrics(self, records: list) -> None:
         """Append one JSON line per record, durably."""
@@ -79,6 +94,14 @@ def read_metrics(path, warn=None) -> list:
             if warn is not None:
                 warn(f"{file}: dropped a torn last line (a writer was killed mid-append)")
     return records
+
+
+def read_status(path) -> dict | None:
+    """RUN/status.json, or None if it is missing or unreadable."""
+    try:
+        return json.loads((Path(path) / "status.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def mark_failed(path, error: str) -> None:

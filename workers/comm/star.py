@@ -41,6 +41,7 @@ from disttrain.workers.comm.base import (
     sum_in_rank_order,
 )
 from disttrain.workers.comm.shm import ShmPath
+from disttrain.workers.coordinator import start_heartbeats
 
 # Below this the star all-reduce (arrays in the call, one round trip) beats ray.put.
 INLINE_BYTES = 256 * 1024
@@ -54,21 +55,21 @@ class CoordinatorCommunicator(CommunicatorBase):
     noun = "coordinator communicator"
 
     def __init__(self, coordinator, rank: int, world_size: int,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_interval_s: float = 1.0,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_interval_s: float | None = 1.0,
                  inline_bytes: int = INLINE_BYTES, shared_memory: bool = True,
                  shm_min_bytes: int = 0):
         """`shared_memory=False` (the same on every rank) keeps the star and object-store
         paths even when all ranks share a node; buffers under `shm_min_bytes` take the
-        star path anyway."""
+        star path anyway. `heartbeat_interval_s=None`: the caller heartbeats for this rank
+        (a RankActor does, for every backend)."""
         super().__init__(rank, world_size, timeout_s)
         self.inline_bytes = inline_bytes
         self._coord = coordinator
         self._shm = ShmPath(rank, world_size, coordinator, self._exchange,
                             enabled=shared_memory, min_bytes=shm_min_bytes)
         self._stop = threading.Event()
-        if world_size > 1:
-            threading.Thread(target=self._send_heartbeats, args=(heartbeat_interval_s,),
-                             daemon=True, name=f"heartbeat-rank{rank}").start()
+        if world_size > 1 and heartbeat_interval_s is not None:
+            start_heartbeats(coordinator, rank, heartbeat_interval_s, self._stop)
 
     @property
     def shm_names(self) -> list:
@@ -192,10 +193,3 @@ class CoordinatorCommunicator(CommunicatorBase):
         """Rank `rank`'s buffer, seen only once it arrived, must be the size of ours."""
         theirs = Call(rank, self.step, self._seq, kind, arr.nbytes, arr.dtype.char)
         check_same_call(theirs, self._my_call(kind, nbytes=flat.nbytes, dtype=flat.dtype.char))
-
-    def _send_heartbeats(self, interval_s: float) -> None:
-        while not self._stop.wait(interval_s):
-            try:
-                self._coord.heartbeat.remote(self.rank)
-            except Exception:  # a dead coordinator shows up in the next collective
-                pass
