@@ -10,6 +10,7 @@ with a checkpoint; exit codes are the CLI's (0 done or stopped, 1 failed).
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -28,6 +29,7 @@ from disttrain.train.rundir import mark_failed
 from disttrain.train.spec import dump_job
 
 EXIT_OK, EXIT_FAILED = 0, 1
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_stop=None) -> int:
@@ -113,7 +115,7 @@ def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
                "disttrain.workers.mpi_rank", str(job_file), "--run-dir", str(run_dir)]
     command += ["--resume"] * resume + ["--quiet"] * quiet
     shm_before = _mpich_segments()
-    mpiexec = subprocess.Popen(command, start_new_session=True)
+    mpiexec = subprocess.Popen(command, start_new_session=True, preexec_fn=_term_with_parent)
     stop = threading.Event()
     try:
         with stop_on_signals(stop, on_second=lambda: _kill_group(mpiexec)):
@@ -135,6 +137,14 @@ def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
     mark_failed(run_dir, why)
     print(f"disttrain: job failed: {why}", file=sys.stderr)
     return EXIT_FAILED
+
+
+def _term_with_parent() -> None:
+    """In the mpiexec child: get SIGTERM if this CLI dies, even by SIGKILL (Linux), so the
+    ranks stop with a checkpoint instead of running on as orphans."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _kill_group(proc: subprocess.Popen) -> None:
