@@ -93,3 +93,101 @@ class LocalRendezvous:
                                        timeout_s):
                 raise CollectiveTimeout("ring rendezvous: not every rank published an address")
             return [self._addresses[r] for r in range(self.world_size)]
+
+
+class HookedRendezvous(LocalRendezvous):
+    """A LocalRendezvous that calls `hook(addresses) -> addresses` once, when every rank has
+    published and before any rank sees the list: to let strangers in first, or to put a
+    proxy in a rank's place."""
+
+    def __init__(self, world_size: int, hook):
+        super().__init__(world_size)
+        self._hook = hook
+        self._lock = threading.Lock()
+        self._result: list | None = None
+
+    def addresses(self, timeout_s: float | None = None) -> list:
+        """Every rank's address as the hook left it."""
+        found = super().addresses(timeout_s)
+        with self._lock:
+            if self._result is None:
+                self._result = self._hook(found)
+            return self._result
+
+
+def annoy(addresses: list, per_address: int, reopen_s: float) -> None:
+    """Strangers on ring listeners, until stdin closes (run in a process of its own, so its
+    sockets are not counted with the ring's). Connections cycle through three kinds: silent
+    (connect, send nothing), dribbling (one byte every 0.3 s) and garbage (random bytes for
+    a reply); each is reopened `reopen_s` after the listener drops or refuses it. Prints
+    "ready" once every first connection is open, then, at the end, a JSON line of counts."""
+    import errno
+    import json
+    import selectors
+    import socket
+    import sys
+    import time
+
+    selector = selectors.DefaultSelector()
+    selector.register(sys.stdin, selectors.EVENT_READ, "stop")
+    counts = {"connected": 0, "dropped": 0, "refused": 0}
+    reopen: list = []  # (when, address, kind)
+
+    def open_one(address, kind):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setblocking(False)
+        state = [address, kind, False, time.monotonic()]
+        if sock.connect_ex(tuple(address)) not in (0, errno.EINPROGRESS):  # refused at once
+            sock.close()
+            counts["refused"] += 1
+            reopen.append((time.monotonic() + reopen_s, address, kind))
+            return False
+        selector.register(sock, selectors.EVENT_WRITE, state)
+        return True
+
+    def close_one(sock, state, outcome):
+        selector.unregister(sock)
+        sock.close()
+        counts[outcome] += 1
+        reopen.append((time.monotonic() + reopen_s, state[0], state[1]))
+
+    waiting = sum(open_one(address, ("silent", "dribble", "garbage")[i % 3])
+                  for i in range(per_address) for address in addresses)
+    while True:
+        now = time.monotonic()
+        for item in [r for r in reopen if r[0] <= now]:
+            reopen.remove(item)
+            open_one(item[1], item[2])
+        for key, _ in selector.select(0.05):
+            if key.data == "stop":
+                print(json.dumps(counts), flush=True)
+                return
+            sock, state = key.fileobj, key.data
+            if not state[2]:  # the connect finished, one way or the other
+                if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR):
+                    close_one(sock, state, "refused")
+                else:
+                    state[2] = True
+                    counts["connected"] += 1
+                    selector.modify(sock, selectors.EVENT_READ, state)
+                waiting -= 1
+                if waiting == 0:
+                    print("ready", flush=True)
+                continue
+            try:
+                data = sock.recv(4096)
+            except OSError:
+                data = b""
+            if not data:
+                close_one(sock, state, "dropped")
+            elif state[1] == "garbage":
+                sock.send(os.urandom(69))
+        for key in list(selector.get_map().values()):  # the dribblers' next byte
+            state = key.data
+            if isinstance(state, list) and state[2] and state[1] == "dribble" and \
+                    now - state[3] >= 0.3:
+                state[3] = now
+                try:
+                    key.fileobj.send(b"\x00")
+                except OSError:
+                    pass

@@ -9,18 +9,61 @@ depend only on (rank, world_size, size), so the same inputs give the same bits e
 Ray-free on purpose: addresses come from any `rendezvous` with
 `publish_address(rank, host, port)` and `addresses(timeout_s) -> [(host, port), ...]`;
 in a Ray job that is `RayRendezvous`, the coordinator actor's address registry.
+
+The listener. It is bound to the address this rank advertises (not 0.0.0.0), opened before
+the address is published, and closed as soon as the previous rank has authenticated: after
+setup the ring's port takes no connections at all. While it is open, one thread serves it
+and runs every handshake itself on non-blocking sockets, so a stranger never costs a
+thread; at most MAX_HANDSHAKES are in progress (a new one evicts the oldest, which a
+slow-loris client always is) and each has one deadline, HANDSHAKE_TIMEOUT_S, for the whole
+exchange, not per read. The dialer retries a handshake that was cut off until its setup
+timeout, so strangers who came first cannot lock the real peer out.
+
+The handshake, on the connection rank r-1 opens to rank r (S: rank r, C: rank r-1, K: the
+job's secret, | concatenation, HMAC = HMAC-SHA256):
+
+    S -> C   "DTR1" | ns                                   ns: 32 random bytes
+    C -> S   rank | want | nc | HMAC(K, "client" | ns | nc | rank | want)
+    S -> C   on | HMAC(K, "server" | nc | ns | on)
+
+rank is C's rank (uint32, must be r-1), want and on one byte each: C's wish for frame
+integrity and S's decision, on = want or S's own wish. Both nonces make every transcript
+unique (no replay); each side proves it knows K before the other trusts it, and the MACs
+cover the integrity choice, so no one on the path can switch it off. A side wishes for
+integrity when told to (`integrity=True`), not when told not to (False), and by default
+(None) unless the connection stays on this host (the peer's address is loopback or the
+connection's own local address).
+
+Frames, from r-1 to r after the handshake (integers big-endian):
+
+    header   "DTR1" | kind u8 | dtype char | 2 pad | step i64 | seq i64 | nbytes u64 | piece u32
+    payload  nbytes bytes in pieces of `piece` bytes (the last may be shorter)
+
+The receiver reads the payload piece by piece, as the sender wrote it, and forwards pieces
+as it gets them. With integrity on, the header and every piece are each followed by a
+32-byte tag, HMAC(Kf, counter | bytes), where Kf = HMAC(K, "frames" | ns | nc) is this
+connection's own key and counter (u64) numbers the tagged units sent on it: an altered,
+dropped, replayed or reordered unit fails its tag. A piece is checked before it is added,
+stored or forwarded, so a bad one ends the collective with a CollectiveError naming the
+rank it came from and "integrity"; its numbers reach neither the caller nor the ring.
+HMAC-SHA256 runs at about 1.5 GB/s per core here (SHA extensions), three times keyed
+BLAKE2b; `disttrain bench allreduce` prints the ring with and without it.
 """
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
+import ipaddress
 import os
 import queue
+import selectors
 import socket
 import struct
 import sys
 import threading
+import time
 
 import numpy as np
 
@@ -43,22 +86,69 @@ from disttrain.workers.comm.base import (
 
 SEGMENT_BYTES = 512 * 1024
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
-HANDSHAKE_TIMEOUT_S = 10.0
+HANDSHAKE_TIMEOUT_S = 5.0  # the whole exchange; an honest peer needs one round trip
+MAX_HANDSHAKES = 8  # in progress at once on one listener
 
-# magic, kind, dtype char, step, seq, nbytes
-_HEADER = struct.Struct("!4sBcxxqqQ")
+# magic, kind, dtype char, step, seq, nbytes, piece
+_HEADER = struct.Struct("!4sBcxxqqQI")
 _MAGIC = b"DTR1"
 _NONCE = 32
 _MAC = hashlib.sha256().digest_size
+_HELLO = len(_MAGIC) + _NONCE  # S -> C
+_CLIENT = struct.Struct(f"!IB{_NONCE}s{_MAC}s")  # C -> S: rank, want, nc, mac
+_PROOF = struct.Struct(f"!B{_MAC}s")  # S -> C: on, mac
 
 
 def _mac(secret: bytes, *parts: bytes) -> bytes:
     return hmac.new(secret, b"|".join(parts), hashlib.sha256).digest()
 
 
+def _client_mac(secret: bytes, ns: bytes, nc: bytes, rank: int, want: int) -> bytes:
+    return _mac(secret, b"client", ns, nc, struct.pack("!IB", rank, want))
+
+
+def _server_mac(secret: bytes, ns: bytes, nc: bytes, on: int) -> bytes:
+    return _mac(secret, b"server", nc, ns, bytes([on]))
+
+
+class _FrameMac:
+    """Tags for one direction of one connection: HMAC(key, counter | unit), counter += 1."""
+
+    def __init__(self, secret: bytes, ns: bytes, nc: bytes):
+        self._base = hmac.new(_mac(secret, b"frames", ns, nc), digestmod=hashlib.sha256)
+        self._count = 0
+
+    def tag(self, unit) -> bytes:
+        h = self._base.copy()  # the keyed state, without hashing the key again
+        h.update(self._count.to_bytes(8, "big"))
+        h.update(unit)
+        self._count += 1
+        return h.digest()
+
+
+def same_host(sock: socket.socket) -> bool:
+    """Whether a connection stays on this machine: the peer is loopback or our own address."""
+    local, peer = sock.getsockname()[0], sock.getpeername()[0]
+    return peer == local or ipaddress.ip_address(peer).is_loopback
+
+
 def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
     got = 0
     while got < len(view):
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionResetError("connection closed")
+        got += n
+
+
+def _recv_by(sock: socket.socket, view: memoryview, deadline: float) -> None:
+    """_recv_exactly with one deadline for all of it (a peer that dribbles cannot stretch it)."""
+    got = 0
+    while got < len(view):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("handshake deadline passed")
+        sock.settimeout(left)
         n = sock.recv_into(view[got:])
         if n == 0:
             raise ConnectionResetError("connection closed")
@@ -72,11 +162,17 @@ def _tune(sock: socket.socket) -> None:
 
 
 class _Sender:
-    """A thread that writes queued frames to the next rank, so sends overlap receives."""
+    """A thread that writes queued frames to the next rank, so sends overlap receives.
 
-    def __init__(self, sock: socket.socket, on_error):
+    Every queued bytes-like item is one unit of the frame format (a header or a piece),
+    followed on the wire by its tag when the connection has integrity on; the tags are
+    computed here, off the receiving thread.
+    """
+
+    def __init__(self, sock: socket.socket, on_error, mac: _FrameMac | None):
         self.sock = sock
         self.on_error = on_error
+        self.mac = mac
         self.error: BaseException | None = None
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ring-sender")
@@ -104,9 +200,129 @@ class _Sender:
             elif self.error is None:
                 try:
                     self.sock.sendall(item)
+                    if self.mac is not None:
+                        self.sock.sendall(self.mac.tag(item))
                 except OSError as e:
                     self.error = e
                     self.on_error()
+
+
+class _Pending:
+    """A handshake in progress on the listener: the client's reply so far, and its deadline."""
+
+    def __init__(self, nonce: bytes):
+        self.nonce = nonce
+        self.reply = bytearray(_CLIENT.size)
+        self.got = 0
+        self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT_S
+
+
+class _Listener:
+    """The ring's listening socket and its handshakes, served by one thread until the
+    previous rank has authenticated (see the module docstring)."""
+
+    def __init__(self, bind_host: str, port: int, admit):
+        # admit(sock, server_nonce, client_reply) -> (proof, context), or None to refuse;
+        # once the proof is sent, (sock, context) is `admitted` and the listener closes.
+        self._admit = admit
+        self.admitted: tuple | None = None
+        self.done = threading.Event()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        _tune(self._sock)  # accepted sockets inherit the buffer sizes
+        try:
+            self._sock.bind((bind_host, port))
+            self._sock.listen(128)
+        except OSError:
+            self._sock.close()
+            raise
+        self._sock.setblocking(False)
+        self.port = self._sock.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True, name="ring-listener")
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop serving; returns once the listener and every stranger's socket are closed."""
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)  # wakes the select() below
+        except OSError:
+            pass
+        self._thread.join(5.0)
+
+    def _serve(self) -> None:
+        pending: collections.OrderedDict = collections.OrderedDict()  # sock -> _Pending
+        selector = selectors.DefaultSelector()
+        selector.register(self._sock, selectors.EVENT_READ)
+        try:
+            while self.admitted is None:
+                now = time.monotonic()
+                for sock in [s for s, p in pending.items() if p.deadline <= now]:
+                    self._drop(selector, pending, sock)
+                wake = min((p.deadline for p in pending.values()), default=now + 1.0)
+                for key, _ in selector.select(max(0.0, wake - now)):
+                    if key.fileobj is self._sock:
+                        if not self._accept(selector, pending):
+                            return  # the listener was shut down
+                    elif key.fileobj in pending:
+                        self._read(selector, pending, key.fileobj)
+        finally:
+            for sock in list(pending):
+                self._drop(selector, pending, sock)
+            selector.close()
+            self._sock.close()
+            self.done.set()
+
+    def _accept(self, selector, pending) -> bool:
+        try:
+            sock, _ = self._sock.accept()
+        except BlockingIOError:
+            return True
+        except OSError:
+            return False
+        if len(pending) >= MAX_HANDSHAKES:  # the oldest has had the longest to finish
+            self._drop(selector, pending, next(iter(pending)))
+        sock.setblocking(False)
+        state = _Pending(os.urandom(_NONCE))
+        try:
+            if sock.send(_MAGIC + state.nonce) != _HELLO:  # fits any fresh send buffer
+                raise OSError("short send")
+        except OSError:
+            sock.close()
+            return True
+        pending[sock] = state
+        selector.register(sock, selectors.EVENT_READ)
+        return True
+
+    def _read(self, selector, pending, sock: socket.socket) -> None:
+        state = pending[sock]
+        try:
+            n = sock.recv_into(memoryview(state.reply)[state.got:])
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        state.got += n
+        if n == 0 or state.got < len(state.reply):
+            if n == 0:
+                self._drop(selector, pending, sock)
+            return
+        verdict = self._admit(sock, state.nonce, bytes(state.reply))
+        try:
+            if verdict is None or sock.send(verdict[0]) != len(verdict[0]):
+                raise OSError("refused")
+        except OSError:
+            self._drop(selector, pending, sock)
+            return
+        selector.unregister(sock)
+        del pending[sock]
+        sock.setblocking(True)
+        self.admitted = (sock, verdict[1])
+
+    @staticmethod
+    def _drop(selector, pending, sock: socket.socket) -> None:
+        selector.unregister(sock)
+        del pending[sock]
+        sock.close()
 
 
 class RingCommunicator(CommunicatorBase):
@@ -116,103 +332,122 @@ class RingCommunicator(CommunicatorBase):
 
     def __init__(self, rank: int, world_size: int, rendezvous, secret: bytes | str,
                  timeout_s: float = DEFAULT_TIMEOUT_S, host: str | None = None,
-                 bind_host: str = "0.0.0.0", port: int = 0,
-                 segment_bytes: int = SEGMENT_BYTES):
+                 bind_host: str | None = None, port: int = 0,
+                 segment_bytes: int = SEGMENT_BYTES, integrity: bool | None = None):
         super().__init__(rank, world_size, timeout_s)
         if not secret and world_size > 1:
             raise ValueError("the ring backend needs the job's secret (secret=...) to "
                              "authenticate connections between workers")
+        if integrity not in (None, True, False):
+            raise ValueError(f"integrity must be None (on across hosts), True or False, "
+                             f"got {integrity!r}")
         self.segment_bytes = segment_bytes
+        self.integrity = integrity
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
         self._next = (rank + 1) % world_size
         self._prev = (rank - 1) % world_size
         self._recv_sock: socket.socket | None = None
         self._send_sock: socket.socket | None = None
+        self._recv_mac: _FrameMac | None = None
         self._sender: _Sender | None = None
-        self._listener: socket.socket | None = None
+        self._listener: _Listener | None = None
+        self._frame_left = 0  # payload bytes the open outgoing frame still needs
         self.listen_address: tuple[str, int] | None = None
+        # Whether frames carry tags, per connection: to the next rank, from the previous.
+        self.integrity_on = {"next": False, "prev": False}
         if world_size > 1:
-            self._connect(rendezvous, host or node_address(), bind_host, port)
+            try:
+                self._connect(rendezvous, host or node_address(), bind_host, port)
+            except BaseException:
+                self.close()
+                raise
 
     # --- setup ------------------------------------------------------------------------
 
-    def _connect(self, rendezvous, host: str, bind_host: str, port: int) -> None:
-        self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _tune(self._listener)
-        self._listener.bind((bind_host, port))
-        self._listener.listen(16)
-        self.listen_address = (host, self._listener.getsockname()[1])
-        self._prev_connected = threading.Event()
-        threading.Thread(target=self._accept_loop, daemon=True, name="ring-listener").start()
+    def _connect(self, rendezvous, host: str, bind_host: str | None, port: int) -> None:
+        self._listener = _Listener(bind_host or host, port, self._admit)
+        self.listen_address = (host, self._listener.port)
         rendezvous.publish_address(self.rank, *self.listen_address)
         addresses = rendezvous.addresses(self.timeout_s)
-        self._send_sock = self._dial(tuple(addresses[self._next]))
-        if not self._prev_connected.wait(self.timeout_s):
+        self._send_sock, send_mac = self._dial(tuple(addresses[self._next]))
+        self.integrity_on["next"] = send_mac is not None
+        if not self._listener.done.wait(self.timeout_s) or self._listener.admitted is None:
             raise CollectiveTimeout(
                 f"ring setup: rank {self._prev} never connected to rank {self.rank} within "
                 f"{self.timeout_s:.1f} s")
-        self._sender = _Sender(self._send_sock, on_error=self._wake_receiver)
-        self._frame_left = 0  # payload bytes the open outgoing frame still needs
+        self._recv_sock, self._recv_mac = self._listener.admitted
+        self._recv_sock.settimeout(self.timeout_s)
+        self.integrity_on["prev"] = self._recv_mac is not None
+        self._sender = _Sender(self._send_sock, self._wake_receiver, send_mac)
 
-    def _dial(self, address: tuple) -> socket.socket:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        _tune(sock)
-        sock.settimeout(self.timeout_s)
-        try:
-            sock.connect(address)
-            hello = bytearray(len(_MAGIC) + _NONCE)
-            _recv_exactly(sock, memoryview(hello))
-            server_nonce, my_nonce = bytes(hello[len(_MAGIC):]), os.urandom(_NONCE)
-            rank = struct.pack("!I", self.rank)
-            sock.sendall(rank + my_nonce + _mac(self._secret, b"client", server_nonce,
-                                                 my_nonce, rank))
-            proof = bytearray(_MAC)
-            _recv_exactly(sock, memoryview(proof))
-        except OSError as e:
-            sock.close()
-            raise PeerLost(f"ring setup: could not connect to rank {self._next} at "
-                           f"{address[0]}:{address[1]} ({e})") from None
-        if not hmac.compare_digest(bytes(proof), _mac(self._secret, b"server", my_nonce,
-                                                      server_nonce)):
-            sock.close()
-            raise CollectiveError(f"ring setup: rank {self._next} at {address[0]}:{address[1]} "
-                                  "did not prove it knows the job's secret")
-        return sock
+    def _wants_integrity(self, sock: socket.socket) -> int:
+        if self.integrity is None:
+            return int(not same_host(sock))
+        return int(self.integrity)
 
-    def _accept_loop(self) -> None:
-        # The listener lives as long as the ring, refusing every connection but the one
-        # authenticated from the previous rank; handshakes run in threads so a stalled
-        # client cannot block it.
+    def _dial(self, address: tuple) -> tuple[socket.socket, _FrameMac | None]:
+        """Connect to the next rank and authenticate; a handshake cut off (the listener
+        evicted it among strangers, or it timed out) is tried again until the setup timeout."""
+        deadline = time.monotonic() + self.timeout_s
+        pause = 0.02
         while True:
             try:
-                sock, _ = self._listener.accept()
-            except OSError:
-                return  # closed
-            threading.Thread(target=self._handshake, args=(sock,), daemon=True).start()
+                return self._dial_once(address, deadline)
+            except (ConnectionRefusedError, CollectiveError):
+                raise
+            except OSError as e:
+                if time.monotonic() + pause >= deadline:
+                    raise PeerLost(f"ring setup: could not connect to rank {self._next} at "
+                                   f"{address[0]}:{address[1]} ({e})") from None
+            time.sleep(pause)
+            pause = min(2 * pause, 0.5)
 
-    def _handshake(self, sock: socket.socket) -> None:
+    def _dial_once(self, address: tuple, setup_deadline: float):
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        _tune(sock)
+        deadline = min(setup_deadline, time.monotonic() + HANDSHAKE_TIMEOUT_S)
         try:
-            sock.settimeout(min(self.timeout_s, HANDSHAKE_TIMEOUT_S))
-            nonce = os.urandom(_NONCE)
-            sock.sendall(_MAGIC + nonce)
-            reply = bytearray(4 + _NONCE + _MAC)
-            _recv_exactly(sock, memoryview(reply))
-            rank_bytes, client_nonce = bytes(reply[:4]), bytes(reply[4:4 + _NONCE])
-            mac = bytes(reply[4 + _NONCE:])
-            expected = _mac(self._secret, b"client", nonce, client_nonce, bytes(rank_bytes))
-            ok = hmac.compare_digest(bytes(mac), expected)
-            if not ok or struct.unpack("!I", rank_bytes)[0] != self._prev:
-                raise PermissionError("refused")
-            if self._prev_connected.is_set():
-                raise PermissionError("already connected")
-            sock.sendall(_mac(self._secret, b"server", client_nonce, nonce))
-        except (OSError, ValueError):
+            sock.settimeout(max(0.0, deadline - time.monotonic()))
+            try:
+                sock.connect(address)
+            except ConnectionRefusedError:
+                raise PeerLost(f"ring setup: rank {self._next} at {address[0]}:{address[1]} "
+                               "refused the connection (not listening)") from None
+            hello = bytearray(_HELLO)
+            _recv_by(sock, memoryview(hello), deadline)
+            if hello[:len(_MAGIC)] != _MAGIC:
+                raise CollectiveError(f"ring setup: {address[0]}:{address[1]} is not rank "
+                                      f"{self._next}'s ring listener")
+            ns, nc = bytes(hello[len(_MAGIC):]), os.urandom(_NONCE)
+            want = self._wants_integrity(sock)
+            sock.sendall(_CLIENT.pack(self.rank, want, nc,
+                                      _client_mac(self._secret, ns, nc, self.rank, want)))
+            proof = bytearray(_PROOF.size)
+            _recv_by(sock, memoryview(proof), deadline)
+            on, mac = _PROOF.unpack(proof)
+            if not hmac.compare_digest(mac, _server_mac(self._secret, ns, nc, on)) or \
+                    on not in (want, 1):
+                raise CollectiveError(f"ring setup: rank {self._next} at "
+                                      f"{address[0]}:{address[1]} did not prove it knows the "
+                                      "job's secret")
+        except BaseException:
             sock.close()
-            return
+            raise
         sock.settimeout(self.timeout_s)
-        self._recv_sock = sock
-        self._prev_connected.set()
+        return sock, _FrameMac(self._secret, ns, nc) if on else None
+
+    def _admit(self, sock: socket.socket, ns: bytes, reply: bytes):
+        """The listener's side of the handshake: (proof, frame MAC or None), or None."""
+        rank, want, nc, mac = _CLIENT.unpack(reply)
+        if want not in (0, 1) or rank != self._prev or not hmac.compare_digest(
+                mac, _client_mac(self._secret, ns, nc, rank, want)):
+            return None
+        try:
+            on = want | self._wants_integrity(sock)
+        except OSError:
+            return None
+        proof = _PROOF.pack(on, _server_mac(self._secret, ns, nc, on))
+        return proof, _FrameMac(self._secret, ns, nc) if on else None
 
     # --- the protocol -----------------------------------------------------------------
 
@@ -232,7 +467,11 @@ class RingCommunicator(CommunicatorBase):
         """Close the sockets and stop the threads."""
         if self._sender is not None:
             self._sender.stop()
-        for sock in (self._listener, self._send_sock, self._recv_sock):
+        if self._listener is not None:
+            self._listener.close()
+            if self._listener.admitted is not None and self._recv_sock is None:
+                self._listener.admitted[0].close()  # setup failed after the peer came
+        for sock in (self._send_sock, self._recv_sock):
             if sock is not None:
                 try:
                     sock.shutdown(socket.SHUT_RDWR)
@@ -245,14 +484,17 @@ class RingCommunicator(CommunicatorBase):
     def _ring_allreduce(self, flat: np.ndarray) -> None:
         w, r = self.world_size, self.rank
         bounds = chunk_bounds(flat.size, w)
-        seg = max(1, self.segment_bytes // flat.itemsize)
-        scratch = np.empty(min(seg, max(hi - lo for lo, hi in bounds)), flat.dtype)
+        widest = max(hi - lo for lo, hi in bounds)
+        scratch = np.empty(min(self._piece(flat), widest), flat.dtype)
         # Reduce-scatter: after step s, chunk (r - s - 1) holds the sum of s + 2 ranks.
         self._send_frame("allreduce", flat, *bounds[r])
         for s in range(w - 1):
             lo, hi = bounds[(r - s - 1) % w]
-            self._recv_header("allreduce", flat, (hi - lo) * flat.itemsize)
-            self._open_frame("allreduce", flat, (hi - lo) * flat.itemsize)  # forwarded next
+            nbytes = (hi - lo) * flat.itemsize
+            seg = self._recv_header("allreduce", flat, nbytes)  # the sender's piece
+            self._open_frame("allreduce", flat, nbytes, seg)  # forwarded as received
+            if seg > scratch.size:
+                scratch = np.empty(min(seg, widest), flat.dtype)
             for a in range(lo, hi, seg):
                 b = min(a + seg, hi)
                 part = scratch[: b - a]
@@ -262,10 +504,11 @@ class RingCommunicator(CommunicatorBase):
         # All-gather: pass the finished chunks around; the last one received is not sent on.
         for s in range(w - 1):
             lo, hi = bounds[(r - s) % w]
-            self._recv_header("allreduce", flat, (hi - lo) * flat.itemsize)
+            nbytes = (hi - lo) * flat.itemsize
+            seg = self._recv_header("allreduce", flat, nbytes)
             last = s == w - 2
             if not last:
-                self._open_frame("allreduce", flat, (hi - lo) * flat.itemsize)
+                self._open_frame("allreduce", flat, nbytes, seg)
             for a in range(lo, hi, seg):
                 b = min(a + seg, hi)
                 self._recv_into(flat[a:b])
@@ -274,14 +517,13 @@ class RingCommunicator(CommunicatorBase):
         self._sender.drain(self.timeout_s)
 
     def _ring_broadcast(self, flat: np.ndarray, root: int) -> None:
-        seg = max(1, self.segment_bytes // flat.itemsize)
         forwards = self._next != root
         if self.rank == root:
             self._send_frame("broadcast", flat, 0, flat.size)
         else:
-            self._recv_header("broadcast", flat, flat.nbytes)
+            seg = self._recv_header("broadcast", flat, flat.nbytes)
             if forwards:
-                self._open_frame("broadcast", flat, flat.nbytes)
+                self._open_frame("broadcast", flat, flat.nbytes, seg)
             for a in range(0, flat.size, seg):
                 b = min(a + seg, flat.size)
                 self._recv_into(flat[a:b])
@@ -294,22 +536,28 @@ class RingCommunicator(CommunicatorBase):
         blobs: list = [b""] * w
         blobs[r] = blob
         for s in range(w - 1):
-            outgoing = blobs[(r - s) % w]
-            self._sender.put(self._header(kind, b"B", len(outgoing)) + outgoing)
+            self._send_blob(kind, blobs[(r - s) % w])
             nbytes = self._recv_header(kind, None, None)
             incoming = bytearray(nbytes)
-            self._recv_into(incoming)
+            if nbytes:
+                self._recv_into(incoming)
             blobs[(r - s - 1) % w] = bytes(incoming)
         self._sender.drain(self.timeout_s)
         return blobs
 
     # --- frames -----------------------------------------------------------------------
 
-    def _header(self, kind: str, dtype_char: bytes, nbytes: int) -> bytes:
-        return _HEADER.pack(_MAGIC, KINDS[kind], dtype_char, self.step, self._seq, nbytes)
+    def _piece(self, flat: np.ndarray) -> int:
+        """Elements per piece in the frames this rank starts."""
+        return max(1, self.segment_bytes // flat.itemsize)
 
-    def _open_frame(self, kind: str, flat: np.ndarray, nbytes: int) -> None:
-        self._sender.put(self._header(kind, flat.dtype.char.encode(), nbytes))
+    def _header(self, kind: str, dtype_char: bytes, nbytes: int, piece_bytes: int) -> bytes:
+        return _HEADER.pack(_MAGIC, KINDS[kind], dtype_char, self.step, self._seq, nbytes,
+                            piece_bytes)
+
+    def _open_frame(self, kind: str, flat: np.ndarray, nbytes: int, piece: int) -> None:
+        self._sender.put(self._header(kind, flat.dtype.char.encode(), nbytes,
+                                      piece * flat.itemsize))
         self._frame_left = nbytes
 
     def _forward(self, part: np.ndarray) -> None:
@@ -317,30 +565,54 @@ class RingCommunicator(CommunicatorBase):
         self._frame_left -= part.nbytes
 
     def _send_frame(self, kind: str, flat: np.ndarray, lo: int, hi: int) -> None:
-        self._open_frame(kind, flat, (hi - lo) * flat.itemsize)
-        self._forward(flat[lo:hi])
+        seg = self._piece(flat)
+        self._open_frame(kind, flat, (hi - lo) * flat.itemsize, seg)
+        for a in range(lo, hi, seg):
+            self._forward(flat[a:min(a + seg, hi)])
+
+    def _send_blob(self, kind: str, blob: bytes) -> None:
+        """A frame of raw bytes (allgather, barrier, abort): one piece, or none if empty."""
+        header = self._header(kind, b"B", len(blob), len(blob))
+        if self._sender.mac is None:
+            self._sender.put(header + blob)  # one write: these are small and often latency-bound
+            return
+        self._sender.put(header)
+        if blob:
+            self._sender.put(blob)
 
     def _recv_header(self, kind: str, flat: np.ndarray | None, nbytes: int | None) -> int:
+        """Check the next frame is `kind` as this rank calls it: its piece in elements for
+        data (`flat` given), else its payload size."""
         raw = bytearray(_HEADER.size)
         self._recv_into(raw)
-        magic, kind_id, dtype_char, step, seq, got = _HEADER.unpack(raw)
+        magic, kind_id, dtype_char, step, seq, got, piece = _HEADER.unpack(raw)
         if magic != _MAGIC:
             raise CollectiveError(f"rank {self._prev} sent a malformed frame during "
                                   f"{self._my_call(kind).where()}")
         if kind_id == KINDS["abort"]:
             reason = bytearray(got)
-            self._recv_into(reason)
+            if got:
+                self._recv_into(reason)
             raise CollectiveAborted(reason.decode(errors="replace"))
         theirs = Call(self._prev, step, seq, KIND_NAMES.get(kind_id, "?"), got,
                       dtype_char.decode(errors="replace"))
         dtype = None if flat is None else flat.dtype.char  # None: any size will do
         check_same_call(theirs, self._my_call(kind, nbytes=nbytes, dtype=dtype))
-        return got
+        if flat is None:
+            return got
+        if piece <= 0 or piece % flat.itemsize:
+            raise CollectiveError(f"rank {self._prev} sent a frame in pieces of {piece} bytes "
+                                  f"during {self._my_call(kind).where()}")
+        return piece // flat.itemsize
 
     def _recv_into(self, target) -> None:
+        """Fill `target` with the next unit; with integrity on, check its tag first."""
         view = memoryview(target).cast("B")
         try:
             _recv_exactly(self._recv_sock, view)
+            if self._recv_mac is not None:
+                tag = bytearray(_MAC)
+                _recv_exactly(self._recv_sock, memoryview(tag))
         except TimeoutError:
             raise CollectiveTimeout(
                 f"collective #{self._seq} at step {self.step}: rank {self._prev} sent nothing "
@@ -348,6 +620,13 @@ class RingCommunicator(CommunicatorBase):
         except OSError as e:
             raise PeerLost(f"rank {self._prev} died or closed the ring connection during "
                            f"collective #{self._seq} at step {self.step} ({e})") from None
+        if self._recv_mac is not None and not hmac.compare_digest(tag,
+                                                                  self._recv_mac.tag(view)):
+            raise CollectiveError(
+                f"integrity check failed on data from rank {self._prev} during collective "
+                f"#{self._seq} at step {self.step}: a frame was altered, dropped or replayed "
+                "on the way (its HMAC does not match); the collective is abandoned and its "
+                "result discarded")
 
     # --- failure handling -------------------------------------------------------------
 
@@ -382,8 +661,7 @@ class RingCommunicator(CommunicatorBase):
         self._broken = reason
         if self._frame_left == 0 and self._sender.error is None:
             # Only between frames: queued after the complete ones, it lands on a boundary.
-            data = reason.encode()
-            self._sender.put(self._header("abort", b"B", len(data)) + data)
+            self._send_blob("abort", reason.encode())
             try:
                 self._sender.drain(1.0)
             except (TimeoutError, OSError):
