@@ -10,6 +10,7 @@ whole run directory is on the driver's machine, and a cluster needs no shared di
 
 from __future__ import annotations
 
+import contextlib
 import threading
 
 from .checkpoint import (
@@ -69,8 +70,9 @@ class Driver:
             self.run.write_status(state="running", step=record["step"])
             self.progress.start(record["step"], record["total_steps"])
         elif kind in ("train", "eval"):
-            self.run.append_metrics([record])
-            self.run.write_status(step=record["step"], epoch=record["epoch"])
+            with self._writing("metrics.jsonl"):
+                self.run.append_metrics([record])
+                self.run.write_status(step=record["step"], epoch=record["epoch"])
             self.progress.update(record)
         elif kind == "trace":
             self.trace += record["events"]
@@ -81,9 +83,10 @@ class Driver:
 
     def on_checkpoint(self, state: TrainState) -> None:
         """Write rank 0's state as RUN/checkpoints/step-N (and RUN/final at the last step)."""
-        save_checkpoint(self.path, state)
-        if self.total_steps is not None and state.meta["step"] >= self.total_steps:
-            save_final_model(self.path, state.model)
+        with self._writing(f"the checkpoint of step {state.meta['step']}"):
+            save_checkpoint(self.path, state)
+            if self.total_steps is not None and state.meta["step"] >= self.total_steps:
+                save_final_model(self.path, state.model)
         prune_checkpoints(self.path, self.spec.job.keep_checkpoints, also_keep=self.resumed_from)
 
     def finish(self, summary: dict) -> None:
@@ -106,6 +109,15 @@ class Driver:
                 write()
             except OSError as also:
                 self.progress.warn(f"could not record the failure in {self.path}: {also}")
+
+    @contextlib.contextmanager
+    def _writing(self, what: str):
+        """An OSError while writing RUN becomes one line naming the folder and the cause."""
+        try:
+            yield
+        except OSError as error:
+            raise OSError(error.errno, f"{self.path}: cannot write {what}: "
+                                       f"{error.strerror or error}") from None
 
     def _beat(self) -> None:
         while not self._ended.wait(HEARTBEAT_S):
