@@ -1,4 +1,5 @@
-"""A model of your own: point [model] factory at "examples/custom_model.py:build".
+"""A model of your own: point [model] factory at "custom_model.py:build" (a relative path
+is read from the job file's folder, as examples/custom.toml does).
 
 The function receives the job spec and returns a disttrain.nn.Module. Every worker calls
 it, so it must build the same architecture everywhere (DDP checks names and shapes).

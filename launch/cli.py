@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,6 +17,12 @@ from pathlib import Path
 from disttrain.train.spec import SpecError, load_job
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+# A local job may ask for up to this many times the machine's CPUs (workers x
+# cpus_per_worker, each worker counted as at least one). Every worker is a process with
+# its own replica, data and BLAS pool, so past a few per core they only add memory and
+# context switches; 4 leaves room to try 4-8 workers on a laptop (the tests run 3 on 2
+# cores) while `workers = 10000` is refused instead of starting 10,000 processes.
+OVERSUBSCRIBE = 4
 
 
 class UsageError(Exception):
@@ -42,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its newest valid checkpoint")
     train.add_argument("--address", help="join a running Ray cluster (e.g. auto)")
+    train.add_argument("--oversubscribe", action="store_true",
+                       help=f"run a local job that asks for more than {OVERSUBSCRIBE}x this "
+                            "machine's CPUs")
     train.add_argument("--quiet", action="store_true", help="print only the summary")
     status = sub.add_parser("status", help="show a run directory's status.json")
     status.add_argument("run_dir")
@@ -61,7 +71,8 @@ def main(argv=None) -> int:
             return cmd_status(args)
         return cmd_bench(args)
     except (UsageError, SpecError) as error:
-        print(f"disttrain: error: {error}", file=sys.stderr)
+        # one line, whatever a message quotes (a factory's error text can hold newlines)
+        print(f"disttrain: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
 
@@ -72,26 +83,82 @@ def _overrides(args) -> dict:
 
 
 def cmd_train(args) -> int:
-    """`disttrain train`: check the job, then run it on Ray, locally or under mpiexec."""
+    """`disttrain train`: check the job, the machine and --run-dir, then run the job on Ray,
+    locally or under mpiexec. Bad input stops here: nothing is written, nothing starts."""
     from disttrain.train.builders import check_job
 
     spec = load_job(args.job, _overrides(args))
+    cluster = _joins_cluster(args, spec)
+    if not cluster and not args.oversubscribe:
+        check_machine(spec, args.job)
+    if cluster and spec.model.kind == "custom":
+        # a job file is code: say so when a job meant for a cluster runs it here too
+        print(f"disttrain: importing [model] factory {spec.model.factory} in this process to "
+              "check the model before launch (a job file runs code, as a script does)",
+              flush=True)
     check_job(spec, args.job)
     run_dir = Path(args.run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.resume and not (run_dir / "checkpoints").is_dir():
-        raise UsageError(f"--resume: {run_dir} has no checkpoints/ folder; pass the --run-dir "
-                         "of an earlier run")
     if args.resume:
+        if not (run_dir / "checkpoints").is_dir():
+            raise UsageError(f"--resume: {run_dir} has no checkpoints/ folder; pass the "
+                             "--run-dir of an earlier run")
         _check_resumable(spec, run_dir)
-    if not args.resume and (run_dir / "status.json").exists():
-        raise UsageError(f"--run-dir: {run_dir} already holds a run; pass --resume to continue "
-                         "it, or choose another --run-dir (nothing was overwritten)")
-    if spec.distributed.backend == "local" and spec.distributed.workers != 1:
-        raise SpecError(f"{args.job}: [distributed] backend: 'local' runs one process; set "
-                        "workers = 1 or choose coordinator, ring or mpi")
+    else:
+        check_new_run_dir(run_dir)
     from .job import run_job
 
     return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
+
+
+def _joins_cluster(args, spec) -> bool:
+    """Whether the job runs on a Ray cluster someone started, not on this machine alone
+    (mpiexec and the local backend always run here)."""
+    if spec.distributed.backend in ("mpi", "local"):
+        return False
+    address = args.address or os.environ.get("RAY_ADDRESS")
+    return bool(address) and address != "local"
+
+
+def check_machine(spec, source) -> None:
+    """Refuse a local job that asks for more than OVERSUBSCRIBE x this machine's CPUs."""
+    d = spec.distributed
+    cpus = os.cpu_count() or 1
+    asked = d.workers * max(1.0, d.cpus_per_worker)  # each worker is a process of its own
+    if asked > OVERSUBSCRIBE * cpus:
+        raise SpecError(
+            f"{source}: [distributed] workers: {d.workers} workers x {d.cpus_per_worker:g} "
+            f"cpus_per_worker ask for {asked:g} CPUs, but this machine has {cpus} (a local job "
+            f"may use up to {OVERSUBSCRIBE * cpus}, {OVERSUBSCRIBE} per CPU); lower workers or "
+            "cpus_per_worker, join a cluster with --address, or pass --oversubscribe")
+
+
+def check_new_run_dir(run_dir: Path) -> None:
+    """A new run needs a new or empty folder it can create; nothing is written here."""
+    try:
+        if run_dir.is_dir():
+            if (run_dir / "status.json").exists():
+                raise UsageError(f"--run-dir: {run_dir} already holds a run; pass --resume to "
+                                 "continue it, or choose another --run-dir (nothing was "
+                                 "overwritten)")
+            entries = sorted(p.name for p in run_dir.iterdir())
+            if entries:
+                raise UsageError(f"--run-dir: {run_dir} is not empty (it holds "
+                                 f"{', '.join(entries[:3])}{', ...' * (len(entries) > 3)}); "
+                                 "choose a new or empty folder (nothing was written)")
+            return
+        if run_dir.exists() or run_dir.is_symlink():
+            raise UsageError(f"--run-dir: {run_dir} exists and is not a folder; choose a new "
+                             "or empty folder")
+        existing = next(p for p in run_dir.absolute().parents if p.exists())
+        if not existing.is_dir():
+            raise UsageError(f"--run-dir: {existing} is a file, so {run_dir} cannot be "
+                             "created; choose another --run-dir")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise UsageError(f"--run-dir: cannot create {run_dir}: {existing} is not writable "
+                             "(permission denied); choose another --run-dir")
+    except OSError as error:
+        raise UsageError(f"--run-dir: {run_dir}: {error.strerror or error}; choose another "
+                         "--run-dir") from None
 
 
 # What a checkpoint's arrays and data stream depend on: a resumed run must keep these.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 from pathlib import Path
@@ -9,6 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import nn, optim
+from ..autograd import no_grad
+from ..autograd.tensor import Tensor
 from ..data import get_dataset
 from .spec import JobSpec, SpecError
 
@@ -27,7 +30,7 @@ def build_model(spec: JobSpec, n_features: int, n_classes: int):
         factory = load_factory(m.factory)
         try:
             model = factory(spec)
-        except Exception as error:  # the user's code: report it as their input's problem
+        except (Exception, SystemExit) as error:  # the user's code: their input's problem
             raise SpecError(f"[model] factory: {m.factory} raised {type(error).__name__}: "
                             f"{error}") from None
         if not hasattr(model, "named_parameters"):
@@ -75,7 +78,8 @@ def load_factory(factory: str):
         if target.endswith(".py"):
             path = Path(target)
             if not path.is_file():
-                raise SpecError(f"[model] factory: file {target} does not exist")
+                raise SpecError(f"[model] factory: file {target} does not exist (a relative "
+                                "path is read from the job file's folder)")
             loader_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(loader_spec)
             loader_spec.loader.exec_module(module)
@@ -83,10 +87,12 @@ def load_factory(factory: str):
             module = importlib.import_module(target)
     except SpecError:
         raise
-    except Exception as error:  # ImportError, or any error while running the user's module
+    except BaseException as error:  # ImportError, or anything the user's module does,
+        if isinstance(error, KeyboardInterrupt):  # sys.exit() included; not Ctrl-C
+            raise
         raise SpecError(f"[model] factory: cannot import {target!r}: "
                         f"{type(error).__name__}: {error}") from None
-    if not hasattr(module, name):
+    if not callable(getattr(module, name, None)):
         raise SpecError(f"[model] factory: {target} has no function {name!r}")
     return getattr(module, name)
 
@@ -127,18 +133,70 @@ def build_scheduler(spec: JobSpec, optimizer):
     return None
 
 
-def check_job(spec: JobSpec, source: str = "job") -> None:
-    """Build what the workers will build, in this process, so bad input fails before launch.
+# Words of the builders' own messages (torch's texts) and the key each one is about.
+MESSAGE_KEYS = {
+    "optimizer": {"learning rate": "lr", "epsilon": "eps", "beta": "betas",
+                  "weight_decay": "weight_decay", "momentum": "momentum",
+                  "dampening": "dampening", "nesterov": "nesterov"},
+    "scheduler": {"step_size": "step_size", "gamma": "gamma", "T_max": "t_max",
+                  "eta_min": "eta_min"},
+    "data": {"val_fraction": "val_fraction", "n_samples": "n_samples",
+             "n_features": "n_features", "n_classes": "n_classes"},
+    "model": {},
+}
 
-    Raises SpecError naming the file and key; the model is built and dropped.
-    """
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or "(no message)"
+
+
+@contextlib.contextmanager
+def _input_errors(source: str, section: str, key: str):
+    """Any error inside is the input's: re-raised as one SpecError naming the file and
+    the [section] key (the key the message speaks of, else key)."""
     try:
-        train, val = build_datasets(spec)
-        x, y = train.arrays[0], train.arrays[1]
-        classes = int(max(y.max(), val.arrays[1].max())) + 1
-        build_model(spec, x.shape[1], classes)
-    except SpecError as error:
+        yield
+    except SpecError as error:  # already names its key
         raise SpecError(f"{source}: {error}") from None
+    except Exception as error:
+        text = _one_line(error)
+        key = next((k for word, k in MESSAGE_KEYS[section].items() if word in text), key)
+        raise SpecError(f"{source}: [{section}] {key}: {type(error).__name__}: {text}; "
+                        "choose a value this accepts") from None
+
+
+def check_job(spec: JobSpec, source: str = "job") -> None:
+    """Build what every worker will build, in this process, so bad input fails before launch:
+    the data, the model (and one forward pass of it), the optimizer and the scheduler.
+
+    Raises SpecError naming the file and key; what was built is dropped.
+    """
+    d = spec.data
+    with _input_errors(source, "data", "name"):
+        train, val = build_datasets(spec)
+    samples = d.n_samples if d.name == "synthetic" else len(train) + len(val)
+    if len(train) == 0 or len(val) == 0:
+        which = "training" if len(train) == 0 else "validation"
+        raise SpecError(f"{source}: [data] val_fraction: {d.val_fraction} of {samples} "
+                        f"samples leaves no {which} samples; choose another val_fraction"
+                        + (" or more n_samples" if d.name == "synthetic" else ""))
+    x, y = train.arrays[0], train.arrays[1]
     if spec.job.batch_size > len(y):
         raise SpecError(f"{source}: [job] batch_size: {spec.job.batch_size} is larger than the "
                         f"{len(y)} training samples; choose at most {len(y)}")
+    classes = int(max(y.max(), val.arrays[1].max())) + 1
+    model_key = "factory" if spec.model.kind == "custom" else "sizes"
+    with _input_errors(source, "model", model_key):
+        model = build_model(spec, x.shape[1], classes)
+    try:  # one forward pass on two samples: a model that does not fit fails here, not later
+        with no_grad():
+            model.eval()
+            nn.CrossEntropyLoss()(model(Tensor._make(x[:2])), Tensor._make(y[:2])).item()
+    except Exception as error:
+        raise SpecError(f"{source}: [model] {model_key}: the model fails on a batch of the data "
+                        f"({x.shape[1]} features, {classes} classes): {type(error).__name__}: "
+                        f"{_one_line(error)}; make its input and output sizes fit") from None
+    with _input_errors(source, "optimizer", "name"):
+        optimizer = build_optimizer(spec, model.parameters())
+    with _input_errors(source, "scheduler", "name"):
+        build_scheduler(spec, optimizer)

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import os
+import re
+import reprlib
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +36,7 @@ class JobSection:
     keep_checkpoints: int = 3  # the newest valid ones stay; older ones are deleted
     eval_every_epoch: bool = True
     blas_threads: int = 0  # 0: match [distributed] cpus_per_worker
+    on_nonfinite: str = "stop"  # a step whose loss is NaN or infinite: stop the job, or skip it
 
 
 @dataclass
@@ -111,6 +116,7 @@ class JobSpec:
 
 CHOICES = {
     ("job", "dtype"): ("float32", "float64"),
+    ("job", "on_nonfinite"): ("stop", "skip"),
     ("model", "kind"): ("mlp", "cnn", "custom"),
     ("model", "activation"): ("relu", "tanh", "sigmoid", "gelu"),
     ("data", "name"): ("digits", "synthetic"),
@@ -119,29 +125,92 @@ CHOICES = {
     ("distributed", "backend"): ("coordinator", "ring", "mpi", "local"),
     ("distributed", "placement"): ("auto", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
-POSITIVE = {("job", "epochs"), ("job", "batch_size"), ("job", "log_every"),
-            ("job", "keep_checkpoints"),
-            ("distributed", "workers"), ("distributed", "timeout_s"),
-            ("distributed", "heartbeat_s"), ("distributed", "bucket_cap_mb"),
-            ("distributed", "cpus_per_worker")}
-NON_NEGATIVE = {("job", "blas_threads"), ("job", "max_steps"), ("job", "checkpoint_every"),
-                ("optimizer", "lr"),
-                ("optimizer", "momentum"), ("optimizer", "weight_decay"),
-                ("distributed", "max_restarts"), ("model", "dropout")}
+
+
+@dataclass(frozen=True)
+class Range:
+    """The interval a number must lie in; an open end excludes its bound."""
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        if self.high is None:
+            return above
+        return above and (value < self.high if self.high_open else value <= self.high)
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'greater than' if self.low_open else 'at least'} {self.low}"
+        return (f"in {'(' if self.low_open else '['}{self.low}, {self.high}"
+                f"{')' if self.high_open else ']'}")
+
+
+# Every number of a job file and where it must lie. Floats must also be finite (see
+# _coerce). Upper bounds keep a typo (an extra zero or six) from reaching a worker as a
+# memory error or a C overflow: they are far above any job this trainer is for.
+RANGES = {
+    ("job", "seed"): Range(0),
+    ("job", "epochs"): Range(1),
+    ("job", "max_steps"): Range(0),
+    ("job", "batch_size"): Range(1),
+    ("job", "log_every"): Range(1),
+    ("job", "checkpoint_every"): Range(0),
+    ("job", "keep_checkpoints"): Range(1),
+    ("job", "blas_threads"): Range(0, 1024),
+    ("model", "dropout"): Range(0, 1, high_open=True),
+    ("data", "val_fraction"): Range(0, 1, low_open=True, high_open=True),
+    ("data", "n_samples"): Range(2, 10_000_000),
+    ("data", "n_features"): Range(1, 100_000),
+    ("data", "n_classes"): Range(2, 100_000),
+    ("optimizer", "lr"): Range(0),
+    ("optimizer", "momentum"): Range(0, 1, high_open=True),
+    ("optimizer", "dampening"): Range(0, 1),
+    ("optimizer", "weight_decay"): Range(0),
+    ("optimizer", "eps"): Range(0),
+    ("scheduler", "step_size"): Range(1),
+    ("scheduler", "gamma"): Range(0, 1, low_open=True),
+    ("scheduler", "t_max"): Range(0),
+    ("scheduler", "eta_min"): Range(0),
+    ("distributed", "workers"): Range(1, 4096),
+    ("distributed", "cpus_per_worker"): Range(0, 1024, low_open=True),
+    ("distributed", "timeout_s"): Range(1, 86_400),  # a day: OS timers overflow far above
+    ("distributed", "heartbeat_s"): Range(0.1, 3600),  # faster beats only burn CPU
+    ("distributed", "bucket_cap_mb"): Range(0, 4096, low_open=True),
+    ("distributed", "max_restarts"): Range(0, 1000),
+}
+# Lists: (element type, shortest, longest, range of each element).
+LISTS = {
+    ("model", "sizes"): (int, 2, 64, Range(1, 1_000_000)),
+    ("optimizer", "betas"): (float, 2, 2, Range(0, 1, high_open=True)),
+}
+# Sizes checked as a whole, so that no worker runs out of memory building them.
+MAX_PARAMETERS = 100_000_000  # an MLP's weights and biases: 400 MB per replica in float32
+MAX_SYNTHETIC_VALUES = 100_000_000  # n_samples x n_features: 800 MB in float64
+# A job name becomes a folder name (runs/NAME-TIME): no separators, no leading dot or dash.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+# Short reprs in messages: a value can be a megabyte of string or a deeply nested table.
+_short = reprlib.Repr()
+_short.maxstring, _short.maxother, _short.maxlist, _short.maxdict, _short.maxlevel = \
+    60, 60, 8, 4, 3
 
 
 def spec_from_dict(raw: dict, source: str = "job") -> JobSpec:
     """Build and validate a JobSpec from nested dicts (a parsed TOML file)."""
     if not isinstance(raw, dict):
-        raise SpecError(f"{source}: expected tables like [job] and [model], got {type(raw)}")
+        raise SpecError(f"{source}: expected tables like [job] and [model], got "
+                        f"{type(raw).__name__}")
     sections = {f.name: f for f in dataclasses.fields(JobSpec)}
     values = {}
     for name, table in raw.items():
         if name not in sections:
-            raise SpecError(f"{source}: unknown table [{name}]: valid tables are "
-                            f"{', '.join(f'[{s}]' for s in sections)}")
+            raise SpecError(f"{source}: unknown table [{_short.repr(name)[1:-1]}]: valid "
+                            f"tables are {', '.join(f'[{s}]' for s in sections)}")
         if not isinstance(table, dict):
-            raise SpecError(f"{source}: [{name}] must be a table, got {table!r}")
+            raise SpecError(f"{source}: [{name}] must be a table, got {_short.repr(table)}")
         values[name] = _section(sections[name].default_factory, name, table, source)
     spec = JobSpec(**values)
     _check_values(spec, source)
@@ -154,66 +223,110 @@ def _section(cls, section: str, table: dict, source: str):
     kwargs = {}
     for key, value in table.items():
         if key not in fields:
-            raise SpecError(f"{source}: [{section}] {key}: unknown key; valid keys are "
-                            f"{', '.join(fields)}")
+            raise SpecError(f"{source}: [{section}] {_short.repr(key)[1:-1]}: unknown key; "
+                            f"valid keys are {', '.join(fields)}")
         kwargs[key] = _coerce(value, getattr(defaults, key), section, key, source)
     return cls(**kwargs)
 
 
 def _coerce(value, default, section, key, source):
-    """Check value has the default's type; ints are accepted where floats are expected."""
+    """Check value has the default's type (ints are accepted where floats are expected,
+    floats must be finite); lists are checked element by element against LISTS."""
     where = f"{source}: [{section}] {key}"
+    if isinstance(default, list):
+        if not isinstance(value, list):
+            raise SpecError(f"{where}: expected a list like {default!r}, got "
+                            f"{_short.repr(value)}")
+        kind, shortest, longest, _ = LISTS[section, key]
+        if not shortest <= len(value) <= longest:
+            count = shortest if shortest == longest else f"{shortest} to {longest}"
+            raise SpecError(f"{where}: expected {count} numbers like {default!r}, got "
+                            f"{len(value)}")
+        return [_coerce(v, kind(), section, key, source) for v in value]
     if isinstance(default, bool):
         if not isinstance(value, bool):
-            raise SpecError(f"{where}: expected true or false, got {value!r}")
+            raise SpecError(f"{where}: expected true or false, got {_short.repr(value)}")
         return value
     if isinstance(default, float):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise SpecError(f"{where}: expected a number, got {value!r}")
+            raise SpecError(f"{where}: expected a number, got {_short.repr(value)}")
+        if not math.isfinite(value):
+            raise SpecError(f"{where}: must be a finite number, got {value!r}; write a "
+                            "finite value (TOML's nan and inf are not allowed here)")
         return float(value)
     if isinstance(default, int):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise SpecError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if isinstance(default, list):
-        if not isinstance(value, list):
-            raise SpecError(f"{where}: expected a list like {default!r}, got {value!r}")
+            raise SpecError(f"{where}: expected an integer, got {_short.repr(value)}")
         return value
     if not isinstance(value, str):
-        raise SpecError(f"{where}: expected a string, got {value!r}")
+        raise SpecError(f"{where}: expected a string, got {_short.repr(value)}")
     return value
 
 
 def _check_values(spec: JobSpec, source: str) -> None:
+    """Every value in its set or range, then the rules that tie keys together."""
     for (section, key), allowed in CHOICES.items():
         value = getattr(getattr(spec, section), key)
         if value not in allowed:
-            raise SpecError(f"{source}: [{section}] {key}: {value!r} is not one of "
+            raise SpecError(f"{source}: [{section}] {key}: {_short.repr(value)} is not one of "
                             f"{', '.join(map(repr, allowed))}")
-    for section, key in POSITIVE:
-        if not getattr(getattr(spec, section), key) > 0:
-            raise SpecError(f"{source}: [{section}] {key}: must be greater than 0, got "
-                            f"{getattr(getattr(spec, section), key)!r}")
-    for section, key in NON_NEGATIVE:
-        if getattr(getattr(spec, section), key) < 0:
-            raise SpecError(f"{source}: [{section}] {key}: must be 0 or more, got "
-                            f"{getattr(getattr(spec, section), key)!r}")
-    if spec.job.batch_size % spec.distributed.workers:
+    for (section, key), allowed in RANGES.items():
+        value = getattr(getattr(spec, section), key)
+        if value not in allowed:
+            raise SpecError(f"{source}: [{section}] {key}: must be {allowed}, got {value!r}")
+    for (section, key), (_, _, _, allowed) in LISTS.items():
+        for value in getattr(getattr(spec, section), key):
+            if value not in allowed:
+                raise SpecError(f"{source}: [{section}] {key}: every element must be "
+                                f"{allowed}, got {value!r}")
+    for check in (_check_name, _check_model, _check_data, _check_together):
+        check(spec, source)
+
+
+def _check_name(spec: JobSpec, source: str) -> None:
+    if not NAME_PATTERN.fullmatch(spec.job.name):
+        raise SpecError(f"{source}: [job] name: {_short.repr(spec.job.name)} is not a safe "
+                        "folder name; use up to 100 letters, digits, '.', '_' and '-', "
+                        "starting with a letter or digit (e.g. 'digits-lr0.05')")
+
+
+def _check_model(spec: JobSpec, source: str) -> None:
+    model = spec.model
+    if model.kind == "mlp":
+        sizes = model.sizes
+        parameters = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+        if parameters > MAX_PARAMETERS:
+            raise SpecError(f"{source}: [model] sizes: {sizes} make {parameters:,} "
+                            f"parameters, more than {MAX_PARAMETERS:,}; choose smaller layers")
+    if model.kind == "custom":
+        target, _, function = model.factory.rpartition(":")
+        if not target or not function.isidentifier():
+            raise SpecError(f"{source}: [model] factory: custom models need "
+                            "'module.path:function' or 'file.py:function', got "
+                            f"{_short.repr(model.factory)}")
+        if any(ord(c) < 32 for c in model.factory):
+            raise SpecError(f"{source}: [model] factory: {_short.repr(model.factory)} holds a "
+                            "control character; write the path as it is on disk")
+
+
+def _check_data(spec: JobSpec, source: str) -> None:
+    d = spec.data
+    if d.name == "synthetic" and d.n_samples * d.n_features > MAX_SYNTHETIC_VALUES:
+        raise SpecError(f"{source}: [data] n_samples: {d.n_samples} samples x "
+                        f"{d.n_features} features is more than {MAX_SYNTHETIC_VALUES:,} "
+                        "values; lower n_samples or n_features")
+
+
+def _check_together(spec: JobSpec, source: str) -> None:
+    d = spec.distributed
+    if d.backend == "local" and d.workers != 1:
+        raise SpecError(f"{source}: [distributed] backend: 'local' runs one process; set "
+                        "workers = 1 or choose coordinator, ring or mpi")
+    if spec.job.batch_size % d.workers:
         raise SpecError(
             f"{source}: [job] batch_size: {spec.job.batch_size} is not divisible by "
-            f"[distributed] workers = {spec.distributed.workers}; the batch size is global, so "
+            f"[distributed] workers = {d.workers}; the batch size is global, so "
             "choose a multiple of the number of workers")
-    model = spec.model
-    if model.kind == "mlp" and (len(model.sizes) < 2 or not all(
-            isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in model.sizes)):
-        raise SpecError(f"{source}: [model] sizes: expected at least two positive integers "
-                        f"(inputs, ..., classes), got {model.sizes!r}")
-    if model.kind == "custom" and ":" not in model.factory:
-        raise SpecError(f"{source}: [model] factory: custom models need "
-                        "'module.path:function' or 'file.py:function', got "
-                        f"{model.factory!r}")
-    if not 0 <= model.dropout < 1:
-        raise SpecError(f"{source}: [model] dropout: must be in [0, 1), got {model.dropout!r}")
     if spec.optimizer.nesterov and (spec.optimizer.momentum <= 0 or spec.optimizer.dampening):
         raise SpecError(f"{source}: [optimizer] nesterov: Nesterov momentum requires a momentum "
                         "and zero dampening; set momentum > 0 and dampening = 0")
@@ -241,24 +354,61 @@ def dump_job(spec: JobSpec) -> str:
     return "\n".join(lines)
 
 
+# A job file is a few lines of TOML; reading stops here (e.g. at `disttrain train /dev/zero`).
+MAX_JOB_BYTES = 1 << 20
+
+
 def load_job(path, overrides: dict | None = None) -> JobSpec:
     """The validated JobSpec of a TOML file, with {"section.key": value} overrides applied;
-    errors name the file and the key."""
+    every error, from reading the file on, is a SpecError naming the file (and key)."""
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise SpecError(f"{path}: no such job file; see examples/digits.toml for one") from None
-    except IsADirectoryError:
-        raise SpecError(f"{path}: is a folder, not a job file") from None
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not a text file; a job file is TOML") from None
-    except PermissionError:
-        raise SpecError(f"{path}: not readable (permission denied); check its mode") from None
-    except tomllib.TOMLDecodeError as error:
-        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    raw = _read_toml(path)
     for dotted, value in (overrides or {}).items():
         section, key = dotted.split(".")
         if isinstance(raw.setdefault(section, {}), dict):  # else spec_from_dict says why
             raw[section][key] = value
-    return spec_from_dict(raw, source=str(path))
+    spec = spec_from_dict(raw, source=str(path))
+    spec.model.factory = resolve_factory(spec.model.factory, path.parent)
+    return spec
+
+
+def _read_toml(path: Path) -> dict:
+    """The parsed file; any failure (a missing file, a path through a file, a NUL in the
+    name, TOML nested too deep for the parser, ...) becomes one SpecError."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read(MAX_JOB_BYTES + 1)
+        if len(data) > MAX_JOB_BYTES:
+            raise SpecError(f"{path}: larger than {MAX_JOB_BYTES >> 20} MB; a job file is a "
+                            "few lines of TOML")
+        return tomllib.loads(data.decode("utf-8"))
+    except SpecError:
+        raise
+    except FileNotFoundError:
+        raise SpecError(f"{path}: no such job file; see examples/digits.toml for one") from None
+    except IsADirectoryError:
+        raise SpecError(f"{path}: is a folder, not a job file") from None
+    except NotADirectoryError:
+        raise SpecError(f"{path}: a part of this path is a file, not a folder; check the "
+                        "path") from None
+    except PermissionError:
+        raise SpecError(f"{path}: not readable (permission denied); check its mode") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (not UTF-8); a job file is TOML") from None
+    except tomllib.TOMLDecodeError as error:
+        raise SpecError(f"{path}: not valid TOML: {error}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not a job file: its TOML is nested too deeply to "
+                        "read") from None
+    except (OSError, ValueError) as error:  # e.g. "embedded null byte", EIO, ELOOP
+        why = error.strerror if isinstance(error, OSError) and error.strerror else error
+        raise SpecError(f"{path}: cannot read the job file: {why}") from None
+
+
+def resolve_factory(factory: str, folder: Path) -> str:
+    """A 'file.py:function' factory with a relative path, made absolute from the job
+    file's folder (not the current directory), so every rank imports the same file."""
+    target, colon, function = factory.rpartition(":")
+    if not target.endswith(".py") or os.path.isabs(target):
+        return factory
+    return os.path.abspath(os.path.join(folder, target)) + colon + function

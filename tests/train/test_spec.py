@@ -1,0 +1,97 @@
+"""The job spec's validation, driven by its own tables: every float key refuses NaN and
+infinities, every ranged key refuses a value just outside its range, and a spec written
+as RUN/job.toml reads back the same."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+
+from disttrain.train.spec import (
+    CHOICES,
+    LISTS,
+    RANGES,
+    JobSpec,
+    SpecError,
+    dump_job,
+    load_job,
+    resolve_factory,
+    spec_from_dict,
+)
+
+from .helpers import REPO, small_job
+
+
+def float_keys() -> list:
+    spec = JobSpec()
+    return [(section.name, f.name) for section in dataclasses.fields(JobSpec)
+            for f in dataclasses.fields(getattr(spec, section.name))
+            if isinstance(getattr(getattr(spec, section.name), f.name), float)]
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+@pytest.mark.parametrize("section,key", float_keys())
+def test_every_float_key_must_be_finite(section, key, value):
+    job = small_job()
+    job.setdefault(section, {})[key] = value
+    with pytest.raises(SpecError, match=rf"job\.toml: \[{section}\] {key}: must be a finite"):
+        spec_from_dict(job, source="job.toml")
+
+
+def outside(allowed) -> list:
+    """Values just outside a Range: its bounds when open, a step past them when closed."""
+    step = 1 if isinstance(allowed.low, int) and isinstance(allowed.high or 0, int) else 1e-9
+    values = [allowed.low if allowed.low_open else allowed.low - step]
+    if allowed.high is not None:
+        values.append(allowed.high if allowed.high_open else allowed.high + step)
+    return values
+
+
+@pytest.mark.parametrize("section,key", sorted(RANGES))
+def test_every_ranged_key_refuses_values_outside_its_range(section, key):
+    default = getattr(getattr(JobSpec(), section), key)
+    for value in outside(RANGES[section, key]):
+        job = small_job()
+        job.setdefault(section, {})[key] = type(default)(value)
+        with pytest.raises(SpecError, match=rf"\[{section}\] {key}: must be"):
+            spec_from_dict(job, source="job.toml")
+
+
+def test_every_number_and_choice_of_the_spec_is_in_a_table():
+    """A new key without a range or a set of choices would be accepted unchecked."""
+    spec = JobSpec()
+    checked = set(RANGES) | set(CHOICES) | set(LISTS)
+    for section in dataclasses.fields(JobSpec):
+        for f in dataclasses.fields(getattr(spec, section.name)):
+            value = getattr(getattr(spec, section.name), f.name)
+            if isinstance(value, bool):
+                continue
+            if (section.name, f.name) in (("job", "name"), ("model", "factory")):
+                continue  # checked by their own rules: a safe folder name, a loadable path
+            assert (section.name, f.name) in checked, (section.name, f.name)
+
+
+def test_written_spec_reads_back_the_same(tmp_path):
+    spec = spec_from_dict(small_job(**{"optimizer.name": "adam", "optimizer.eps": 1e-12}))
+    (tmp_path / "job.toml").write_text(dump_job(spec))
+    assert load_job(tmp_path / "job.toml") == spec
+
+
+def test_relative_factory_paths_resolve_from_the_job_files_folder(tmp_path):
+    folder = tmp_path / "jobs"
+    assert resolve_factory("model.py:build", folder) == f"{folder / 'model.py'}:build"
+    assert resolve_factory("../m/model.py:build", folder) == f"{tmp_path / 'm' / 'model.py'}:build"
+    assert resolve_factory("/abs/model.py:build", folder) == "/abs/model.py:build"
+    assert resolve_factory("package.module:build", folder) == "package.module:build"
+    assert resolve_factory("", folder) == ""
+    example = load_job(REPO / "examples" / "custom.toml")
+    assert example.model.factory == f"{REPO / 'examples' / 'custom_model.py'}:build"
+
+
+def test_the_examples_pass_every_check():
+    from disttrain.train.builders import check_job
+
+    for name in ("digits.toml", "custom.toml"):
+        check_job(load_job(REPO / "examples" / name), name)
