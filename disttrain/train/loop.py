@@ -10,13 +10,20 @@ no files either: rank 0 hands its records and checkpoints to `on_record` and
 (disttrain/train/runner.py and driver.py).
 
 Records are dicts with a "kind": "train" (step, epoch, loss, lr, samples_per_s,
-compute_s, comm_s) every log_every steps, and "eval" (step, epoch, val_loss,
+compute_s, comm_s, skipped) every log_every steps, and "eval" (step, epoch, val_loss,
 val_accuracy) at the end of each epoch, and "trace" (every rank's timeline events) once
 the first trace_steps steps are done.
+
+A step whose gradients (averaged over the ranks, so every rank holds the same ones) are
+not finite, as after a NaN or infinite loss on any rank, is never applied: [job]
+on_nonfinite = "stop" raises NonFiniteError naming the step, "skip" drops the step on
+every rank alike with no extra collective, and counts it. Parameters are checked before
+every checkpoint, so no checkpoint ever holds NaN or infinite weights.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -39,6 +46,17 @@ from .timeline import phase_events
 STOP_CHECK_S = 1.0
 
 
+class NonFiniteError(ValueError):
+    """Training produced a NaN or infinite loss, gradient or parameter; the message names
+    the step and the fix."""
+
+
+def _json_safe(record: dict) -> dict:
+    """The record with NaN and infinities as None: they are not JSON (metrics.jsonl is)."""
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()}
+
+
 @dataclass
 class StepTimes:
     """Seconds per phase, summed since the last log line."""
@@ -46,6 +64,7 @@ class StepTimes:
     compute: float = 0.0
     comm: float = 0.0
     steps: int = 0
+    skipped: int = 0  # steps whose gradients were not finite (on_nonfinite = "skip")
     trace: list = field(default_factory=list)  # Chrome-trace events for timeline.json
 
 
@@ -56,7 +75,8 @@ class Trainer:
                  trace_steps=50):
         self.spec, self.comm = spec, comm
         self.rank, self.world_size = comm.rank, comm.world_size
-        self.on_record = on_record or (lambda record: None)
+        sink = on_record or (lambda record: None)
+        self.on_record = lambda record: sink(_json_safe(record))
         self.on_checkpoint = on_checkpoint or (lambda state: None)
         self.trace_steps = trace_steps
         self.train_set, self.val_set = build_datasets(spec)
@@ -79,10 +99,12 @@ class Trainer:
         self.total_steps = min(total, spec.job.max_steps) if spec.job.max_steps else total
         self.step = 0
         self.times = StepTimes()
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
 
     # -- one step ------------------------------------------------------------------------
-    def train_step(self, x: np.ndarray, y: np.ndarray) -> float:
-        """zero_grad, forward, backward (with the all-reduce), optimizer step; the local loss."""
+    def train_step(self, x: np.ndarray, y: np.ndarray) -> float | None:
+        """zero_grad, forward, backward (with the all-reduce), optimizer step; the local loss,
+        or None if the step was skipped (its gradients were not finite)."""
         self.comm.step = self.step
         # Dropout masks depend on (seed, step, rank) alone, so a resumed run draws the same.
         manual_seed(int(np.random.SeedSequence([self.spec.job.seed, self.step, self.rank])
@@ -92,11 +114,15 @@ class Trainer:
         waited = self.ddp.wait_seconds
         t0 = time.perf_counter()
         self.optimizer.zero_grad()
-        loss = self.loss_fn(self.ddp(Tensor._make(x)), Tensor._make(y))
-        t1 = time.perf_counter()
-        loss.backward()
+        # numpy's overflow warnings would only repeat what _gradients_finite decides on
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            loss = self.loss_fn(self.ddp(Tensor._make(x)), Tensor._make(y))
+            t1 = time.perf_counter()
+            loss.backward()
         t2 = time.perf_counter()
-        self.optimizer.step()
+        applied = self._gradients_finite() or self._not_finite(loss.item())
+        if applied:
+            self.optimizer.step()
         t3 = time.perf_counter()
         comm = self.ddp.wait_seconds - waited
         self.times.compute += t3 - t0 - comm
@@ -107,7 +133,26 @@ class Trainer:
                 self.rank, self.step, [("zero_grad+forward", t0, t1), ("backward", t1, t2),
                                        ("optimizer.step", t2, t3)], self.ddp.spans)
         self.step += 1
-        return loss.item()
+        return loss.item() if applied else None
+
+    def _gradients_finite(self) -> bool:
+        """Whether every averaged gradient is finite: the same answer on every rank.
+
+        A sum is NaN or infinite when any element is, and costs one pass; it can only
+        overflow by itself when the gradients are already huge (about 1e38 / size in
+        float32), a step better not taken either."""
+        return all(np.isfinite(p.grad.data.sum()) for p in self.params if p.grad is not None)
+
+    def _not_finite(self, local_loss: float) -> bool:
+        """A step with non-finite gradients: count it (skip), or stop the job (stop)."""
+        if self.spec.job.on_nonfinite == "skip":
+            self.times.skipped += 1
+            return False
+        raise NonFiniteError(
+            f"step {self.step + 1}: the loss or its gradients are not finite (loss {local_loss} "
+            f"on rank {self.rank}); lower [optimizer] lr "
+            f"(now {self.optimizer.param_groups[0]['lr']:g}), or set [job] on_nonfinite = "
+            '"skip" to skip such steps; the last checkpoint is kept')
 
     # -- the run -------------------------------------------------------------------------
     def run(self, should_stop=lambda: False) -> dict:
@@ -119,15 +164,16 @@ class Trainer:
             epoch, first = divmod(self.step, self.steps_per_epoch)
             self.loader.set_epoch(epoch)
             for x, y in self.loader.iter_from(first):
-                loss_sum += self.train_step(x, y)
-                loss_count += 1
+                loss = self.train_step(x, y)
+                if loss is not None:  # skipped steps count in "skipped", not in the mean
+                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
                 if self.step == self.trace_steps:
                     self._send_trace()
                 at_end = self.step >= self.total_steps
                 at_log = self.step % self.spec.job.log_every == 0 or at_end
                 if at_log or self.step >= next_agreement:
-                    loss, stopped, every_steps = self._agree(loss_sum / loss_count,
-                                                             should_stop())
+                    loss, stopped, every_steps = self._agree(
+                        loss_sum / loss_count if loss_count else 0.0, should_stop())
                     next_agreement = self.step + every_steps
                     if at_log or stopped:  # a stop between log steps logs what it ran
                         self._log(epoch, loss)
@@ -172,17 +218,23 @@ class Trainer:
         proposal = max(1, int(STOP_CHECK_S / step_s)) if self.rank == 0 and step_s else 0
         totals = np.array([local_loss, float(stop_requested), proposal], dtype=np.float64)
         self.comm.allreduce_(totals)
-        return totals[0] / self.world_size, bool(totals[1] > 0), max(1, int(totals[2]))
+        loss = totals[0] / self.world_size
+        if not np.isfinite(loss):  # every rank sees the same sum, so every rank stops here
+            raise NonFiniteError(f"step {self.step}: the loss averaged over the ranks is "
+                                 f"{loss}; lower [optimizer] lr")
+        return loss, bool(totals[1] > 0), max(1, int(totals[2]))
 
     def _log(self, epoch: int, loss: float) -> None:
         """Emit one "train" record for the steps since the last one."""
         t = self.times
         step_s = (t.compute + t.comm) / max(t.steps, 1)
         self.on_record({
-            "kind": "train", "step": self.step, "epoch": epoch, "loss": loss,
+            "kind": "train", "step": self.step, "epoch": epoch,
+            # every step since the last record skipped: no loss to report (JSON null)
+            "loss": loss if t.skipped < t.steps else None,
             "lr": self.optimizer.param_groups[0]["lr"],
             "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
-            "compute_s": t.compute, "comm_s": t.comm,
+            "compute_s": t.compute, "comm_s": t.comm, "skipped": t.skipped,
         })
         self.times = StepTimes(trace=t.trace)
 
@@ -193,9 +245,10 @@ class Trainer:
         mine = np.arange(self.rank, len(y), self.world_size)
         was_training = self.model.training
         self.model.eval()
-        logits = self.model(Tensor._make(x[mine]))
-        self.model.train(was_training)
-        loss_sum = F.cross_entropy(logits, Tensor._make(y[mine]), reduction="sum").item()
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
+            logits = self.model(Tensor._make(x[mine]))
+            self.model.train(was_training)
+            loss_sum = F.cross_entropy(logits, Tensor._make(y[mine]), reduction="sum").item()
         totals = np.array([loss_sum, (logits.data.argmax(axis=1) == y[mine]).sum(), len(mine)],
                           dtype=np.float64)
         self.comm.allreduce_(totals)
@@ -216,7 +269,12 @@ class Trainer:
         return TrainState(model, optim_arrays, dict(meta, step=self.step))
 
     def save_checkpoint(self) -> None:
-        """Rank 0 hands its state to on_checkpoint (every replica holds the same state)."""
+        """Rank 0 hands its state to on_checkpoint (every replica holds the same state);
+        every rank refuses alike if a parameter is not finite (an update overflowed)."""
+        if not all(np.isfinite(p.data).all() for p in self.params):
+            raise NonFiniteError(f"step {self.step}: the parameters are no longer finite (an "
+                                 "update overflowed) and were not saved; lower [optimizer] "
+                                 "lr; the last checkpoint is kept")
         if self.rank == 0:
             self.on_checkpoint(self.state())
 
