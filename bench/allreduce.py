@@ -6,9 +6,11 @@ iteration counts as long as its slowest rank took. The table gives the median an
 minimum over the iterations (of every round) and the algorithm bandwidth, bytes / time.
 The references, mpi4py's Allreduce under mpiexec (MPICH) and torch.distributed with
 gloo, run in the same invocation, interleaved with disttrain's backends round by round,
-so a noisy machine hurts them alike. Every process runs with one BLAS/OpenMP thread
-(OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS = 1; gloo ranks also
-torch.set_num_threads(1)).
+so a noisy machine hurts them alike. `ring` is the ring as it runs on one node (frames
+without tags); `ring-integrity` the same ring with every frame's HMAC-SHA256 on, as it
+runs between nodes, so the two rows give the price of integrity. Every process runs with
+one BLAS/OpenMP thread (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS = 1; gloo
+ranks also torch.set_num_threads(1)).
 
     python -m disttrain.bench.allreduce --backend all --workers 2 --sizes 1,16,64 --iters 20
     disttrain bench allreduce --backend coordinator --sizes 16,64 --rounds 3
@@ -40,7 +42,7 @@ from .common import (
     timing_stats,
 )
 
-DISTTRAIN = ("coordinator", "ring", "mpi")
+DISTTRAIN = ("coordinator", "ring", "ring-integrity", "mpi")
 REFERENCES = ("mpi4py", "gloo")
 WARMUP = 3
 CHILD_TIMEOUT_S = 900
@@ -48,7 +50,7 @@ CHILD_TIMEOUT_S = 900
 
 def run(backend: str, workers: int = 2, sizes_mb=(1, 16, 64), iters: int = 10) -> list[list]:
     """Seconds of each timed all-reduce (slowest rank), one list per size."""
-    if backend in ("coordinator", "ring", "coordinator-objstore"):
+    if backend in ("coordinator", "ring", "ring-integrity", "coordinator-objstore"):
         return _run_ray(backend, workers, sizes_mb, iters)
     if backend in ("mpi", "mpi4py"):
         return _run_child(backend, workers, sizes_mb, iters)
@@ -104,6 +106,8 @@ def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[list]:
     kw = {}
     if backend == "coordinator-objstore":
         backend, kw = "coordinator", {"shared_memory": False}
+    elif backend == "ring-integrity":  # what the ring costs across nodes, measured on one
+        backend, kw = "ring", {"integrity": True}
     try:
         ray.get([w.setup.remote(backend, r, workers, coordinator, secret, kw)
                  for r, w in enumerate(group)])
@@ -221,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--backend", default="all",
                         help=f"comma-separated from {', '.join(DISTTRAIN)} (and "
                              "coordinator-objstore: the coordinator without shared memory), "
-                             "or 'all'")
+                             "or 'all'; ring-integrity is the ring with its per-frame HMAC on, "
+                             "as between nodes (on one node it is off)")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--sizes", default="1,16,64", help="buffer sizes in MB, e.g. 1,16,64")
     parser.add_argument("--iters", type=int, default=10, help="timed all-reduces per size "

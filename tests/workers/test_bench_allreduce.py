@@ -13,7 +13,7 @@ from disttrain.launch.cli import main as cli_main
 @pytest.mark.slow
 def test_allreduce_bench_through_the_cli(ray_session, tmp_path, capfd):
     out = tmp_path / "allreduce.json"
-    argv = ["bench", "allreduce", "--backend", "coordinator,ring", "--workers", "2",
+    argv = ["bench", "allreduce", "--backend", "coordinator,ring,ring-integrity", "--workers", "2",
             "--sizes", "0.0625", "--iters", "3", "--references", "mpi4py,gloo",
             "--json", str(out)]
     assert cli_main(argv) == 0
@@ -23,7 +23,8 @@ def test_allreduce_bench_through_the_cli(ray_session, tmp_path, capfd):
         assert heading in text
     result = json.loads(out.read_text())
     assert result["failures"] == []
-    assert [r["backend"] for r in result["rows"]] == ["coordinator", "ring", "mpi4py", "gloo"]
+    assert [r["backend"] for r in result["rows"]] == ["coordinator", "ring", "ring-integrity",
+                                                      "mpi4py", "gloo"]
     for row in result["rows"]:
         assert row["iters"] == 3 and row["size_mb"] == 0.0625
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]

@@ -393,7 +393,7 @@ class RingCommunicator(CommunicatorBase):
         while True:
             try:
                 return self._dial_once(address, deadline)
-            except (ConnectionRefusedError, CollectiveError):
+            except CollectiveError:  # refused, or not the peer: trying again will not help
                 raise
             except OSError as e:
                 if time.monotonic() + pause >= deadline:
