@@ -22,7 +22,7 @@ from disttrain.distributed.comm import CollectiveError
 from disttrain.workers.comm import ring
 from disttrain.workers.comm.base import sum_in_rank_order
 from disttrain.workers.comm.ring import RingCommunicator, same_host
-from tests.workers.helpers import HookedRendezvous, int_data
+from tests.workers.helpers import HookedRendezvous, digest, int_data
 from tests.workers.test_faults import in_thread
 
 REPO = Path(__file__).resolve().parents[2]
@@ -323,3 +323,43 @@ def test_same_host_tells_loopback_and_own_address_from_others():
 def test_frame_tags_depend_on_the_counter():
     mac = ring._FrameMac(b"k", b"n" * 32, b"c" * 32)
     assert mac.tag(b"same bytes") != mac.tag(b"same bytes")
+
+
+@pytest.fixture
+def two_hosts():
+    """Two network namespaces joined by a veth pair: two hosts, one address each."""
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces need root")
+    tag = f"dts{os.getpid() % 100000}"
+    names, addresses = [f"{tag}a", f"{tag}b"], ["10.231.7.1", "10.231.7.2"]
+    commands = [["ip", "netns", "add", names[0]], ["ip", "netns", "add", names[1]],
+                ["ip", "link", "add", f"{tag}x", "type", "veth", "peer", "name", f"{tag}y"],
+                ["ip", "link", "set", f"{tag}x", "netns", names[0]],
+                ["ip", "link", "set", f"{tag}y", "netns", names[1]]]
+    for ns, dev, address in zip(names, (f"{tag}x", f"{tag}y"), addresses):
+        commands += [["ip", "-n", ns, "addr", "add", f"{address}/24", "dev", dev],
+                     ["ip", "-n", ns, "link", "set", dev, "up"]]
+    try:
+        for command in commands:
+            if subprocess.run(command, capture_output=True).returncode != 0:
+                pytest.skip(f"cannot set up network namespaces: {' '.join(command)}")
+        yield list(zip(names, addresses))
+    finally:
+        for ns in names:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
+def test_integrity_is_on_by_default_between_hosts(two_hosts, tmp_path):
+    procs = []
+    for rank, (ns, address) in enumerate(two_hosts):
+        code = ("from tests.workers.helpers import ring_rank_main; "
+                f"ring_rank_main({rank}, 2, {address!r}, {str(tmp_path)!r})")
+        procs.append(subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", code],
+                                      cwd=REPO, stdout=subprocess.PIPE, text=True,
+                                      env={**os.environ, "PYTHONPATH": str(REPO)}))
+    reports = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0]
+    expected = digest(exact_sum(2, 100_003, "float32"))
+    for report in reports:
+        assert report["digest"] == expected
+        assert report["integrity_on"] == {"next": True, "prev": True}
