@@ -204,3 +204,17 @@ def test_on_nonfinite_skip_skips_and_counts_the_steps(tmp_path):
     train = [r for r in records if r["kind"] == "train"]
     assert [(r["step"], r["skipped"]) for r in train] == [(6, 5)]
     assert all_finite(run)
+
+
+def test_a_cluster_job_says_it_imports_its_factory_here(tmp_path):
+    """Issue 7 item 14: the driver checks a custom model by importing its factory, also for
+    a job bound for a cluster; it says so first (the factory here fails, so no cluster is
+    ever contacted)."""
+    (tmp_path / "model.py").write_text("def build(spec):\n    raise KeyError('here')\n")
+    job = write(tmp_path, CUSTOM.replace('backend = "local"', 'backend = "coordinator"')
+                .replace("workers = 1", "workers = 2"))
+    done = disttrain("train", str(job), "--run-dir", str(tmp_path / "run"), "--address",
+                     "127.0.0.1:9")
+    assert done.returncode == 2 and "KeyError" in done.stderr, done.stderr
+    assert f"importing [model] factory {tmp_path / 'model.py'}:build" in done.stdout
+    assert not (tmp_path / "run").exists()
