@@ -301,10 +301,11 @@ class _Listener:
             return
         except OSError:
             n = 0
+        if n == 0:  # closed or reset by the client
+            self._drop(selector, pending, sock)
+            return
         state.got += n
-        if n == 0 or state.got < len(state.reply):
-            if n == 0:
-                self._drop(selector, pending, sock)
+        if state.got < len(state.reply):
             return
         verdict = self._admit(sock, state.nonce, bytes(state.reply))
         try:
