@@ -123,6 +123,8 @@ class Supervisor:
         assert [i["rank"] for i in infos] == list(range(d.workers)), infos
         self.driver.set_workers([{k: i[k] for k in ("rank", "node", "node_id", "pid")}
                                  for i in attempt.infos])
+        coordinator = ray.get(attempt.coordinator.status.remote(), timeout=60)
+        self.driver.run.write_status(coordinator={"pid": coordinator["pid"]})
 
     def _get(self, refs: list, attempt: Attempt, timeout: float) -> list:
         """ray.get that turns a dead actor into WorkerLost naming its rank."""
@@ -182,17 +184,19 @@ class Supervisor:
             else:
                 self.driver.on_checkpoint(item)
 
-    def _check_coordinator(self, attempt: Attempt) -> None:
+    def _check_coordinator(self, attempt: Attempt, also: str = "") -> None:
         """The coordinator is supervised like a worker: its death, or its abort (a rank
         silent for HEARTBEATS_MISSED heartbeats), ends the attempt."""
+        why = None
         try:
             status = ray.get(attempt.coordinator.status.remote(), timeout=30)
+            why = status["aborted"] if not also else None
         except RayActorError:
-            raise WorkerLost("the coordinator actor died") from None
+            why = "the coordinator actor died"
         except GetTimeoutError:
-            raise WorkerLost("the coordinator actor did not answer within 30 s") from None
-        if status["aborted"]:
-            raise WorkerLost(status["aborted"])
+            why = "the coordinator actor did not answer within 30 s"
+        if why:
+            raise WorkerLost(f"{why}; {also}" if also else why)
 
     def _raise_if_failed(self, attempt: Attempt, ref, rank: int) -> None:
         try:
@@ -203,6 +207,9 @@ class Supervisor:
         except RayError as error:
             cause = getattr(error, "cause", None) or error
             reported = str(cause).strip().splitlines()[-1]
+        # A rank that fails because the coordinator died says only "the actor is dead":
+        # name the coordinator as the cause.
+        self._check_coordinator(attempt, also=f"rank {rank} reported: {reported}")
         # A survivor often notices a dead peer (closed socket) before Ray does: name the
         # dead rank as the cause, and wake every rank still waiting on it.
         dead = self._find_dead_rank(attempt)

@@ -314,10 +314,14 @@ def start_heartbeats(coordinator, rank: int, interval_s: float, stop: threading.
     heartbeat_timeout_s); a stopped (SIGSTOP) or wedged process stops beating too.
     """
     def beat():
-        while not stop.wait(interval_s):
+        # The first beat goes at once: the coordinator watches a rank only once it beat,
+        # and a rank that froze before its first beat must not go unwatched.
+        while True:
             try:
                 coordinator.heartbeat.remote(rank)
             except Exception:  # noqa: BLE001 - a dead coordinator shows in the next collective
                 pass
+            if stop.wait(interval_s):
+                return
 
     threading.Thread(target=beat, daemon=True, name=f"heartbeat-rank{rank}").start()
