@@ -21,7 +21,9 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
+from disttrain.train import SpecError
 from disttrain.train.driver import Driver
+from disttrain.train.loop import NonFiniteError
 from disttrain.workers.coordinator import HEARTBEATS_MISSED, create_coordinator
 from disttrain.workers.ray_rank import remote_rank_actor
 
@@ -206,6 +208,10 @@ class Supervisor:
             reported = "its process exited"
         except RayError as error:
             cause = getattr(error, "cause", None) or error
+            if isinstance(cause, NonFiniteError):  # deterministic: a restart meets it again
+                raise JobFailed(str(cause)) from None
+            if isinstance(cause, SpecError):  # the user's input, found in a worker: exit 2
+                raise SpecError(str(cause)) from None
             reported = str(cause).strip().splitlines()[-1]
         # A rank that fails because the coordinator died says only "the actor is dead":
         # name the coordinator as the cause.

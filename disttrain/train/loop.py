@@ -252,7 +252,9 @@ class Trainer:
         totals = np.array([loss_sum, (logits.data.argmax(axis=1) == y[mine]).sum(), len(mine)],
                           dtype=np.float64)
         self.comm.allreduce_(totals)
-        return {"val_loss": totals[0] / totals[2], "val_accuracy": totals[1] / totals[2]}
+        val_loss = totals[0] / totals[2]
+        return {"val_loss": float(val_loss) if np.isfinite(val_loss) else None,  # JSON-safe
+                "val_accuracy": totals[1] / totals[2]}
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> TrainState:

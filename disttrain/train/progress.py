@@ -39,11 +39,13 @@ class Progress:
             self.compute_s += record.get("compute_s", 0.0)
             self.comm_s += record.get("comm_s", 0.0)
             width = len(str(self.total))
+            loss = _number(record["loss"])
+            skipped = f"  skipped {record['skipped']}" if record.get("skipped") else ""
             self.say(f"step {record['step']:>{width}}/{self.total}  epoch {record['epoch']:>3}  "
-                     f"loss {record['loss']:.4f}  lr {record['lr']:.4g}  "
-                     f"{record['samples_per_s']:,.0f} samples/s")
+                     f"loss {loss}  lr {record['lr']:.4g}  "
+                     f"{record['samples_per_s']:,.0f} samples/s{skipped}")
         elif record["kind"] == "eval":
-            self.say(f"epoch {record['epoch']:>3} done  val_loss {record['val_loss']:.4f}  "
+            self.say(f"epoch {record['epoch']:>3} done  val_loss {_number(record['val_loss'])}  "
                      f"val_accuracy {record['val_accuracy']:.2%}")
 
     def finish(self, summary: dict, run_dir) -> None:
@@ -51,7 +53,7 @@ class Progress:
         wall = time.perf_counter() - self.started
         busy = self.compute_s + self.comm_s
         self.say(f"{'stopped' if summary.get('stopped') else 'done'} at step {summary['step']}: "
-                 f"val_loss {summary['val_loss']:.4f}  "
+                 f"val_loss {_number(summary['val_loss'])}  "
                  f"val_accuracy {summary['val_accuracy']:.2%}")
         if busy:
             self.say(f"where the time went (rank 0, {busy:.2f} s in steps of {wall:.2f} s "
@@ -59,3 +61,8 @@ class Progress:
                      f"waiting for all-reduce {self.comm_s:.2f} s ({self.comm_s / busy:.0%}); "
                      "the rest is startup, evaluation and checkpoints")
         self.say(f"run directory: {run_dir}")
+
+
+def _number(value) -> str:
+    """A loss for a progress line: None (not finite) shows as a dash."""
+    return "-" if value is None else f"{value:.4f}"

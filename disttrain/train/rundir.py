@@ -60,7 +60,8 @@ class RunDir:
         if not records:
             return
         with open(self.path / "metrics.jsonl", "a") as f:
-            f.write("".join(json.dumps(record) + "\n" for record in records))
+            # allow_nan=False: a bare NaN is not JSON; the loop writes null for those
+            f.write("".join(json.dumps(record, allow_nan=False) + "\n" for record in records))
             f.flush()
             os.fsync(f.fileno())
 
