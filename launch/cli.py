@@ -192,7 +192,18 @@ def cmd_status(args) -> int:
         raise UsageError(f"{path}: unreadable ({error}); it is rewritten whole at each "
                          "update, so run `disttrain status` again, or resume the run") from None
     print(json.dumps(status, indent=1))
+    silent = time.time() - status.get("updated", time.time())
+    if status.get("state") in LIVE_STATES and silent > STALE_AFTER_S:
+        print(f"disttrain: not running: no update for {silent:.0f} s although the state is "
+              f"{status['state']!r} (its driver was killed); `disttrain train "
+              f"{Path(args.run_dir) / 'job.toml'} --run-dir {args.run_dir} --resume` "
+              "continues it", file=sys.stderr)
     return EXIT_OK
+
+
+# A live driver refreshes status.json's "updated" every 5 s (disttrain.train.driver).
+LIVE_STATES = ("starting", "running", "restarting")
+STALE_AFTER_S = 30.0
 
 
 def cmd_bench(args) -> int:

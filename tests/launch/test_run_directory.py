@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,19 @@ def test_a_full_disk_fails_in_one_line_and_resume_works_once_space_is_freed(tmp_
     done = cli("train", str(job_file), "--run-dir", str(run_dir), "--resume")
     assert done.returncode == 0, done.stderr
     assert_bit_identical(final_params(run_dir), reference)
+
+
+def test_status_says_a_run_whose_driver_died_is_not_running(tmp_path):
+    run_dir = tmp_path / "run"
+    run_local(job_with(**{"job.max_steps": 10}), run_dir)
+    killed = json.loads((run_dir / "status.json").read_text())
+    killed.update(state="running", updated=killed["updated"] - 120)  # as a SIGKILL leaves it
+    (run_dir / "status.json").write_text(json.dumps(killed))
+    done = cli("status", str(run_dir))
+    assert done.returncode == 0
+    assert json.loads(done.stdout)["state"] == "running"
+    assert "not running: no update for 1" in done.stderr and "--resume" in done.stderr
+
+    fresh = dict(killed, updated=time.time())
+    (run_dir / "status.json").write_text(json.dumps(fresh))
+    assert cli("status", str(run_dir)).stderr == ""
