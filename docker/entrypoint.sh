@@ -6,16 +6,29 @@
 #                         or on a local Ray cluster in this container when it is unset
 #   help                  this text
 # Anything else runs as a command (e.g. `bash`).
-# Ray token authentication stays on: head and workers need the same $RAY_AUTH_TOKEN.
+# Ray token authentication stays on: every node needs the same token, from the file
+# /run/secrets/ray_auth_token (or $RAY_AUTH_TOKEN_PATH), else from $RAY_AUTH_TOKEN.
 set -euo pipefail
 
-usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 fail() { echo "entrypoint: error: $*" >&2; exit 2; }
 
 need_token() {
-    [ -n "${RAY_AUTH_TOKEN:-}" ] || fail "RAY_AUTH_TOKEN is not set: every node of a cluster" \
-        "needs the same token; generate one with 'openssl rand -hex 32' and pass it to" \
-        "every container (see docker/compose.yaml)"
+    # A token file (a compose secret, or $RAY_AUTH_TOKEN_PATH) keeps the token out of
+    # `docker inspect` and every process's environment; $RAY_AUTH_TOKEN is the fallback.
+    local file=${RAY_AUTH_TOKEN_PATH:-/run/secrets/ray_auth_token}
+    if [ -s "$file" ]; then
+        [ -r "$file" ] || fail "$file: the Ray token file is not readable by uid $(id -u)"
+        unset RAY_AUTH_TOKEN
+        export RAY_AUTH_TOKEN_PATH=$file
+    elif [ -n "${RAY_AUTH_TOKEN_PATH:-}" ]; then
+        fail "$file: the Ray token file is missing or empty; write the token into it" \
+            "(e.g. openssl rand -hex 32 > $file) or unset RAY_AUTH_TOKEN_PATH"
+    elif [ -z "${RAY_AUTH_TOKEN:-}" ]; then
+        fail "RAY_AUTH_TOKEN is not set: every node of a cluster needs the same token;" \
+            "generate one with 'openssl rand -hex 32' into a file given as the compose" \
+            "secret ray_auth_token (or \$RAY_AUTH_TOKEN_PATH), or pass \$RAY_AUTH_TOKEN"
+    fi
     export RAY_AUTH_MODE=token
 }
 

@@ -26,7 +26,8 @@ ENTRYPOINT = REPO / "docker" / "entrypoint.sh"
 
 def env(**extra) -> dict:
     base = {k: v for k, v in os.environ.items()
-            if k not in ("RAY_AUTH_TOKEN", "RAY_HEAD_ADDRESS", "RAY_ADDRESS")}
+            if k not in ("RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH", "RAY_HEAD_ADDRESS",
+                         "RAY_ADDRESS")}
     base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
     return {**base, **extra}
 
@@ -61,6 +62,7 @@ def test_compose_wires_head_workers_and_driver_through_the_entrypoint_roles():
     (["head"], {}, "RAY_AUTH_TOKEN is not set"),
     (["worker"], {"RAY_AUTH_TOKEN": "t"}, "RAY_HEAD_ADDRESS is not set"),
     (["train"], {}, "train needs a job file"),
+    (["head"], {"RAY_AUTH_TOKEN_PATH": "/dev/null"}, "the Ray token file is missing or empty"),
 ])
 def test_entrypoint_refuses_bad_setup_in_one_line(args, extra, needle):
     done = entrypoint(*args, **extra)
@@ -84,9 +86,17 @@ def free_port() -> int:
 
 
 @pytest.mark.slow
-def test_head_worker_and_driver_roles_train_across_a_real_ray_start_cluster(tmp_path):
+@pytest.mark.parametrize("token_from", ["file", "environment"])
+def test_head_worker_and_driver_roles_train_across_a_real_ray_start_cluster(tmp_path,
+                                                                           token_from):
     token, port = secrets.token_hex(16), free_port()
-    common = {"RAY_AUTH_TOKEN": token, "HEAD_WAIT_S": "60"}
+    if token_from == "file":  # as a compose secret: out of the environment and inspect
+        token_file = tmp_path / "ray_auth_token"
+        token_file.write_text(token)
+        token_file.chmod(0o600)
+        common = {"RAY_AUTH_TOKEN_PATH": str(token_file), "HEAD_WAIT_S": "60"}
+    else:
+        common = {"RAY_AUTH_TOKEN": token, "HEAD_WAIT_S": "60"}
     # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes).
     temp_dir = tempfile.mkdtemp(prefix="dtray", dir="/tmp")
     temp = f"--temp-dir={temp_dir}"
@@ -108,6 +118,9 @@ def test_head_worker_and_driver_roles_train_across_a_real_ray_start_cluster(tmp_
         assert status["state"] == "done" and status["world_size"] == 2
         # both workers landed on the worker node: the head offers no CPUs
         assert len({w["node_id"] for w in status["workers"]}) == 1
+        if token_from == "file":  # the token never entered the nodes' environment
+            for node in nodes:
+                assert token.encode() not in Path(f"/proc/{node.pid}/environ").read_bytes()
     finally:
         for node in nodes:
             os.killpg(node.pid, signal.SIGTERM)
