@@ -12,11 +12,13 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +27,7 @@ from disttrain.distributed import LocalCommunicator
 from disttrain.train import SpecError, run_rank
 from disttrain.train.driver import Driver
 from disttrain.train.progress import Progress
-from disttrain.train.rundir import mark_failed
+from disttrain.train.rundir import mark_failed, read_status
 from disttrain.train.spec import dump_job
 
 EXIT_OK, EXIT_FAILED = 0, 1
@@ -115,7 +117,35 @@ def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
                "disttrain.workers.mpi_rank", str(job_file), "--run-dir", str(run_dir)]
     command += ["--resume"] * resume + ["--quiet"] * quiet
     shm_before = _mpich_segments()
-    mpiexec = subprocess.Popen(command, start_new_session=True, preexec_fn=_term_with_parent)
+    # mpiexec writes to an unlinked file that a thread echoes to our stdout: hydra names a
+    # killed rank's pid there, and, unlike a pipe, a file never kills mpiexec with SIGPIPE
+    # once this process is gone (the ranks must still stop cleanly then).
+    fd, path = tempfile.mkstemp(prefix="disttrain-mpiexec-", suffix=".out")
+    with os.fdopen(fd, "w") as output, open(path) as reader:
+        os.unlink(path)  # both stay open; nothing is left behind whatever happens
+        mpiexec = subprocess.Popen(command, start_new_session=True, stdout=output,
+                                   preexec_fn=_term_with_parent)
+        dead_pids = _follow(reader, mpiexec)
+        returncode = _wait_forwarding_signals(mpiexec)
+        dead_pids.join()
+    for leftover in _mpich_segments() - shm_before:
+        with contextlib.suppress(OSError):
+            leftover.unlink()
+    if returncode == 0:
+        return EXIT_OK
+    ranks = _ranks_of(run_dir, dead_pids.pids)
+    culprit = (f"rank {', '.join(map(str, ranks))} (pid "
+               f"{', '.join(map(str, dead_pids.pids))}) was killed or crashed" if ranks else
+               "a rank failed or was killed (its message, if it could write one, is above)")
+    why = f"mpiexec exited with code {returncode}: {culprit}"
+    mark_failed(run_dir, why)
+    print(f"disttrain: job failed: {why}", file=sys.stderr)
+    return EXIT_FAILED
+
+
+def _wait_forwarding_signals(mpiexec: subprocess.Popen) -> int:
+    """Wait for mpiexec; our first SIGINT/SIGTERM goes to it (it hands it to the ranks),
+    a second kills its group; it never outlives this function."""
     stop = threading.Event()
     try:
         with stop_on_signals(stop, on_second=lambda: _kill_group(mpiexec)):
@@ -127,16 +157,40 @@ def run_under_mpiexec(spec, run_dir, *, resume=False, quiet=False) -> int:
                 time.sleep(0.1)
     finally:
         _kill_group(mpiexec)
-        for leftover in _mpich_segments() - shm_before:
-            with contextlib.suppress(OSError):
-                leftover.unlink()
-    if mpiexec.returncode == 0:
-        return EXIT_OK
-    why = (f"mpiexec exited with code {mpiexec.returncode}: a rank failed or was killed "
-           "(its message, if it could write one, is above)")
-    mark_failed(run_dir, why)
-    print(f"disttrain: job failed: {why}", file=sys.stderr)
-    return EXIT_FAILED
+    return mpiexec.returncode
+
+
+class _Follower(threading.Thread):
+    """Echo what mpiexec writes to a file, noting the pid of each rank hydra reports dead."""
+
+    def __init__(self, reader, mpiexec: subprocess.Popen):
+        super().__init__(daemon=True, name="mpiexec-output")
+        self.reader, self.mpiexec, self.pids = reader, mpiexec, []
+
+    def run(self) -> None:
+        while True:
+            finished = self.mpiexec.poll() is not None  # then read once more, to the end
+            for line in self.reader:
+                sys.stdout.write(line)
+                found = re.search(r"PID (\d+) RUNNING AT", line)
+                if found:
+                    self.pids.append(int(found.group(1)))
+            sys.stdout.flush()
+            if finished:
+                return
+            time.sleep(0.05)
+
+
+def _follow(reader, mpiexec: subprocess.Popen) -> _Follower:
+    follower = _Follower(reader, mpiexec)
+    follower.start()
+    return follower
+
+
+def _ranks_of(run_dir: Path, pids: list) -> list:
+    """The ranks of pids, from the workers rank 0 recorded in status.json."""
+    workers = (read_status(run_dir) or {}).get("workers", [])
+    return sorted(w["rank"] for w in workers if w.get("pid") in pids)
 
 
 def _term_with_parent() -> None:

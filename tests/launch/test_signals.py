@@ -137,6 +137,8 @@ def test_a_killed_mpi_rank_fails_the_job_and_leaves_nothing_running(tmp_path):
     assert [line for line in err.splitlines() if line.startswith("disttrain: job failed")]
     final = status(run_dir)
     assert final["state"] == "failed" and "mpiexec exited" in final["error"]
+    assert f"rank 1 (pid {victim['pid']}) was killed" in final["error"]
+    assert f"rank 1 (pid {victim['pid']}) was killed" in err
     assert wait_for(lambda: not _processes_mentioning(str(run_dir)), 30, "no rank left")
 
 
