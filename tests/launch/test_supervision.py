@@ -86,3 +86,39 @@ def test_a_dead_coordinator_is_noticed_and_the_run_recovers(ray_session, tmp_pat
     assert final["state"] == "done" and final["restarts"] == 1, final
     assert "coordinator" in final["failures"][0]
     assert_bit_identical(final_params(run_dir), uninterrupted)
+
+
+FACTORY_THAT_DIES_ONCE = '''
+import os
+from pathlib import Path
+
+import ray
+
+from disttrain import nn
+
+MARK = Path(__file__).with_name("died-once")
+
+
+def build(spec):
+    """Kill the first Ray worker that builds this model; build it everywhere else."""
+    in_a_worker = ray.is_initialized() and ray.get_runtime_context().get_actor_id()
+    if in_a_worker and not MARK.exists():
+        MARK.write_text("died")
+        os._exit(1)
+    return nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 4))
+'''
+
+
+def test_a_worker_dying_while_it_builds_its_replica_is_restarted(ray_session, tmp_path):
+    factory = tmp_path / "dies_once.py"
+    factory.write_text(FACTORY_THAT_DIES_ONCE)
+    job = supervised_job("coordinator")
+    job["model"] = {"kind": "custom", "factory": f"{factory}:build"}
+    run_dir = tmp_path / "run"
+    thread, outcome = run_in_thread(job, run_dir)
+    thread.join(timeout=200)
+    assert not thread.is_alive()
+    assert (tmp_path / "died-once").exists()  # the fault really happened
+    assert outcome["code"] == 0
+    final = status(run_dir)
+    assert final["state"] == "done" and final["restarts"] == 1, final
