@@ -3,8 +3,8 @@
 Whatever the backend, one Driver (disttrain.train.driver) owns the run directory and
 every rank runs disttrain.train.run_rank: here over a LocalCommunicator, on Ray inside
 RankActors watched by the Supervisor, under mpiexec in disttrain.workers.mpi_rank
-(whose rank 0 is the driver). SIGINT and SIGTERM stop the job at the next logged step
-with a checkpoint; exit codes are the CLI's (0 done or stopped, 1 failed).
+(whose rank 0 is the driver). SIGINT and SIGTERM stop the job within about a second with
+a checkpoint, a second one at once; exit codes are the CLI's (0 done or stopped, 1 failed).
 """
 
 from __future__ import annotations
@@ -40,9 +40,14 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
         return run_under_mpiexec(spec, run_dir, resume=resume, quiet=quiet)
     driver = Driver(run_dir, spec, Progress(quiet=quiet))
     stop = threading.Event()
-    stopping = lambda: stop.is_set() or bool(should_stop and should_stop())  # noqa: E731
-    on_second = lambda: driver.fail("interrupted twice: exited at once, without a final "  # noqa: E731
-                                    "checkpoint; --resume continues from the last one")
+
+    def stopping() -> bool:
+        return stop.is_set() or bool(should_stop and should_stop())
+
+    def on_second() -> None:
+        driver.fail("interrupted twice: exited at once, without a final checkpoint; "
+                    "--resume continues from the last one")
+
     try:
         if spec.distributed.backend == "local":
             with stop_on_signals(stop, on_second, driver.progress):
