@@ -124,6 +124,7 @@ def _processes_mentioning(text: str) -> list:
 @pytest.mark.mpi
 def test_a_killed_mpi_rank_fails_the_job_and_leaves_nothing_running(tmp_path):
     run_dir = tmp_path / "run"
+    shm_before = set(Path("/dev/shm").glob("mpich_shm_*"))
     proc, _ = start_cli(tmp_path, endless_job("mpi", 2), run_dir, as_pid_1=False)
     try:
         wait_until_training(run_dir)
@@ -140,6 +141,7 @@ def test_a_killed_mpi_rank_fails_the_job_and_leaves_nothing_running(tmp_path):
     assert f"rank 1 (pid {victim['pid']}) was killed" in final["error"]
     assert f"rank 1 (pid {victim['pid']}) was killed" in err
     assert wait_for(lambda: not _processes_mentioning(str(run_dir)), 30, "no rank left")
+    assert set(Path("/dev/shm").glob("mpich_shm_*")) <= shm_before  # MPICH's leftovers gone
 
 
 @pytest.mark.mpi
