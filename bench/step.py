@@ -9,10 +9,16 @@ Table 2: a graph of small ops on 16x16 tensors (add, mul, tanh, matmul, broadcas
 sum with keepdim, scalar ops), forward and backward, µs per graph: the engine's per-op
 overhead, where BLAS does not matter.
 
+With --model cnn, one table instead: a LeNet-style CNN (conv 5x5 -> ReLU -> max-pool 2 ->
+conv 5x5 -> ReLU -> max-pool 2 -> linear head to 10 classes), batch 64, the same step and
+optimizer, disttrain beside PyTorch CPU, for several input shapes (28x28 and 32x32, 1 and
+3 channels, first conv at stride 1 and 2, with and without padding).
+
 Steps are timed one by one; the implementations take turns in rounds, so a burst of load
 from other processes hits all of them. Median and min over the timed steps.
 
     disttrain bench step --steps 200 --warmup 20 --threads 1,2
+    disttrain bench step --model cnn --steps 50 --warmup 5 --threads 1,2
 """
 
 from __future__ import annotations
@@ -311,6 +317,162 @@ def bench_graph(threads: int, n_ops: int, iters: int, warmup: int, rounds: int) 
     return row
 
 
+# --- the CNN table ------------------------------------------------------------------------
+
+# (channels, height/width, first conv's stride, first conv's padding)
+CNN_SHAPES = ((1, 28, 1, 0), (1, 28, 1, 2), (1, 28, 2, 0), (3, 32, 1, 0), (3, 32, 2, 2),
+              (1, 32, 1, 2))
+TARGET_CNN = 1.3
+
+
+def _cnn_flat_size(size: int, stride: int, padding: int) -> int:
+    """Features into the linear head: conv 5x5 / pool 2 / conv 5x5 / pool 2 on size x size."""
+    size = ((size + 2 * padding - 5) // stride + 1) // 2
+    return 16 * ((size - 4) // 2) ** 2
+
+
+def _cnn(nn, channels, size, stride, padding):
+    """The LeNet-style model, written once for both libraries (their nn APIs match)."""
+    return nn.Sequential(
+        nn.Conv2d(channels, 6, 5, stride=stride, padding=padding), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(6, 16, 5), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(_cnn_flat_size(size, stride, padding), 10))
+
+
+def make_cnn_problem(shape, batch=64, seed=0):
+    """torch's initial CNN weights (as numpy) and one batch (x, y) for `shape`."""
+    import torch
+
+    torch.manual_seed(seed)
+    weights = [p.detach().numpy().copy() for p in _cnn(torch.nn, *shape).parameters()]
+    rng = np.random.default_rng(seed)
+    channels, size = shape[:2]
+    x = rng.standard_normal((batch, channels, size, size), dtype=np.float32)
+    y = rng.integers(0, 10, batch).astype(np.int64)
+    return shape, weights, x, y
+
+
+class DisttrainCNN(_LibraryMLP):
+    """The CNN in disttrain.nn, CrossEntropyLoss, disttrain.optim.SGD."""
+
+    name = "disttrain"
+
+    def __init__(self, shape, weights, x, y):
+        import disttrain
+        from disttrain import nn, optim
+
+        self.model = _cnn(nn, *shape)
+        for p, w in zip(self.model.parameters(), weights):
+            p.data[...] = w
+        self.loss_fn = nn.CrossEntropyLoss()
+        self.opt = optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.x, self.y = disttrain.from_numpy(x), disttrain.from_numpy(y)
+
+    def weights(self) -> list:
+        return [p.data for p in self.model.parameters()]
+
+
+class TorchCNN(_LibraryMLP):
+    """The same CNN in torch.nn on the CPU."""
+
+    name = "torch"
+
+    def __init__(self, shape, weights, x, y):
+        import torch
+
+        self.model = _cnn(torch.nn, *shape)
+        with torch.no_grad():
+            for p, w in zip(self.model.parameters(), weights):
+                p.copy_(torch.from_numpy(w))
+        self.loss_fn = torch.nn.CrossEntropyLoss()
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def weights(self) -> list:
+        return [p.detach().numpy() for p in self.model.parameters()]
+
+
+CNN_CLASSES = {"disttrain": DisttrainCNN, "torch": TorchCNN}
+
+
+def check_equal_cnn_work(problem) -> dict:
+    """First-step losses of fresh CNNs, and the largest weight difference after the step."""
+    losses, weights = {}, {}
+    for name, cls in CNN_CLASSES.items():
+        impl = cls(*problem)
+        losses[name] = impl.loss_value(impl.step())
+        weights[name] = [np.array(w) for w in impl.weights()]
+    weight_diff = max(float(np.max(np.abs(a - b)))
+                      for a, b in zip(weights["disttrain"], weights["torch"]))
+    return {"loss": losses, "max_loss_diff": abs(losses["disttrain"] - losses["torch"]),
+            "max_weight_diff": weight_diff}
+
+
+def bench_cnn(problem, threads: int, steps: int, warmup: int, rounds: int) -> dict:
+    """One row of the CNN table: ms per step of each library for one shape and thread count."""
+    channels, size, stride, padding = problem[0]
+    impls = {name: cls(*problem) for name, cls in CNN_CLASSES.items()}
+    times = time_rounds(impls, steps, warmup, rounds)
+    row = {"threads": threads, "input": f"{channels}x{size}x{size}", "stride": stride,
+           "padding": padding, "check": check_equal_cnn_work(problem)}
+    for name in CNN_CLASSES:
+        row[name] = {k: (v * 1e3 if k != "n" else v) for k, v in timing_stats(times[name]).items()}
+    row["disttrain/torch"] = row["disttrain"]["median"] / row["torch"]["median"]
+    row["disttrain/torch (min)"] = row["disttrain"]["min"] / row["torch"]["min"]
+    return row
+
+
+def run_cnn(threads=(1, 2), steps=50, warmup=5, rounds=10, batch=64, shapes=CNN_SHAPES,
+            log=None) -> dict:
+    """The CNN table's rows (each with its first-step check) and the load around the run."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    result = {"model": "cnn", "load_start": load_average(), "machine": machine_facts(),
+              "batch": batch, "steps": steps, "warmup": warmup, "cnn": []}
+    problems = [make_cnn_problem(shape, batch) for shape in shapes]
+    for n in threads:
+        with threadpool_limits(limits=n):
+            torch.set_num_threads(n)
+            pools = f"threads={n}: torch.set_num_threads({n}), threadpoolctl: {blas_pools()}"
+            if log:
+                log(pools)
+            result.setdefault("thread_settings", []).append(pools)
+            for problem in problems:
+                result["cnn"].append(bench_cnn(problem, n, steps, warmup, rounds))
+    result["load_end"] = load_average()
+    return result
+
+
+def format_cnn(rows: list[dict]) -> str:
+    header = ["threads", "input", "stride", "pad", "disttrain ms med/min", "torch ms med/min",
+              "dt/torch med", "dt/torch min", "loss dt / torch", "max weight diff"]
+    body = [[r["threads"], r["input"], r["stride"], r["padding"],
+             f"{r['disttrain']['median']:.2f} / {r['disttrain']['min']:.2f}",
+             f"{r['torch']['median']:.2f} / {r['torch']['min']:.2f}",
+             f"{r['disttrain/torch']:.2f} ({_verdict(r['disttrain/torch'], TARGET_CNN)})",
+             f"{r['disttrain/torch (min)']:.2f} "
+             f"({_verdict(r['disttrain/torch (min)'], TARGET_CNN)})",
+             f"{r['check']['loss']['disttrain']:.6f} / {r['check']['loss']['torch']:.6f}",
+             f"{r['check']['max_weight_diff']:.1e}"]
+            for r in rows]
+    return format_table(header, body)
+
+
+def report_cnn(result: dict) -> str:
+    lines = [*result["machine"], *result["thread_settings"],
+             f"load average at start: {result['load_start']}; at end: {result['load_end']}",
+             "",
+             "CNN conv5x5(C->6, stride, pad) -> ReLU -> maxpool2 -> conv5x5(6->16) -> ReLU -> "
+             f"maxpool2 -> linear(10), batch {result['batch']}, float32, cross-entropy, SGD "
+             f"lr={LR} momentum={MOMENTUM}; {result['steps']} timed steps after "
+             f"{result['warmup']} warm-up; ms/step median / min; first-step loss of each "
+             "library and the largest weight difference after that step",
+             format_cnn(result["cnn"]),
+             f"target: disttrain/torch <= {TARGET_CNN}"]
+    return "\n".join(lines)
+
+
 # --- output -------------------------------------------------------------------------------------
 
 def _verdict(ratio: float, target: float) -> str:
@@ -398,26 +560,39 @@ def report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _given(value, default):
+    return default if value is None else value
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run both tables and print them (and write JSON with --json)."""
     parser = argparse.ArgumentParser(prog="disttrain bench step", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=200, help="timed steps per implementation")
-    parser.add_argument("--warmup", type=int, default=20, help="untimed steps first")
+    parser.add_argument("--model", choices=("mlp", "cnn"), default="mlp",
+                        help="mlp: the MLP and small-op tables; cnn: the CNN table")
+    parser.add_argument("--steps", type=int, help="timed steps per implementation "
+                        "(default 200 for mlp, 50 for cnn)")
+    parser.add_argument("--warmup", type=int, help="untimed steps first (default 20 / 5)")
     parser.add_argument("--threads", default="1,2", help="BLAS thread counts, e.g. 1,2")
-    parser.add_argument("--rounds", type=int, default=20,
-                        help="the implementations take turns this many times")
+    parser.add_argument("--rounds", type=int, help="the implementations take turns this "
+                        "many times (default 20 / 10)")
     parser.add_argument("--sizes", default="784,512,512,10", help="MLP layer widths")
-    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--batch", type=int, help="default 256 for mlp, 64 for cnn")
     parser.add_argument("--graph-ops", type=int, default=200)
     parser.add_argument("--graph-iters", type=int, default=300, help="timed graphs per library")
     parser.add_argument("--json", help="also write the results to this file")
     args = parser.parse_args(argv)
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.model == "cnn":
+        result = run_cnn(threads=threads, steps=_given(args.steps, 50),
+                         warmup=_given(args.warmup, 5), rounds=_given(args.rounds, 10),
+                         batch=_given(args.batch, 64))
+        return print_and_save(result, report_cnn, args.json)
     sizes = tuple(int(s) for s in args.sizes.split(","))
     if len(sizes) != 4:
         parser.error("--sizes needs four widths: inputs,hidden,hidden,classes")
-    result = run(threads=[int(t) for t in args.threads.split(",")], steps=args.steps,
-                 warmup=args.warmup, rounds=args.rounds, sizes=sizes, batch=args.batch,
+    result = run(threads=threads, steps=_given(args.steps, 200), warmup=_given(args.warmup, 20),
+                 rounds=_given(args.rounds, 20), sizes=sizes, batch=_given(args.batch, 256),
                  graph_ops=args.graph_ops, graph_iters=args.graph_iters)
     return print_and_save(result, report, args.json)
 

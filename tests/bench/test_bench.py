@@ -49,6 +49,23 @@ def test_step_through_the_cli(tmp_path, capfd):
         assert row["max_value_diff"] < 1e-4 and row["max_grad_diff"] < 1e-4
 
 
+def test_cnn_step_through_the_cli(tmp_path, capfd):
+    out = tmp_path / "cnn.json"
+    assert cli_main(["bench", "step", "--model", "cnn", "--steps", "2", "--warmup", "1",
+                     "--rounds", "1", "--threads", "1", "--batch", "4", "--json", str(out)]) == 0
+    text = capfd.readouterr().out
+    for heading in ("CNN conv5x5", "dt/torch med", "load average at start",
+                    "torch.set_num_threads(1)"):
+        assert heading in text
+    rows = json.loads(out.read_text())["cnn"]
+    assert [(r["input"], r["stride"], r["padding"]) for r in rows] == [
+        (f"{c}x{s}x{s}", stride, pad) for c, s, stride, pad in step.CNN_SHAPES]
+    for row in rows:
+        for lib in ("disttrain", "torch"):
+            _check_stats(row[lib], 2)
+        assert row["check"]["max_loss_diff"] < 1e-5 and row["check"]["max_weight_diff"] < 1e-5
+
+
 def test_step_implementations_do_equal_work():
     check = step.check_equal_work(step.make_problem((32, 16, 16, 4), batch=8))
     assert set(check["loss"]) == set(step.IMPLS)
