@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 from disttrain.train.spec import SpecError, load_job
@@ -53,8 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"run a local job that asks for more than {OVERSUBSCRIBE}x this "
                             "machine's CPUs")
     train.add_argument("--quiet", action="store_true", help="print only the summary")
-    status = sub.add_parser("status", help="show a run directory's status.json")
+    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                       help="override any key of the job file, e.g. --set optimizer.lr=0.05 "
+                            "(VALUE is read as TOML, else as a string); repeatable")
+    status = sub.add_parser("status", help="show a run: state, progress, workers")
     status.add_argument("run_dir")
+    status.add_argument("--json", action="store_true", help="print status.json as it is")
     bench = sub.add_parser("bench", help="benchmarks, side by side with peers")
     bench.add_argument("what", choices=["step", "allreduce", "scaling"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
@@ -79,7 +84,25 @@ def main(argv=None) -> int:
 def _overrides(args) -> dict:
     pairs = {"distributed.workers": args.workers, "distributed.backend": args.backend,
              "job.epochs": args.epochs, "job.max_steps": args.max_steps}
-    return {k: v for k, v in pairs.items() if v is not None}
+    return {**_parse_sets(args.set), **{k: v for k, v in pairs.items() if v is not None}}
+
+
+def _parse_sets(items: list) -> dict:
+    """--set section.key=value pairs; the value is read as TOML (so 0.05, true, [64, 10]
+    keep their types, as in a job file), else taken as a string."""
+    overrides = {}
+    for item in items:
+        dotted, sep, text = item.partition("=")
+        section, dot, key = dotted.strip().partition(".")
+        if not (sep and dot and section and key and "." not in key):
+            raise UsageError(f"--set {item!r}: expected SECTION.KEY=VALUE, e.g. "
+                             "--set optimizer.lr=0.05")
+        try:
+            value = tomllib.loads(f"value = {text}")["value"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        overrides[f"{section}.{key.strip()}"] = value
+    return overrides
 
 
 def cmd_train(args) -> int:
@@ -191,7 +214,7 @@ def cmd_status(args) -> int:
     except (OSError, ValueError) as error:
         raise UsageError(f"{path}: unreadable ({error}); it is rewritten whole at each "
                          "update, so run `disttrain status` again, or resume the run") from None
-    print(json.dumps(status, indent=1))
+    print(json.dumps(status, indent=1) if args.json else _status_table(status, args.run_dir))
     silent = time.time() - status.get("updated", time.time())
     if status.get("state") in LIVE_STATES and silent > STALE_AFTER_S:
         print(f"disttrain: not running: no update for {silent:.0f} s although the state is "
@@ -199,6 +222,31 @@ def cmd_status(args) -> int:
               f"{Path(args.run_dir) / 'job.toml'} --run-dir {args.run_dir} --resume` "
               "continues it", file=sys.stderr)
     return EXIT_OK
+
+
+def _status_table(status: dict, run_dir) -> str:
+    """status.json and the last "train" record, for a reader."""
+    from disttrain.train.rundir import read_metrics
+
+    trains = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
+    last = trains[-1] if trains else {}
+    loss = last.get("loss")
+    lines = [
+        f"state      {status.get('state')}",
+        f"step       {status.get('step')}  epoch {status.get('epoch')}",
+        f"loss       {'-' if loss is None else f'{loss:.4f}'}  "
+        f"({last.get('samples_per_s', 0):,.0f} samples/s at step {last.get('step', '-')})",
+        f"restarts   {status.get('restarts', 0)}" + "".join(
+            f"\n  failure  {f}" for f in status.get("failures", [])),
+        f"updated    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['updated']))}"
+        if "updated" in status else "updated    -",
+        "workers    rank  node              pid      state",
+    ]
+    lines += [f"           {w.get('rank'):>4}  {str(w.get('node')):<16}  "
+              f"{str(w.get('pid')):<7}  {w.get('state')}" for w in status.get("workers", [])]
+    if status.get("error"):
+        lines.append(f"error      {status['error']}")
+    return "\n".join(lines)
 
 
 # A live driver refreshes status.json's "updated" every 5 s (disttrain.train.driver).

@@ -143,7 +143,7 @@ def test_status_says_a_run_whose_driver_died_is_not_running(tmp_path):
     killed = json.loads((run_dir / "status.json").read_text())
     killed.update(state="running", updated=killed["updated"] - 120)  # as a SIGKILL leaves it
     (run_dir / "status.json").write_text(json.dumps(killed))
-    done = cli("status", str(run_dir))
+    done = cli("status", str(run_dir), "--json")
     assert done.returncode == 0
     assert json.loads(done.stdout)["state"] == "running"
     assert "not running: no update for 1" in done.stderr and "--resume" in done.stderr
@@ -151,3 +151,36 @@ def test_status_says_a_run_whose_driver_died_is_not_running(tmp_path):
     fresh = dict(killed, updated=time.time())
     (run_dir / "status.json").write_text(json.dumps(fresh))
     assert cli("status", str(run_dir)).stderr == ""
+
+
+def test_status_is_a_readable_table_and_json_on_request(tmp_path):
+    run_dir = tmp_path / "run"
+    run_local(job_with(**{"job.max_steps": 20}), run_dir)
+    table = cli("status", str(run_dir))
+    assert table.returncode == 0, table.stderr
+    final = status(run_dir)
+    assert "state      done" in table.stdout and "step       20" in table.stdout
+    last_loss = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text()
+                                .splitlines()) if r["kind"] == "train"][-1]["loss"]
+    assert f"loss       {last_loss:.4f}" in table.stdout
+    assert str(final["workers"][0]["pid"]) in table.stdout
+    assert json.loads(cli("status", str(run_dir), "--json").stdout) == final
+
+
+def test_set_overrides_any_key_typed_as_the_spec_says(tmp_path):
+    job_file = write_job(tmp_path / "job.toml", job_with(**{"job.max_steps": 20}))
+    run_dir = tmp_path / "run"
+    done = cli("train", str(job_file), "--run-dir", str(run_dir), "--quiet",
+               "--set", "optimizer.lr=0.07", "--set", "model.sizes=[16, 8, 4]",
+               "--set", "job.name=renamed")
+    assert done.returncode == 0, done.stderr
+    written = (run_dir / "job.toml").read_text()
+    assert "lr = 0.07" in written and "sizes = [16, 8, 4]" in written
+    assert 'name = "renamed"' in written
+    for bad, needle in (("optimizer.lrr=0.1", "unknown key"), ("lr=0.1", "SECTION.KEY=VALUE"),
+                        ("optimizer.lr=fast", "[optimizer] lr")):
+        done = cli("train", str(job_file), "--run-dir", str(tmp_path / "never"),
+                   "--set", bad)
+        assert done.returncode == 2, (bad, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
+        assert not (tmp_path / "never").exists()
