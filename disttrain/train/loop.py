@@ -9,10 +9,10 @@ no files either: rank 0 hands its records and checkpoints to `on_record` and
 `on_checkpoint`, which lead to the driver, the one writer of the run directory
 (disttrain/train/runner.py and driver.py).
 
-Records are dicts with a "kind": "train" (step, epoch, loss, lr, samples_per_s,
-compute_s, comm_s, skipped) every log_every steps, and "eval" (step, epoch, val_loss,
+Records are dicts with a "kind": "train" (time, step, epoch, loss, lr, samples_per_s,
+compute_s, comm_s, skipped) every log_every steps, "eval" (time, step, epoch, val_loss,
 val_accuracy) at the end of each epoch, and "trace" (every rank's timeline events) once
-the first trace_steps steps are done.
+the first trace_steps steps are done. "time" is wall-clock seconds since the epoch.
 
 A step whose gradients (averaged over the ranks, so every rank holds the same ones) are
 not finite, as after a NaN or infinite loss on any rank, is never applied: [job]
@@ -202,7 +202,7 @@ class Trainer:
         if self.scheduler is not None:
             self.scheduler.step()
         if self.spec.job.eval_every_epoch:
-            self.on_record({"kind": "eval", "step": self.step, "epoch": epoch,
+            self.on_record({"kind": "eval", "time": time.time(), "step": self.step, "epoch": epoch,
                             **self.evaluate()})
 
     def _agree(self, local_loss: float, stop_requested: bool) -> tuple[float, bool, int]:
@@ -229,7 +229,7 @@ class Trainer:
         t = self.times
         step_s = (t.compute + t.comm) / max(t.steps, 1)
         self.on_record({
-            "kind": "train", "step": self.step, "epoch": epoch,
+            "kind": "train", "time": time.time(), "step": self.step, "epoch": epoch,
             # every step since the last record skipped: no loss to report (JSON null)
             "loss": loss if t.skipped < t.steps else None,
             "lr": self.optimizer.param_groups[0]["lr"],

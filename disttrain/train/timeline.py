@@ -2,17 +2,23 @@
 
 Each rank is a process row with two tracks: "compute" (zero_grad+forward, backward,
 optimizer.step) and "communication" (each bucket's all-reduce and the exposed wait).
+Timestamps are wall-clock microseconds since the epoch, so ranks on different hosts line
+up (as far as their clocks agree); spans are measured with perf_counter and shifted.
 """
 
 from __future__ import annotations
 
+import time
+
 US_PER_S = 1e6
+# perf_counter has no fixed origin: this process's offset to the wall clock, taken once.
+WALL_MINUS_PERF_S = time.time() - time.perf_counter()
 
 
 def phase_events(rank: int, step: int, compute: list, communication: list) -> list:
     """Complete ("X") events for (name, start_s, end_s) spans on the two tracks of a rank."""
     common = {"ph": "X", "pid": f"rank {rank}", "args": {"step": step}}
-    return [dict(common, name=name, tid=track, ts=start * US_PER_S,
+    return [dict(common, name=name, tid=track, ts=(start + WALL_MINUS_PERF_S) * US_PER_S,
                  dur=(end - start) * US_PER_S)
             for track, spans in (("compute", compute), ("communication", communication))
             for name, start, end in spans]

@@ -184,3 +184,16 @@ def test_set_overrides_any_key_typed_as_the_spec_says(tmp_path):
         assert done.returncode == 2, (bad, done.stderr)
         assert len(done.stderr.strip().splitlines()) == 1 and needle in done.stderr
         assert not (tmp_path / "never").exists()
+
+
+def test_records_and_the_timeline_carry_wall_clock_time(tmp_path):
+    before = time.time()
+    run_dir = tmp_path / "run"
+    run_local(job_with(**{"job.max_steps": 20}), run_dir)
+    after = time.time()
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text()
+               .splitlines()]
+    times = [r["time"] for r in records]
+    assert times == sorted(times) and before <= times[0] and times[-1] <= after
+    events = json.loads((run_dir / "timeline.json").read_text())["traceEvents"]
+    assert events and all(before * 1e6 <= e["ts"] <= after * 1e6 for e in events)
