@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -32,52 +33,164 @@ def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
     return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
 
 
+def _pad(x: np.ndarray, padding: int) -> np.ndarray:
+    """x with `padding` zeros around H and W (np.pad's generality costs more than the copy)."""
+    if not padding:
+        return x
+    n, c, h, w = x.shape
+    out = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
+    out[:, :, padding:padding + h, padding:padding + w] = x
+    return out
+
+
+def _taps(kh: int, kw: int, stride: int, oh: int, ow: int):
+    """For each kernel tap (i, j), the slices of the (padded) input it reads at every output."""
+    for i in range(kh):
+        for j in range(kw):
+            yield i, j, (slice(i, i + stride * (oh - 1) + 1, stride),
+                         slice(j, j + stride * (ow - 1) + 1, stride))
+
+
+# Convolution on a flat layout. Pad each channel's images into one flat row (C, N*Hs*Wp),
+# Hs = Hp rounded up to a multiple of the stride. The output at (y, x) of image b then
+# reads, for kernel tap (i, j), the element at offset i*Wp + j + stride*q, where
+# q = b*Hs*Wp/stride + y*Wp + x. So for every tap the inputs of ALL outputs are one 1-D
+# slice, xf[:, i*Wp + j :: stride]: im2col is kh*kw slice copies (plain memcpy at stride 1),
+# col2im kh*kw slice adds, and each of forward, weight and input gradient is one large
+# matmul with contiguous operands (BLAS threads it). The price is computing the outputs at
+# the q that are not (y < H', x < W') and throwing them away: a zero output gradient there
+# keeps them out of both gradients.
+
+class _Grid(NamedTuple):
+    """Where conv2d's flat layout puts things (see above)."""
+    hs: int  # padded height rounded up to a multiple of the stride
+    wp: int  # padded width, the row pitch in q
+    oh: int
+    ow: int
+    length: int  # q positions: n * hs * wp / stride
+    size: int  # elements of the flat input row, with room for the last tap's slice
+
+
+def _grid(x_shape, kh, kw, stride, padding) -> _Grid:
+    n, _, h, w = x_shape
+    hp, wp = h + 2 * padding, w + 2 * padding
+    hs = -(-hp // stride) * stride
+    length = n * hs * wp // stride
+    return _Grid(hs, wp, (hp - kh) // stride + 1, (wp - kw) // stride + 1, length,
+                 (kh - 1) * wp + kw + stride * (length - 1))
+
+
+def _tap_rows(grid: _Grid, kh: int, kw: int, stride: int):
+    """For each kernel tap, its flat slice of the input row."""
+    for i in range(kh):
+        for j in range(kw):
+            off = i * grid.wp + j
+            yield i, j, slice(off, off + stride * (grid.length - 1) + 1, stride)
+
+
+def _interior(flat: np.ndarray, grid: _Grid, n: int, padding: int, h: int, w: int):
+    """The (C, N, H, W) view of the unpadded images inside a flat (C, size) row."""
+    images = flat[:, :n * grid.hs * grid.wp].reshape(flat.shape[0], n, grid.hs, grid.wp)
+    return images[:, :, padding:padding + h, padding:padding + w]
+
+
+def _q_view(a: np.ndarray, grid: _Grid, stride: int) -> np.ndarray:
+    """A (rows, N*length) array seen as (rows, N, hs/stride, wp): q laid out as images."""
+    return a.reshape(a.shape[0], -1, grid.hs // stride, grid.wp)
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int):
     """Cross-correlation as PyTorch's conv2d, by im2col and one matmul; returns (out, cols)."""
-    if padding:
-        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    n, o = x.shape[0], w.shape[0]
-    win = _windows(x, w.shape[2], w.shape[3], stride)
-    oh, ow = win.shape[2], win.shape[3]
-    cols = win.transpose(0, 2, 3, 1, 4, 5).reshape(n * oh * ow, -1)
-    out = cols @ w.reshape(o, -1).T
-    return out.reshape(n, oh, ow, o).transpose(0, 3, 1, 2), cols
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    grid = _grid(x.shape, kh, kw, stride, padding)
+    flat = np.zeros((c, grid.size), dtype=x.dtype)
+    _interior(flat, grid, n, padding, h, wd)[...] = x.transpose(1, 0, 2, 3)
+    cols = np.empty((c, kh, kw, grid.length), dtype=x.dtype)
+    for i, j, taps in _tap_rows(grid, kh, kw, stride):
+        cols[:, i, j] = flat[:, taps]
+    cols = cols.reshape(c * kh * kw, grid.length)
+    out = _q_view(w.reshape(o, -1) @ cols, grid, stride)[:, :, :grid.oh, :grid.ow]
+    return np.ascontiguousarray(out.transpose(1, 0, 2, 3)), cols
 
 
-def conv2d_grad_weight(g, *, cols, stride, padding, x_shape):
-    """dL/dw from the saved im2col matrix."""
+def _grad_q(g: np.ndarray, grid: _Grid, stride: int) -> np.ndarray:
+    """The output gradient (N, O, H', W') on the q grid, (O, length), zero where discarded."""
     o = g.shape[1]
-    return (g.transpose(0, 2, 3, 1).reshape(-1, o).T @ cols)
+    gq = np.zeros((o, grid.length), dtype=g.dtype)
+    _q_view(gq, grid, stride)[:, :, :grid.oh, :grid.ow] = g.transpose(1, 0, 2, 3)
+    return gq
+
+
+def conv2d_grad_weight(g, w, *, cols, stride, padding, x_shape):
+    """dL/dw = g . cols^T from the saved im2col matrix."""
+    grid = _grid(x_shape, w.shape[2], w.shape[3], stride, padding)
+    return (_grad_q(g, grid, stride) @ cols.T).reshape(w.shape)
 
 
 def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
-    """dL/dx: scatter each window's gradient back (col2im)."""
+    """dL/dx: the column gradient w^T . g added back into each tap's slice (col2im)."""
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
-    oh, ow = g.shape[2], g.shape[3]
-    gcols = (g.transpose(0, 2, 3, 1).reshape(-1, o) @ w.reshape(o, -1))
-    gcols = gcols.reshape(n, oh, ow, c, kh, kw).transpose(0, 3, 4, 5, 1, 2)
-    padded = np.zeros((n, c, h + 2 * padding, wd + 2 * padding), dtype=g.dtype)
-    for i in range(kh):
-        for j in range(kw):
-            padded[:, :, i:i + stride * oh:stride, j:j + stride * ow:stride] += gcols[:, :, i, j]
-    return padded[:, :, padding:padding + h, padding:padding + wd]
+    grid = _grid(x_shape, kh, kw, stride, padding)
+    gcols = (w.reshape(o, -1).T @ _grad_q(g, grid, stride)).reshape(c, kh, kw, -1)
+    flat = np.zeros((c, grid.size), dtype=g.dtype)
+    for i, j, taps in _tap_rows(grid, kh, kw, stride):
+        flat[:, taps] += gcols[:, i, j]
+    return np.ascontiguousarray(_interior(flat, grid, n, padding, h, wd).transpose(1, 0, 2, 3))
 
 
 def max_pool2d(x: np.ndarray, kernel_size: int, stride: int):
-    """Max over each window; returns (out, flat argmax within the window)."""
-    win = _windows(x, kernel_size, kernel_size, stride)
-    flat = win.reshape(win.shape[:4] + (-1,))
-    arg = flat.argmax(axis=-1)  # first maximum, the one PyTorch's CPU kernel picks
-    return np.take_along_axis(flat, arg[..., None], axis=-1)[..., 0], arg
+    """Max over each window; returns (out, the winner's flat index within its window).
+
+    Works on strided views of x, one per window position (no copied window array): the
+    max is a chain of np.maximum, and the winner the first position equal to it, as in
+    PyTorch's CPU kernel (ties go to the first maximum). That index is built backwards
+    from the "not equal" masks as small integers, idx = ne_0 * (1 + ne_1 * (1 + ...)),
+    which is several times faster than masked writes. A NaN equals nothing, so windows
+    holding one take the slower exact test of PyTorch's kernel.
+    """
+    n, c, h, w = x.shape
+    oh, ow = (h - kernel_size) // stride + 1, (w - kernel_size) // stride + 1
+    views = [x[:, :, rows, cols] for _, _, (rows, cols)
+             in _taps(kernel_size, kernel_size, stride, oh, ow)]
+    out = views[0].copy()
+    for v in views[1:]:
+        np.maximum(out, v, out=out)
+    if np.isnan(out).any():
+        return _max_pool2d_nan(views)
+    small = len(views) <= 256  # a bool mask reads as uint8 0/1 for free
+    arg = np.zeros(out.shape, dtype=np.uint8 if small else np.int32)
+    for v in reversed(views[:-1]):
+        arg += 1
+        ne = v != out
+        arg *= ne.view(np.uint8) if small else ne
+    return out, arg
+
+
+def _max_pool2d_nan(views):
+    """max_pool2d by PyTorch's test, `val > max || isnan(val)`: a NaN wins, the last one."""
+    out = views[0].copy()
+    arg = np.zeros(out.shape, dtype=np.int16)
+    for k, v in enumerate(views[1:], 1):
+        wins = v > out
+        wins |= v != v
+        np.copyto(out, v, where=wins)
+        np.copyto(arg, k, where=wins)
+    return out, arg
 
 
 def max_pool2d_grad(g, *, arg, kernel_size, stride, x_shape):
-    """Send each window's gradient to the element that won it."""
+    """Send each window's gradient to the element that won it, one window position at a time.
+
+    Windows that do not overlap (stride >= kernel) write disjoint elements, so each
+    position is a product with its mask, written in place; overlapping windows add.
+    """
     grad = np.zeros(x_shape, dtype=g.dtype)
-    n, c, oh, ow = g.shape
-    ni, ci, hi, wi = np.indices((n, c, oh, ow), sparse=True)
-    rows = hi * stride + arg // kernel_size
-    cols = wi * stride + arg % kernel_size
-    np.add.at(grad, (ni, ci, rows, cols), g)
+    oh, ow = g.shape[2], g.shape[3]
+    for k, (_, _, (rows, cols)) in enumerate(_taps(kernel_size, kernel_size, stride, oh, ow)):
+        if stride >= kernel_size:
+            np.multiply(g, arg == k, out=grad[:, :, rows, cols])
+        else:
+            grad[:, :, rows, cols] += g * (arg == k)
     return grad

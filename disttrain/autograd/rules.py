@@ -178,7 +178,7 @@ RULES = {r.name: r for r in (
     rule("Index", _index_vjp),
     Rule("Cat", PerInput(_cat_vjp), False, False),
     rule("Conv2d", lambda g, o, x, w, **p: kernels.conv2d_grad_input(g, w, **p),
-         lambda g, o, x, w, **p: kernels.conv2d_grad_weight(g, **p).reshape(w.shape),
+         lambda g, o, x, w, **p: kernels.conv2d_grad_weight(g, w, **p),
          uses="x"),
     rule("MaxPool2d", kernels.max_pool2d_grad),
 )}

@@ -334,6 +334,37 @@ def test_conv2d(x_shape, w_shape, bias, stride, padding, dtype):
     helper_test_op(shapes, fn, dtype=dtype)
 
 
+# Every conv and pool of `disttrain bench step --model cnn` (bench/step.py CNN_SHAPES), batch
+# 2: conv 5x5 C->6 (stride, padding) -> pool 2 -> conv 5x5 6->16 -> pool 2.
+# (channels, size, stride, padding) -> (conv1 input, its output size, conv2 input size, its out)
+CNN_BENCH = [(1, 28, 1, 0), (1, 28, 1, 2), (1, 28, 2, 0), (3, 32, 1, 0), (3, 32, 2, 2),
+             (1, 32, 1, 2)]
+
+
+def _cnn_bench_layers(channels, size, stride, padding):
+    h1 = (size + 2 * padding - 5) // stride + 1
+    h2 = h1 // 2 - 4
+    return [("conv", (2, channels, size, size), (6, channels, 5, 5), stride, padding),
+            ("pool", (2, 6, h1, h1)),
+            ("conv", (2, 6, h1 // 2, h1 // 2), (16, 6, 5, 5), 1, 0),
+            ("pool", (2, 16, h2, h2))]
+
+
+CNN_BENCH_LAYERS = sorted({layer for shape in CNN_BENCH for layer in _cnn_bench_layers(*shape)})
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("layer", CNN_BENCH_LAYERS, ids=str)
+def test_cnn_bench_layers(layer, dtype):
+    if layer[0] == "pool":
+        helper_test_op([layer[1]], lambda x: F(x).max_pool2d(x, 2), dtype=dtype)
+        return
+    _, x_shape, w_shape, stride, padding = layer
+    helper_test_op([x_shape, w_shape, (w_shape[0],)],
+                   lambda x, w, b: F(x).conv2d(x, w, b, stride=stride, padding=padding),
+                   dtype=dtype)
+
+
 POOL = [((2, 3, 4, 4), 2, None), ((1, 2, 7, 7), 3, None), ((1, 2, 6, 7), 2, 1),
         ((1, 1, 7, 6), 3, 2), ((2, 2, 5, 5), 2, 3)]
 
