@@ -365,6 +365,28 @@ def test_cnn_bench_layers(layer, dtype):
                    dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_graphs_alive_together_keep_their_own_columns(dtype):
+    # The kernel reuses its im2col buffer once nothing holds it: two same-shaped convs
+    # whose graphs are both alive must not share one.
+    def fn(x1, x2, w):
+        return F(x1).conv2d(x1, w, padding=1) * F(x1).conv2d(x2, w, padding=1)
+
+    helper_test_op([(2, 3, 6, 6), (2, 3, 6, 6), (4, 3, 3, 3)], fn, dtype=dtype)
+
+
+def test_max_pool2d_nan_as_torch():
+    # A NaN wins its window (the last one, if several), as in PyTorch's CPU kernel.
+    x = np.arange(32, dtype=np.float64).reshape(1, 2, 4, 4)
+    x[0, 0, 0, 1] = x[0, 0, 1, 0] = x[0, 1, 3, 3] = np.nan
+    ours, theirs = disttrain.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    out_ours, out_theirs = ops.max_pool2d(ours, 2, 1), torch_F.max_pool2d(theirs, 2, 1)
+    np.testing.assert_array_equal(out_ours.detach().numpy(), out_theirs.detach().numpy())
+    out_ours.sum().backward()
+    out_theirs.sum().backward()
+    np.testing.assert_array_equal(ours.grad.numpy(), theirs.grad.numpy())
+
+
 POOL = [((2, 3, 4, 4), 2, None), ((1, 2, 7, 7), 3, None), ((1, 2, 6, 7), 2, 1),
         ((1, 1, 7, 6), 3, 2), ((2, 2, 5, 5), 2, 3)]
 
