@@ -8,7 +8,6 @@ import threading
 from typing import NamedTuple
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
 
 # numpy has no erf; math.erf is exact to the last bit, and GELU's exact form needs that
 # to match PyTorch to 1e-6. It is slow per element, so only GELU(approximate="none") uses it.
@@ -30,21 +29,6 @@ def inside(x: np.ndarray, lo, hi) -> np.ndarray:
     return mask
 
 
-def _windows(x: np.ndarray, kh: int, kw: int, stride: int) -> np.ndarray:
-    """A (N, C, H', W', kh, kw) view of every kernel window, no copy."""
-    return sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
-
-
-def _pad(x: np.ndarray, padding: int) -> np.ndarray:
-    """x with `padding` zeros around H and W (np.pad's generality costs more than the copy)."""
-    if not padding:
-        return x
-    n, c, h, w = x.shape
-    out = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=x.dtype)
-    out[:, :, padding:padding + h, padding:padding + w] = x
-    return out
-
-
 def _taps(kh: int, kw: int, stride: int, oh: int, ow: int):
     """For each kernel tap (i, j), the slices of the (padded) input it reads at every output."""
     for i in range(kh):
@@ -53,52 +37,65 @@ def _taps(kh: int, kw: int, stride: int, oh: int, ow: int):
                          slice(j, j + stride * (ow - 1) + 1, stride))
 
 
-# Convolution on a flat layout. Pad each channel's images into one flat row (C, N*Hs*Wp),
-# Hs = Hp rounded up to a multiple of the stride. The output at (y, x) of image b then
-# reads, for kernel tap (i, j), the element at offset i*Wp + j + stride*q, where
-# q = b*Hs*Wp/stride + y*Wp + x. So for every tap the inputs of ALL outputs are one 1-D
-# slice, xf[:, i*Wp + j :: stride]: im2col is kh*kw slice copies (plain memcpy at stride 1),
-# col2im kh*kw slice adds, and each of forward, weight and input gradient is one large
-# matmul with contiguous operands (BLAS threads it). The price is computing the outputs at
-# the q that are not (y < H', x < W') and throwing them away: a zero output gradient there
-# keeps them out of both gradients.
+# Convolution as im2col and one matmul per product, in a layout chosen so BLAS sees large
+# contiguous operands: im2col rows are (C, kh, kw), columns the output positions q, and
+# forward, weight gradient and input gradient are each one matmul over all of q.
+#
+# At stride 1, q is flat. Pad each channel's images into one row (C, N*Hp*Wp); the output
+# at (y, x) of image b reads, for tap (i, j), the element at q + i*Wp + j, where
+# q = b*Hp*Wp + y*Wp + x. So for every tap the inputs of ALL outputs are one contiguous
+# slice, row[:, i*Wp + j:][:length]: im2col is kh*kw memcpys and col2im kh*kw slice adds.
+# The price is computing outputs at the q with y >= H' or x >= W' and throwing them away;
+# a zero output gradient there keeps them out of both gradients.
+#
+# At stride >= 2 the slices would be strided anyway and the flat q would hold about
+# stride**2 times the outputs needed, so q is exactly the (N, H', W') outputs and each
+# tap a strided (C, N, H', W') view of the padded images: the same code, another view.
 
 class _Grid(NamedTuple):
-    """Where conv2d's flat layout puts things (see above)."""
-    hs: int  # padded height rounded up to a multiple of the stride
-    wp: int  # padded width, the row pitch in q
+    """Where conv2d's layout puts things (see above)."""
+    hp: int  # padded height
+    wp: int  # padded width: the row pitch of the input
     oh: int
     ow: int
-    length: int  # q positions: n * hs * wp / stride
-    size: int  # elements of the flat input row, with room for the last tap's slice
+    qh: int  # q laid out as (N, qh, qw) images: (hp, wp) flat, (oh, ow) exact
+    qw: int
+    length: int  # q positions: n * qh * qw
+    size: int  # elements of the input row, with room for the last tap's slice
+    flat: bool
 
 
 def _grid(x_shape, kh, kw, stride, padding) -> _Grid:
     n, _, h, w = x_shape
     hp, wp = h + 2 * padding, w + 2 * padding
-    hs = -(-hp // stride) * stride
-    length = n * hs * wp // stride
-    return _Grid(hs, wp, (hp - kh) // stride + 1, (wp - kw) // stride + 1, length,
-                 (kh - 1) * wp + kw + stride * (length - 1))
+    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
+    if stride > 1:
+        return _Grid(hp, wp, oh, ow, oh, ow, n * oh * ow, n * hp * wp, False)
+    length = n * hp * wp
+    return _Grid(hp, wp, oh, ow, hp, wp, length, (kh - 1) * wp + kw - 1 + length, True)
 
 
-def _tap_rows(grid: _Grid, kh: int, kw: int, stride: int):
-    """For each kernel tap, its flat slice of the input row."""
-    for i in range(kh):
-        for j in range(kw):
+def _conv_taps(grid: _Grid, kh: int, kw: int, stride: int, row: np.ndarray):
+    """For each kernel tap (i, j), the (C, N, qh, qw) view of the input row it reads."""
+    c, n = row.shape[0], grid.length // (grid.qh * grid.qw)
+    images = row[:, :n * grid.hp * grid.wp].reshape(c, n, grid.hp, grid.wp)
+    for i, j, (rows, cols) in _taps(kh, kw, stride, grid.oh, grid.ow):
+        if grid.flat:
             off = i * grid.wp + j
-            yield i, j, slice(off, off + stride * (grid.length - 1) + 1, stride)
+            yield i, j, row[:, off:off + grid.length].reshape(c, n, grid.qh, grid.qw)
+        else:
+            yield i, j, images[:, :, rows, cols]
 
 
-def _interior(flat: np.ndarray, grid: _Grid, n: int, padding: int, h: int, w: int):
-    """The (C, N, H, W) view of the unpadded images inside a flat (C, size) row."""
-    images = flat[:, :n * grid.hs * grid.wp].reshape(flat.shape[0], n, grid.hs, grid.wp)
+def _interior(row: np.ndarray, grid: _Grid, n: int, padding: int, h: int, w: int):
+    """The (C, N, H, W) view of the unpadded images inside a (C, size) input row."""
+    images = row[:, :n * grid.hp * grid.wp].reshape(row.shape[0], n, grid.hp, grid.wp)
     return images[:, :, padding:padding + h, padding:padding + w]
 
 
-def _q_view(a: np.ndarray, grid: _Grid, stride: int) -> np.ndarray:
-    """A (rows, N*length) array seen as (rows, N, hs/stride, wp): q laid out as images."""
-    return a.reshape(a.shape[0], -1, grid.hs // stride, grid.wp)
+def _q_view(a: np.ndarray, grid: _Grid) -> np.ndarray:
+    """The (rows, N, H', W') outputs inside a (rows, length) array over q."""
+    return a.reshape(a.shape[0], -1, grid.qh, grid.qw)[:, :, :grid.oh, :grid.ow]
 
 
 # Buffers kept per thread and reused from call to call. Fresh multi-megabyte arrays come
@@ -156,19 +153,19 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int):
     grid = _grid(x.shape, kh, kw, stride, padding)
     flat = _scratch("conv_input", (c, grid.size), x.dtype)  # its padding stays zero
     _interior(flat, grid, n, padding, h, wd)[...] = x.transpose(1, 0, 2, 3)
-    cols = _reusable("conv_cols", (c, kh, kw, grid.length), x.dtype)  # saved for backward
-    for i, j, taps in _tap_rows(grid, kh, kw, stride):
-        cols[:, i, j] = flat[:, taps]
+    cols = _reusable("conv_cols", (c, kh, kw, n, grid.qh, grid.qw), x.dtype)  # for backward
+    for i, j, tap in _conv_taps(grid, kh, kw, stride, flat):
+        cols[:, i, j] = tap
     cols = cols.reshape(c * kh * kw, grid.length)
     out_q = np.matmul(w.reshape(o, -1), cols, out=_scratch("conv_out", (o, grid.length), x.dtype))
-    out = _q_view(out_q, grid, stride)[:, :, :grid.oh, :grid.ow]
+    out = _q_view(out_q, grid)
     return np.ascontiguousarray(out.transpose(1, 0, 2, 3)), cols
 
 
 def _grad_q(g: np.ndarray, grid: _Grid, stride: int) -> np.ndarray:
     """The output gradient (N, O, H', W') on the q grid, (O, length), zero where discarded."""
     gq = _scratch("conv_grad_out", (g.shape[1], grid.length), g.dtype)
-    _q_view(gq, grid, stride)[:, :, :grid.oh, :grid.ow] = g.transpose(1, 0, 2, 3)
+    _q_view(gq, grid)[...] = g.transpose(1, 0, 2, 3)
     return gq
 
 
@@ -185,11 +182,11 @@ def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
     grid = _grid(x_shape, kh, kw, stride, padding)
     gcols = np.matmul(w.reshape(o, -1).T, _grad_q(g, grid, stride),
                       out=_scratch("conv_grad_cols", (c * kh * kw, grid.length), g.dtype))
-    gcols = gcols.reshape(c, kh, kw, -1)
+    gcols = gcols.reshape(c, kh, kw, n, grid.qh, grid.qw)
     flat = _scratch("conv_grad_input", (c, grid.size), g.dtype)
     flat.fill(0)
-    for i, j, taps in _tap_rows(grid, kh, kw, stride):
-        flat[:, taps] += gcols[:, i, j]
+    for i, j, tap in _conv_taps(grid, kh, kw, stride, flat):
+        tap += gcols[:, i, j]
     return np.ascontiguousarray(_interior(flat, grid, n, padding, h, wd).transpose(1, 0, 2, 3))
 
 
