@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import sys
 import threading
-from typing import NamedTuple
 
 import numpy as np
 
@@ -38,70 +37,24 @@ def _taps(kh: int, kw: int, stride: int, oh: int, ow: int):
 
 
 # Convolution as im2col and one matmul per product, in a layout chosen so BLAS sees large
-# contiguous operands: im2col rows are (C, kh, kw), columns the output positions q, and
-# forward, weight gradient and input gradient are each one matmul over all of q.
-#
-# At stride 1, q is flat. Pad each channel's images into one row (C, N*Hp*Wp); the output
-# at (y, x) of image b reads, for tap (i, j), the element at q + i*Wp + j, where
-# q = b*Hp*Wp + y*Wp + x. So for every tap the inputs of ALL outputs are one contiguous
-# slice, row[:, i*Wp + j:][:length]: im2col is kh*kw memcpys and col2im kh*kw slice adds.
-# The price is computing outputs at the q with y >= H' or x >= W' and throwing them away;
-# a zero output gradient there keeps them out of both gradients.
-#
-# At stride >= 2 the slices would be strided anyway and the flat q would hold about
-# stride**2 times the outputs needed, so q is exactly the (N, H', W') outputs and each
-# tap a strided (C, N, H', W') view of the padded images: the same code, another view.
+# contiguous operands: im2col rows are (C, kh, kw), columns the outputs (N, H', W'), so
+# forward, weight gradient and input gradient are each one matmul over all the outputs,
+# and the output gradient enters as one (O, N*H'*W') matrix. im2col is one copy per
+# kernel tap from a strided (C, N, H', W') view of the padded images, col2im one add per
+# tap back into that view: kh*kw vectorised numpy calls, no loop over pixels.
+# (A "flat" variant, one contiguous slice per tap over padded rows, copies faster but
+# computes the outputs at the padding too: measured slower in the whole CNN step.)
 
-class _Grid(NamedTuple):
-    """Where conv2d's layout puts things (see above)."""
-    hp: int  # padded height
-    wp: int  # padded width: the row pitch of the input
-    oh: int
-    ow: int
-    qh: int  # q laid out as (N, qh, qw) images: (hp, wp) flat, (oh, ow) exact
-    qw: int
-    length: int  # q positions: n * qh * qw
-    size: int  # elements of the input row, with room for the last tap's slice
-    flat: bool
-
-
-def _grid(x_shape, kh, kw, stride, padding) -> _Grid:
-    n, _, h, w = x_shape
-    hp, wp = h + 2 * padding, w + 2 * padding
-    oh, ow = (hp - kh) // stride + 1, (wp - kw) // stride + 1
-    if stride > 1:
-        return _Grid(hp, wp, oh, ow, oh, ow, n * oh * ow, n * hp * wp, False)
-    length = n * hp * wp
-    return _Grid(hp, wp, oh, ow, hp, wp, length, (kh - 1) * wp + kw - 1 + length, True)
-
-
-def _conv_taps(grid: _Grid, kh: int, kw: int, stride: int, row: np.ndarray):
-    """For each kernel tap (i, j), the (C, N, qh, qw) view of the input row it reads."""
-    c, n = row.shape[0], grid.length // (grid.qh * grid.qw)
-    images = row[:, :n * grid.hp * grid.wp].reshape(c, n, grid.hp, grid.wp)
-    for i, j, (rows, cols) in _taps(kh, kw, stride, grid.oh, grid.ow):
-        if grid.flat:
-            off = i * grid.wp + j
-            yield i, j, row[:, off:off + grid.length].reshape(c, n, grid.qh, grid.qw)
-        else:
-            yield i, j, images[:, :, rows, cols]
-
-
-def _interior(row: np.ndarray, grid: _Grid, n: int, padding: int, h: int, w: int):
-    """The (C, N, H, W) view of the unpadded images inside a (C, size) input row."""
-    images = row[:, :n * grid.hp * grid.wp].reshape(row.shape[0], n, grid.hp, grid.wp)
-    return images[:, :, padding:padding + h, padding:padding + w]
-
-
-def _q_view(a: np.ndarray, grid: _Grid) -> np.ndarray:
-    """The (rows, N, H', W') outputs inside a (rows, length) array over q."""
-    return a.reshape(a.shape[0], -1, grid.qh, grid.qw)[:, :, :grid.oh, :grid.ow]
+def _taps_of(padded: np.ndarray, kh: int, kw: int, stride: int, oh: int, ow: int):
+    """For each kernel tap (i, j), the (C, N, H', W') view of padded (C, N, Hp, Wp) it reads."""
+    for i, j, (rows, cols) in _taps(kh, kw, stride, oh, ow):
+        yield i, j, padded[:, :, rows, cols]
 
 
 # Buffers kept per thread and reused from call to call. Fresh multi-megabyte arrays come
 # from mmap, and faulting their pages in cost more than all the arithmetic of a LeNet step
 # (measured: ~7 of ~16 ms). Scratch buffers never leave a kernel; one whose role keeps
-# zeros where it is never written (padding, discarded q) is zeroed once, when made.
+# zeros where it is never written (the padding) is zeroed once, when made.
 # Result buffers (im2col, saved for backward) are reused only once nothing refers to them.
 _buffers = threading.local()
 _MAX_BUFFERS = 64  # per thread; past it (many shapes, e.g. varying batch sizes) start over
@@ -146,48 +99,53 @@ def _reusable(role: str, shape: tuple, dtype) -> np.ndarray:
     return buf
 
 
+def _out_size(size: int, k: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - k) // stride + 1
+
+
 def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int):
     """Cross-correlation as PyTorch's conv2d, by im2col and one matmul; returns (out, cols)."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
-    grid = _grid(x.shape, kh, kw, stride, padding)
-    flat = _scratch("conv_input", (c, grid.size), x.dtype)  # its padding stays zero
-    _interior(flat, grid, n, padding, h, wd)[...] = x.transpose(1, 0, 2, 3)
-    cols = _reusable("conv_cols", (c, kh, kw, n, grid.qh, grid.qw), x.dtype)  # for backward
-    for i, j, tap in _conv_taps(grid, kh, kw, stride, flat):
+    oh, ow = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
+    # channels first, so each tap's view is one block of the im2col rows
+    padded = _scratch("conv_input", (c, n, h + 2 * padding, wd + 2 * padding), x.dtype)
+    padded[:, :, padding:padding + h, padding:padding + wd] = x.transpose(1, 0, 2, 3)
+    cols = _reusable("conv_cols", (c, kh, kw, n, oh, ow), x.dtype)  # saved for backward
+    for i, j, tap in _taps_of(padded, kh, kw, stride, oh, ow):
         cols[:, i, j] = tap
-    cols = cols.reshape(c * kh * kw, grid.length)
-    out_q = np.matmul(w.reshape(o, -1), cols, out=_scratch("conv_out", (o, grid.length), x.dtype))
-    out = _q_view(out_q, grid)
-    return np.ascontiguousarray(out.transpose(1, 0, 2, 3)), cols
+    cols = cols.reshape(c * kh * kw, n * oh * ow)
+    out = np.matmul(w.reshape(o, -1), cols, out=_scratch("conv_out", (o, n * oh * ow), x.dtype))
+    return np.ascontiguousarray(out.reshape(o, n, oh, ow).transpose(1, 0, 2, 3)), cols
 
 
-def _grad_q(g: np.ndarray, grid: _Grid, stride: int) -> np.ndarray:
-    """The output gradient (N, O, H', W') on the q grid, (O, length), zero where discarded."""
-    gq = _scratch("conv_grad_out", (g.shape[1], grid.length), g.dtype)
-    _q_view(gq, grid)[...] = g.transpose(1, 0, 2, 3)
-    return gq
+def _grad_rows(g: np.ndarray) -> np.ndarray:
+    """The output gradient (N, O, H', W') as the (O, N*H'*W') matrix the matmuls want."""
+    n, o, oh, ow = g.shape
+    rows = _scratch("conv_grad_out", (o, n, oh, ow), g.dtype)
+    rows[...] = g.transpose(1, 0, 2, 3)
+    return rows.reshape(o, -1)
 
 
 def conv2d_grad_weight(g, w, *, cols, stride, padding, x_shape):
     """dL/dw = g . cols^T from the saved im2col matrix."""
-    grid = _grid(x_shape, w.shape[2], w.shape[3], stride, padding)
-    return (_grad_q(g, grid, stride) @ cols.T).reshape(w.shape)
+    return (_grad_rows(g) @ cols.T).reshape(w.shape)
 
 
 def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
-    """dL/dx: the column gradient w^T . g added back into each tap's slice (col2im)."""
+    """dL/dx: the column gradient w^T . g added back where each tap read (col2im)."""
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
-    grid = _grid(x_shape, kh, kw, stride, padding)
-    gcols = np.matmul(w.reshape(o, -1).T, _grad_q(g, grid, stride),
-                      out=_scratch("conv_grad_cols", (c * kh * kw, grid.length), g.dtype))
-    gcols = gcols.reshape(c, kh, kw, n, grid.qh, grid.qw)
-    flat = _scratch("conv_grad_input", (c, grid.size), g.dtype)
-    flat.fill(0)
-    for i, j, tap in _conv_taps(grid, kh, kw, stride, flat):
+    oh, ow = g.shape[2], g.shape[3]
+    gcols = np.matmul(w.reshape(o, -1).T, _grad_rows(g),
+                      out=_scratch("conv_grad_cols", (c * kh * kw, n * oh * ow), g.dtype))
+    gcols = gcols.reshape(c, kh, kw, n, oh, ow)
+    padded = _scratch("conv_grad_input", (c, n, h + 2 * padding, wd + 2 * padding), g.dtype)
+    padded.fill(0)
+    for i, j, tap in _taps_of(padded, kh, kw, stride, oh, ow):
         tap += gcols[:, i, j]
-    return np.ascontiguousarray(_interior(flat, grid, n, padding, h, wd).transpose(1, 0, 2, 3))
+    inner = padded[:, :, padding:padding + h, padding:padding + wd]
+    return np.ascontiguousarray(inner.transpose(1, 0, 2, 3))
 
 
 def max_pool2d(x: np.ndarray, kernel_size: int, stride: int):
