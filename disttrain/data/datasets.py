@@ -18,7 +18,7 @@ def _digits_arrays():
         return npz["images"], npz["labels"]
 
 
-def _split_indices(n, split, val_fraction, seed):
+def split_indices(n, split, val_fraction, seed):
     """Sorted indices of `split` under a fixed permutation seeded by `seed`."""
     if split not in _SPLITS:
         raise ValueError(f"split {split!r} is not known: choose one of {', '.join(_SPLITS)}")
@@ -34,7 +34,7 @@ def _split_indices(n, split, val_fraction, seed):
 def load_digits(split="train", val_fraction=0.2, seed=0, dtype=np.float32):
     """The 8x8 digits as X (n, 64) scaled to [0, 1] and y int64 labels 0..9."""
     images, labels = _digits_arrays()
-    keep = _split_indices(len(labels), split, val_fraction, seed)
+    keep = split_indices(len(labels), split, val_fraction, seed)
     X = images[keep].reshape(len(keep), 64).astype(dtype)
     X /= 16  # in place, so X keeps the requested dtype
     return ArrayDataset(X, labels[keep].astype(np.int64))
@@ -47,7 +47,7 @@ def synthetic_classification(n_samples=512, n_features=16, n_classes=4, seed=0,
     centers = rng.normal(0.0, 3.0, size=(n_classes, n_features))
     y = rng.permutation(np.arange(n_samples) % n_classes).astype(np.int64)
     X = centers[y] + rng.normal(size=(n_samples, n_features))
-    keep = _split_indices(n_samples, split, val_fraction, seed)
+    keep = split_indices(n_samples, split, val_fraction, seed)
     return ArrayDataset(X[keep].astype(dtype), y[keep])
 
 
@@ -59,7 +59,7 @@ def synthetic_regression(n_samples=256, n_features=8, n_targets=1, noise=0.1, se
     W = rng.normal(size=(n_features, n_targets))
     b = rng.normal(size=n_targets)
     y = X @ W + b + noise * rng.normal(size=(n_samples, n_targets))
-    keep = _split_indices(n_samples, split, val_fraction, seed)
+    keep = split_indices(n_samples, split, val_fraction, seed)
     return ArrayDataset(X[keep].astype(dtype), y[keep].astype(dtype))
 
 

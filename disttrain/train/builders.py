@@ -12,7 +12,9 @@ import numpy as np
 from .. import nn, optim
 from ..autograd import no_grad
 from ..autograd.tensor import Tensor
-from ..data import get_dataset
+from ..data import ArrayDataset, get_dataset
+from ..data.datasets import split_indices
+from ..data.files import DataFileError, check_classification, load_arrays
 from .spec import JobSpec, SpecError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
@@ -100,6 +102,8 @@ def load_factory(factory: str):
 def build_datasets(spec: JobSpec):
     """(train, val) datasets of the [data] table, in the job's dtype."""
     d, dtype = spec.data, dtype_of(spec)
+    if d.path:
+        return _file_datasets(spec, dtype)
     if d.name == "digits":
         kwargs = dict(val_fraction=d.val_fraction, dtype=dtype)
     else:
@@ -107,6 +111,24 @@ def build_datasets(spec: JobSpec):
                       seed=spec.job.seed, dtype=dtype, val_fraction=d.val_fraction)
     return get_dataset(d.name, split="train", **kwargs), get_dataset(d.name, split="val",
                                                                       **kwargs)
+
+
+def _file_datasets(spec: JobSpec, dtype):
+    """The user's file, split into train and val by [data] val_fraction (seeded by the
+    job's seed, so every rank and every run splits alike)."""
+    d = spec.data
+    try:
+        x, y = load_arrays(d.path, x_key=d.x_key, y_key=d.y_key, y_path=d.y_path,
+                           label_column=d.label_column)
+        check_classification(x, y, d.path)
+    except DataFileError as error:
+        raise SpecError(f"[data] path: {error}") from None
+    x = x.reshape(len(x), -1)  # images and the like: one row of features per sample
+    datasets = []
+    for split in ("train", "val"):
+        keep = split_indices(len(y), split, d.val_fraction, spec.job.seed)
+        datasets.append(ArrayDataset(np.asarray(x[keep], dtype=dtype), y[keep].astype(np.int64)))
+    return tuple(datasets)
 
 
 def build_optimizer(spec: JobSpec, params):

@@ -51,13 +51,19 @@ class ModelSection:
 
 @dataclass
 class DataSection:
-    """The [data] table: dataset (digits or synthetic), validation split, shuffling."""
+    """The [data] table: a built-in dataset (digits or synthetic) or a file of your own,
+    the validation split, shuffling."""
     name: str = "digits"
     val_fraction: float = 0.2
     shuffle: bool = True
     n_samples: int = 512
     n_features: int = 16
     n_classes: int = 4
+    path: str = ""  # your data instead of `name`: .npz, .npy (features) or .csv
+    x_key: str = "x"  # .npz: the features' array
+    y_key: str = "y"  # .npz: the labels' array
+    y_path: str = ""  # .npy: the labels' .npy file
+    label_column: str = "label"  # .csv: the labels' column (the header names it)
 
 
 @dataclass
@@ -369,6 +375,11 @@ def load_job(path, overrides: dict | None = None) -> JobSpec:
             raw[section][key] = value
     spec = spec_from_dict(raw, source=str(path))
     spec.model.factory = resolve_factory(spec.model.factory, path.parent)
+    # Data files, like factories, are read from the job file's folder, not the current one.
+    for key in ("path", "y_path"):
+        value = getattr(spec.data, key)
+        if value and not Path(value).is_absolute():
+            setattr(spec.data, key, str((path.parent / value).resolve()))
     return spec
 
 

@@ -1,0 +1,99 @@
+"""A user's own data from files: .npz, a pair of .npy files, or .csv (numpy only).
+
+Every loader returns (x, y) arrays, or raises DataFileError whose message names the file
+and what is wrong with it, so the driver can refuse a bad file in one line before any
+worker starts. .npy files are opened memory-mapped: only the rows a rank reads are paged
+in. Nothing is unpickled (allow_pickle=False).
+"""
+
+from __future__ import annotations
+
+import csv
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+
+class DataFileError(ValueError):
+    """A data file is missing, unreadable or holds the wrong arrays; the message says how."""
+
+
+def load_arrays(path, *, x_key="x", y_key="y", y_path="", label_column="label"):
+    """(x, y) from `path`: .npz (arrays x_key and y_key), .npy (y from y_path) or .csv
+    (a header row; the label column by name, every other column a feature)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFileError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            return _from_npz(path, x_key, y_key)
+        if suffix == ".npy":
+            return _from_npy_pair(path, y_path)
+        if suffix == ".csv":
+            return _from_csv(path, label_column)
+    except DataFileError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated, foreign
+        raise DataFileError(f"{path}: cannot be read as {suffix}: {error}") from None
+    raise DataFileError(f"{path}: unknown format {suffix!r}; use .npz, .npy or .csv")
+
+
+def _from_npz(path: Path, x_key: str, y_key: str):
+    with np.load(path, allow_pickle=False) as npz:
+        missing = [k for k in (x_key, y_key) if k not in npz.files]
+        if missing:
+            raise DataFileError(f"{path}: has no array {missing[0]!r} (it holds "
+                                f"{', '.join(npz.files) or 'nothing'}); set [data] x_key and "
+                                "y_key to its arrays' names")
+        return npz[x_key], npz[y_key]
+
+
+def _from_npy_pair(path: Path, y_path: str):
+    if not y_path:
+        raise DataFileError(f"{path}: a .npy file holds the features only; give the labels' "
+                            "file as [data] y_path")
+    if not Path(y_path).is_file():
+        raise DataFileError(f"{y_path}: no such file (the labels, [data] y_path)")
+    return np.load(path, mmap_mode="r", allow_pickle=False), np.load(y_path,
+                                                                     allow_pickle=False)
+
+
+def _from_csv(path: Path, label_column: str):
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows:
+        raise DataFileError(f"{path}: is empty; a .csv needs a header row and data rows")
+    header, body = [name.strip() for name in rows[0]], rows[1:]
+    if label_column not in header:
+        raise DataFileError(f"{path}: has no column {label_column!r} (its columns are "
+                            f"{', '.join(header)}); set [data] label_column")
+    label = header.index(label_column)
+    try:
+        table = np.array([[float(v) for v in row] for row in body], dtype=np.float64)
+    except ValueError as error:
+        raise DataFileError(f"{path}: every value must be a number: {error}") from None
+    if table.ndim != 2 or table.shape[1] != len(header):
+        raise DataFileError(f"{path}: every row must have {len(header)} values, as the header")
+    return np.delete(table, label, axis=1), table[:, label]
+
+
+def check_classification(x, y, where: str):
+    """Refuse features that are not a finite 2-D table and labels that are not class
+    indices 0..C-1, one row per sample."""
+    if x.ndim < 2 or len(x) == 0:
+        raise DataFileError(f"{where}: the features must be an array of shape (samples, "
+                            f"features), got shape {tuple(x.shape)}")
+    if y.ndim != 1 or len(y) != len(x):
+        raise DataFileError(f"{where}: the labels must be one per sample, shape ({len(x)},), "
+                            f"got shape {tuple(y.shape)}")
+    for lo in range(0, len(x), 65536):  # in chunks: a memory-mapped file stays on disk
+        if not np.isfinite(np.asarray(x[lo:lo + 65536], dtype=np.float64)).all():
+            raise DataFileError(f"{where}: the features hold NaN or infinite values (rows "
+                                f"{lo}..{min(lo + 65536, len(x)) - 1}); clean them first")
+    with np.errstate(invalid="ignore"):
+        bad = ~(np.isfinite(y) & (np.mod(y, 1) == 0) & (y >= 0))
+    if bad.any():
+        raise DataFileError(f"{where}: the labels must be class indices 0, 1, 2, ...; found "
+                            f"{', '.join(map(str, y[bad][:3]))}")
