@@ -60,8 +60,9 @@ def make_problem(sizes=(784, 512, 512, 10), batch=256, seed=0):
 
 # --- three implementations of one training step -------------------------------------------
 
-class _LibraryMLP:
-    """The step both libraries write the same way: zero_grad, forward, backward, step."""
+class _LibraryStep:
+    """The step both libraries write the same way: zero_grad, forward, backward, step, on a
+    model built by build(nn) whose parameters, in order, start at `weights`."""
 
     def step(self):
         self.opt.zero_grad()
@@ -74,22 +75,18 @@ class _LibraryMLP:
         return loss.item()
 
 
-class DisttrainMLP(_LibraryMLP):
-    """disttrain.nn.Sequential + CrossEntropyLoss + disttrain.optim.SGD."""
+class DisttrainStep(_LibraryStep):
+    """disttrain.nn + CrossEntropyLoss + disttrain.optim.SGD."""
 
     name = "disttrain"
 
-    def __init__(self, layers, x, y):
+    def __init__(self, build, weights, x, y):
         import disttrain
         from disttrain import nn, optim
 
-        mods = []
-        for i, (w, b) in enumerate(layers):
-            lin = nn.Linear(w.shape[1], w.shape[0])
-            lin.weight.data[...] = w
-            lin.bias.data[...] = b
-            mods += [lin] if i == len(layers) - 1 else [lin, nn.ReLU()]
-        self.model = nn.Sequential(*mods)
+        self.model = build(nn)
+        for p, w in zip(self.model.parameters(), weights):
+            p.data[...] = w
         self.loss_fn = nn.CrossEntropyLoss()
         self.opt = optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.x, self.y = disttrain.from_numpy(x), disttrain.from_numpy(y)
@@ -98,28 +95,47 @@ class DisttrainMLP(_LibraryMLP):
         return [p.data for p in self.model.parameters()]
 
 
-class TorchMLP(_LibraryMLP):
-    """torch.nn.Sequential + CrossEntropyLoss + torch.optim.SGD, on the CPU."""
+class TorchStep(_LibraryStep):
+    """torch.nn + CrossEntropyLoss + torch.optim.SGD, on the CPU."""
 
     name = "torch"
 
-    def __init__(self, layers, x, y):
+    def __init__(self, build, weights, x, y):
         import torch
 
-        mods = []
-        for i, (w, b) in enumerate(layers):
-            lin = torch.nn.Linear(w.shape[1], w.shape[0])
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(w))
-                lin.bias.copy_(torch.from_numpy(b))
-            mods += [lin] if i == len(layers) - 1 else [lin, torch.nn.ReLU()]
-        self.model = torch.nn.Sequential(*mods)
+        self.model = build(torch.nn)
+        with torch.no_grad():
+            for p, w in zip(self.model.parameters(), weights):
+                p.copy_(torch.from_numpy(w))
         self.loss_fn = torch.nn.CrossEntropyLoss()
         self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
         self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
 
     def weights(self) -> list:
         return [p.detach().numpy() for p in self.model.parameters()]
+
+
+def _mlp(nn, layers):
+    """Linear layers of the given (weight, bias) shapes with ReLU between, in either library."""
+    mods = []
+    for i, (w, _) in enumerate(layers):
+        lin = nn.Linear(w.shape[1], w.shape[0])
+        mods += [lin] if i == len(layers) - 1 else [lin, nn.ReLU()]
+    return nn.Sequential(*mods)
+
+
+class DisttrainMLP(DisttrainStep):
+    """The MLP in disttrain."""
+
+    def __init__(self, layers, x, y):
+        super().__init__(lambda nn: _mlp(nn, layers), [a for wb in layers for a in wb], x, y)
+
+
+class TorchMLP(TorchStep):
+    """The same MLP in torch."""
+
+    def __init__(self, layers, x, y):
+        super().__init__(lambda nn: _mlp(nn, layers), [a for wb in layers for a in wb], x, y)
 
 
 class NumpyMLP:
@@ -198,16 +214,17 @@ class NumpyMLP:
 CLASSES = {"disttrain": DisttrainMLP, "numpy": NumpyMLP, "torch": TorchMLP}
 
 
-def check_equal_work(problem) -> dict:
-    """First-step losses of fresh models, and the largest weight difference after it."""
+def check_equal_work(problem, classes=None) -> dict:
+    """First-step losses of fresh models, and the largest weight difference after it from
+    torch's (the reference)."""
     losses, weights = {}, {}
-    for name, cls in CLASSES.items():
+    for name, cls in (classes or CLASSES).items():
         impl = cls(*problem)
         losses[name] = impl.loss_value(impl.step())
         weights[name] = [np.array(w) for w in impl.weights()]
     ref = weights["torch"]
     weight_diff = max(float(np.max(np.abs(a - b)))
-                      for name in ("disttrain", "numpy") for a, b in zip(weights[name], ref))
+                      for name in weights if name != "torch" for a, b in zip(weights[name], ref))
     loss_diff = max(abs(a - b) for a in losses.values() for b in losses.values())
     return {"loss": losses, "max_loss_diff": loss_diff, "max_weight_diff": weight_diff}
 
@@ -352,60 +369,21 @@ def make_cnn_problem(shape, batch=64, seed=0):
     return shape, weights, x, y
 
 
-class DisttrainCNN(_LibraryMLP):
-    """The CNN in disttrain.nn, CrossEntropyLoss, disttrain.optim.SGD."""
-
-    name = "disttrain"
+class DisttrainCNN(DisttrainStep):
+    """The CNN in disttrain."""
 
     def __init__(self, shape, weights, x, y):
-        import disttrain
-        from disttrain import nn, optim
-
-        self.model = _cnn(nn, *shape)
-        for p, w in zip(self.model.parameters(), weights):
-            p.data[...] = w
-        self.loss_fn = nn.CrossEntropyLoss()
-        self.opt = optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
-        self.x, self.y = disttrain.from_numpy(x), disttrain.from_numpy(y)
-
-    def weights(self) -> list:
-        return [p.data for p in self.model.parameters()]
+        super().__init__(lambda nn: _cnn(nn, *shape), weights, x, y)
 
 
-class TorchCNN(_LibraryMLP):
-    """The same CNN in torch.nn on the CPU."""
-
-    name = "torch"
+class TorchCNN(TorchStep):
+    """The same CNN in torch."""
 
     def __init__(self, shape, weights, x, y):
-        import torch
-
-        self.model = _cnn(torch.nn, *shape)
-        with torch.no_grad():
-            for p, w in zip(self.model.parameters(), weights):
-                p.copy_(torch.from_numpy(w))
-        self.loss_fn = torch.nn.CrossEntropyLoss()
-        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR, momentum=MOMENTUM)
-        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
-
-    def weights(self) -> list:
-        return [p.detach().numpy() for p in self.model.parameters()]
+        super().__init__(lambda nn: _cnn(nn, *shape), weights, x, y)
 
 
 CNN_CLASSES = {"disttrain": DisttrainCNN, "torch": TorchCNN}
-
-
-def check_equal_cnn_work(problem) -> dict:
-    """First-step losses of fresh CNNs, and the largest weight difference after the step."""
-    losses, weights = {}, {}
-    for name, cls in CNN_CLASSES.items():
-        impl = cls(*problem)
-        losses[name] = impl.loss_value(impl.step())
-        weights[name] = [np.array(w) for w in impl.weights()]
-    weight_diff = max(float(np.max(np.abs(a - b)))
-                      for a, b in zip(weights["disttrain"], weights["torch"]))
-    return {"loss": losses, "max_loss_diff": abs(losses["disttrain"] - losses["torch"]),
-            "max_weight_diff": weight_diff}
 
 
 def bench_cnn(problem, threads: int, steps: int, warmup: int, rounds: int) -> dict:
@@ -414,7 +392,7 @@ def bench_cnn(problem, threads: int, steps: int, warmup: int, rounds: int) -> di
     impls = {name: cls(*problem) for name, cls in CNN_CLASSES.items()}
     times = time_rounds(impls, steps, warmup, rounds)
     row = {"threads": threads, "input": f"{channels}x{size}x{size}", "stride": stride,
-           "padding": padding, "check": check_equal_cnn_work(problem)}
+           "padding": padding, "check": check_equal_work(problem, CNN_CLASSES)}
     for name in CNN_CLASSES:
         row[name] = {k: (v * 1e3 if k != "n" else v) for k, v in timing_stats(times[name]).items()}
     row["disttrain/torch"] = row["disttrain"]["median"] / row["torch"]["median"]
@@ -425,12 +403,21 @@ def bench_cnn(problem, threads: int, steps: int, warmup: int, rounds: int) -> di
 def run_cnn(threads=(1, 2), steps=50, warmup=5, rounds=10, batch=64, shapes=CNN_SHAPES,
             log=None) -> dict:
     """The CNN table's rows (each with its first-step check) and the load around the run."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
     result = {"model": "cnn", "load_start": load_average(), "machine": machine_facts(),
               "batch": batch, "steps": steps, "warmup": warmup, "cnn": []}
     problems = [make_cnn_problem(shape, batch) for shape in shapes]
+    for n in _at_each_thread_count(threads, result, log):
+        for problem in problems:
+            result["cnn"].append(bench_cnn(problem, n, steps, warmup, rounds))
+    result["load_end"] = load_average()
+    return result
+
+
+def _at_each_thread_count(threads, result: dict, log):
+    """Yield each thread count with BLAS pools and torch set to it, noting the settings."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
     for n in threads:
         with threadpool_limits(limits=n):
             torch.set_num_threads(n)
@@ -438,10 +425,7 @@ def run_cnn(threads=(1, 2), steps=50, warmup=5, rounds=10, batch=64, shapes=CNN_
             if log:
                 log(pools)
             result.setdefault("thread_settings", []).append(pools)
-            for problem in problems:
-                result["cnn"].append(bench_cnn(problem, n, steps, warmup, rounds))
-    result["load_end"] = load_average()
-    return result
+            yield n
 
 
 def format_cnn(rows: list[dict]) -> str:
@@ -512,23 +496,14 @@ def format_graph(rows: list[dict]) -> str:
 def run(threads=(1, 2), steps=200, warmup=20, rounds=20, sizes=(784, 512, 512, 10), batch=256,
         graph_ops=200, graph_iters=300, log=None) -> dict:
     """Both tables' rows, the equal-work check and the load average around the run."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
     result = {"load_start": load_average(), "machine": machine_facts(), "sizes": list(sizes),
               "batch": batch, "steps": steps, "warmup": warmup, "mlp": [], "graph": []}
     problem = make_problem(sizes, batch)
-    for n in threads:
-        with threadpool_limits(limits=n):
-            torch.set_num_threads(n)
-            pools = f"threads={n}: torch.set_num_threads({n}), threadpoolctl: {blas_pools()}"
-            if log:
-                log(pools)
-            result.setdefault("thread_settings", []).append(pools)
-            if "check" not in result:
-                result["check"] = check_equal_work(problem)
-            result["mlp"].append(bench_mlp(problem, n, steps, warmup, rounds))
-            result["graph"].append(bench_graph(n, graph_ops, graph_iters, warmup, rounds))
+    for n in _at_each_thread_count(threads, result, log):
+        if "check" not in result:
+            result["check"] = check_equal_work(problem)
+        result["mlp"].append(bench_mlp(problem, n, steps, warmup, rounds))
+        result["graph"].append(bench_graph(n, graph_ops, graph_iters, warmup, rounds))
     result["load_end"] = load_average()
     return result
 
