@@ -15,7 +15,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from disttrain.train.spec import dump_job, spec_from_dict
+from tests.docker.test_image import free_port
 from tests.launch.test_faults import (
     assert_bit_identical,
     checkpoints,
@@ -37,12 +37,6 @@ from tests.train.helpers import REPO, final_params
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 RAY = str(Path(sys.executable).parent / "ray")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _stop(proc: subprocess.Popen) -> None:
@@ -77,7 +71,7 @@ def masked_cluster(tmp_path):
     # A Ray temp dir of its own (short: it holds unix sockets), so this cluster is never
     # the one /tmp/ray/ray_current_cluster points other sessions at.
     temp_dir = Path(tempfile.mkdtemp(prefix="dt-ray-", dir="/tmp"))
-    port = _free_port()
+    port = free_port()
     address = f"127.0.0.1:{port}"
     env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(32),
                OPENBLAS_NUM_THREADS="1", RAY_USAGE_STATS_ENABLED="0")

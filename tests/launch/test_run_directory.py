@@ -10,22 +10,20 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 from disttrain.train.spec import dump_job, spec_from_dict
+from tests.launch.test_cli import disttrain
 from tests.launch.test_faults import assert_bit_identical, checkpoints, losses, status
-from tests.train.helpers import REPO, final_params, run_local, small_job
+from tests.train.helpers import final_params, run_local, small_job
 
 pytestmark = pytest.mark.slow
 
 
-def cli(*args, timeout=120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "disttrain.launch.cli", *args], cwd=REPO,
-                          capture_output=True, text=True, timeout=timeout)
+cli = disttrain  # the CLI as a subprocess, from tests/launch/test_cli.py
 
 
 def write_job(path: Path, job: dict) -> Path:
