@@ -186,19 +186,22 @@ class Supervisor:
             else:
                 self.driver.on_checkpoint(item)
 
-    def _check_coordinator(self, attempt: Attempt, also: str = "") -> None:
+    def _check_coordinator(self, attempt: Attempt) -> None:
         """The coordinator is supervised like a worker: its death, or its abort (a rank
         silent for HEARTBEATS_MISSED heartbeats), ends the attempt."""
-        why = None
+        gone, status = self._coordinator_status(attempt)
+        if gone or status["aborted"]:
+            raise WorkerLost(gone or status["aborted"])
+
+    @staticmethod
+    def _coordinator_status(attempt: Attempt) -> tuple[str | None, dict | None]:
+        """(why the coordinator cannot answer, or None; its status when it does)."""
         try:
-            status = ray.get(attempt.coordinator.status.remote(), timeout=30)
-            why = status["aborted"] if not also else None
+            return None, ray.get(attempt.coordinator.status.remote(), timeout=30)
         except RayActorError:
-            why = "the coordinator actor died"
+            return "the coordinator actor died", None
         except GetTimeoutError:
-            why = "the coordinator actor did not answer within 30 s"
-        if why:
-            raise WorkerLost(f"{why}; {also}" if also else why)
+            return "the coordinator actor did not answer within 30 s", None
 
     def _raise_if_failed(self, attempt: Attempt, ref, rank: int) -> None:
         try:
@@ -215,7 +218,9 @@ class Supervisor:
             reported = str(cause).strip().splitlines()[-1]
         # A rank that fails because the coordinator died says only "the actor is dead":
         # name the coordinator as the cause.
-        self._check_coordinator(attempt, also=f"rank {rank} reported: {reported}")
+        gone, _ = self._coordinator_status(attempt)
+        if gone:
+            raise WorkerLost(f"{gone}; rank {rank} reported: {reported}")
         # A survivor often notices a dead peer (closed socket) before Ray does: name the
         # dead rank as the cause, and wake every rank still waiting on it.
         dead = self._find_dead_rank(attempt)
