@@ -1,4 +1,5 @@
-"""The `disttrain` command: train a job file, benchmark, or show a run's status.
+"""The `disttrain` command: train a job file, benchmark, show a run's status, or work
+with jobs on a running cluster (submit, logs, stop, list, status, fetch; launch/submit.py).
 
 Exit codes: 0 done; 2 bad input (usage, job file, data), one line naming the file and
 key; 1 the job failed after its restarts.
@@ -38,14 +39,10 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     """The parser for train, status and bench; its errors raise UsageError."""
     parser = _Parser(prog="disttrain", description="Data-parallel training on Ray or MPI.")
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                metavar="{train,submit,status,logs,stop,list,fetch,bench}")
     train = sub.add_parser("train", help="run a job file (TOML)")
-    train.add_argument("job", help="the job file, e.g. examples/digits.toml")
-    train.add_argument("--workers", type=int, help="override [distributed] workers")
-    train.add_argument("--backend", choices=["coordinator", "ring", "mpi", "local"],
-                       help="override [distributed] backend")
-    train.add_argument("--epochs", type=int, help="override [job] epochs")
-    train.add_argument("--max-steps", type=int, help="override [job] max_steps")
+    _job_arguments(train)
     train.add_argument("--run-dir", help="where to write the run (default runs/NAME-TIME)")
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --run-dir from its newest valid checkpoint")
@@ -54,28 +51,70 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"run a local job that asks for more than {OVERSUBSCRIBE}x this "
                             "machine's CPUs")
     train.add_argument("--quiet", action="store_true", help="print only the summary")
-    train.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                       help="override any key of the job file, e.g. --set optimizer.lr=0.05 "
-                            "(VALUE is read as TOML, else as a string); repeatable")
-    status = sub.add_parser("status", help="show a run: state, progress, workers")
-    status.add_argument("run_dir")
+    submit = sub.add_parser("submit", help="run a job file on a running cluster (Jobs API)")
+    _job_arguments(submit)
+    _address_argument(submit)
+    submit.add_argument("--resume", metavar="JOB_ID",
+                        help="continue the run of an earlier submission (e.g. one stopped "
+                             "with `disttrain stop`) from its newest checkpoint")
+    submit.add_argument("--follow", action="store_true",
+                        help="print the job's output until it ends; exit 0 if it succeeded")
+    status = sub.add_parser("status", help="show a run (a run directory) or a submitted job")
+    status.add_argument("run_dir", metavar="RUN_DIR|JOB_ID",
+                        help="a run directory, or with --address a submitted job's id")
     status.add_argument("--json", action="store_true", help="print status.json as it is")
+    _address_argument(status, required=False)
+    logs = sub.add_parser("logs", help="a submitted job's output")
+    logs.add_argument("job_id")
+    logs.add_argument("--follow", action="store_true", help="stream it until the job ends")
+    _address_argument(logs)
+    stop = sub.add_parser("stop", help="stop a submitted job at a step, with a checkpoint")
+    stop.add_argument("job_id")
+    _address_argument(stop)
+    jobs = sub.add_parser("list", help="the jobs submitted to a cluster")
+    _address_argument(jobs)
+    fetch = sub.add_parser("fetch", help="copy a submitted job's run directory from the head")
+    fetch.add_argument("job_id")
+    fetch.add_argument("dest", help="a new or empty folder")
+    _address_argument(fetch)
+    pack = sub.add_parser("pack")  # fetch's other half, run on the head; unlisted
+    pack.add_argument("run_dir")
     bench = sub.add_parser("bench", help="benchmarks, side by side with peers")
     bench.add_argument("what", choices=["step", "allreduce", "scaling"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     return parser
 
 
+def _job_arguments(parser) -> None:
+    """What train and submit share: the job file and its overrides."""
+    parser.add_argument("job", help="the job file, e.g. examples/digits.toml")
+    parser.add_argument("--workers", type=int, help="override [distributed] workers")
+    parser.add_argument("--backend", choices=["coordinator", "ring", "mpi", "local"],
+                        help="override [distributed] backend")
+    parser.add_argument("--epochs", type=int, help="override [job] epochs")
+    parser.add_argument("--max-steps", type=int, help="override [job] max_steps")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override any key of the job file, e.g. --set optimizer.lr=0.05 "
+                             "(VALUE is read as TOML, else as a string); repeatable")
+
+
+def _address_argument(parser, required=True) -> None:
+    parser.add_argument("--address", metavar="http://HEAD:8265",
+                        help="the head's Jobs API (default $RAY_API_SERVER_ADDRESS)"
+                        + ("" if required else "; makes the argument a job id"))
+
+
 def main(argv=None) -> int:
     """The `disttrain` command; returns the exit code."""
+    from .submit import JobsApiError
+
     try:
         args = build_parser().parse_args(argv)
-        if args.command == "train":
-            return cmd_train(args)
-        if args.command == "status":
-            return cmd_status(args)
-        return cmd_bench(args)
-    except (UsageError, SpecError) as error:
+        command = COMMANDS.get(args.command)
+        if command is None:
+            return cmd_bench(args)
+        return command(args)
+    except (UsageError, SpecError, JobsApiError) as error:
         # one line, whatever a message quotes (a factory's error text can hold newlines)
         print(f"disttrain: error: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -204,7 +243,13 @@ def _check_resumable(spec, run_dir: Path) -> None:
 
 
 def cmd_status(args) -> int:
-    """`disttrain status`: print a run directory's status.json."""
+    """`disttrain status`: print a run directory's status.json, or a submitted job's state."""
+    if args.address or (os.environ.get("RAY_API_SERVER_ADDRESS")
+                        and not Path(args.run_dir).is_dir()):
+        from . import submit
+
+        print(submit.status(submit.jobs_address(args.address), args.run_dir))
+        return EXIT_OK
     path = Path(args.run_dir) / "status.json"
     if not path.exists():
         raise UsageError(f"{path}: no such file; pass a run directory written by "
@@ -252,6 +297,81 @@ def _status_table(status: dict, run_dir) -> str:
 # A live driver refreshes status.json's "updated" every 5 s (disttrain.train.driver).
 LIVE_STATES = ("starting", "running", "restarting")
 STALE_AFTER_S = 30.0
+
+
+def cmd_submit(args) -> int:
+    """`disttrain submit`: check the job here, then run it on the cluster; prints its id."""
+    from disttrain.train.builders import check_job
+
+    from . import submit
+
+    address = submit.jobs_address(args.address)
+    spec = load_job(args.job, _overrides(args))
+    if spec.model.kind == "custom":
+        print(f"disttrain: importing [model] factory {spec.model.factory} in this process to "
+              "check the model before submitting (a job file runs code, as a script does)",
+              file=sys.stderr, flush=True)  # stdout is for the job id
+    check_job(spec, args.job)
+    submission_id = submit.submit(spec, address, resume=args.resume)
+    print(f"disttrain: submitted; `disttrain logs {submission_id} --follow --address "
+          f"{address}` shows its output, `disttrain fetch {submission_id} DEST` its run",
+          file=sys.stderr)
+    print(submission_id, flush=True)
+    if not args.follow:
+        return EXIT_OK
+    submit.logs(address, submission_id, follow=True)
+    final = submit.wait(address, submission_id)
+    print(f"disttrain: job {submission_id} {final}", file=sys.stderr)
+    return EXIT_OK if final in ("SUCCEEDED", "STOPPED") else EXIT_FAILED
+
+
+def cmd_logs(args) -> int:
+    from . import submit
+
+    text = submit.logs(submit.jobs_address(args.address), args.job_id, follow=args.follow)
+    print(text, end="")
+    return EXIT_OK
+
+
+def cmd_stop(args) -> int:
+    """`disttrain stop`: the head sends the driver SIGTERM; wait until the job ends."""
+    from . import submit
+
+    final = submit.stop(submit.jobs_address(args.address), args.job_id)
+    print(f"{args.job_id} {final}")
+    return EXIT_OK if final in ("STOPPED", "SUCCEEDED", "FAILED") else EXIT_FAILED
+
+
+def cmd_list(args) -> int:
+    from . import submit
+
+    print(submit.list_jobs(submit.jobs_address(args.address)))
+    return EXIT_OK
+
+
+def cmd_fetch(args) -> int:
+    from . import submit
+
+    names = submit.fetch(submit.jobs_address(args.address), args.job_id, Path(args.dest))
+    print(f"disttrain: fetched {len(names)} files of {args.job_id} into {args.dest}",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_pack(args) -> int:
+    """The run directory as one checked text block on stdout (launch/archive.py)."""
+    from .archive import pack
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "status.json").is_file():
+        raise UsageError(f"{run_dir}: not a run directory (no status.json); the job may not "
+                         "have started yet")
+    sys.stdout.write(pack(run_dir))
+    return EXIT_OK
+
+
+COMMANDS = {"train": cmd_train, "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs,
+            "stop": cmd_stop, "list": cmd_list, "fetch": cmd_fetch, "pack": cmd_pack}
 
 
 def cmd_bench(args) -> int:
