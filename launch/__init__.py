@@ -1,1 +1,5 @@
 """What the user touches: the CLI, job files, the supervisor, reports and benchmarks."""
+
+from .api import JobFailed, Result, train
+
+__all__ = ["JobFailed", "Result", "train"]
