@@ -8,7 +8,7 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .flatten import Flatten
 from .linear import Identity, Linear
-from .loss import CrossEntropyLoss, MSELoss, NLLLoss
+from .loss import CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module
 from .normalization import LayerNorm
 from .parameter import Parameter
@@ -17,5 +17,5 @@ __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
     "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "ReLU", "Tanh", "Sigmoid", "GELU",
     "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "Embedding", "MSELoss",
-    "CrossEntropyLoss", "NLLLoss",
+    "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
 ]

@@ -146,17 +146,43 @@ def _reduce(loss, reduction: str):
     return ops.sum(loss) if reduction == "sum" else loss
 
 
-def mse_loss(input, target, reduction: str = "mean"):
-    """Mean (or sum) of squared differences."""
+def _difference(input, target, reduction: str):
+    """input - target for the elementwise losses, warning as torch does when the shapes
+    differ (broadcasting then pairs every output with every target: rarely meant)."""
     _check_reduction(reduction)
     if tuple(np.shape(target)) != tuple(input.shape):
         warnings.warn(
             f"Using a target size ({tuple(np.shape(target))}) that is different to the input "
             f"size ({tuple(input.shape)}). This will likely lead to incorrect results due to "
-            "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=2,
+            "broadcasting. Please ensure they have the same size.", UserWarning, stacklevel=3,
         )
-    diff = ops.sub(input, target)
+    return ops.sub(input, target)
+
+
+def mse_loss(input, target, reduction: str = "mean"):
+    """Mean (or sum) of squared differences."""
+    diff = _difference(input, target, reduction)
     return _reduce(ops.mul(diff, diff), reduction)
+
+
+def l1_loss(input, target, reduction: str = "mean"):
+    """Mean (or sum) of absolute differences; the gradient at a zero difference is 0."""
+    return _reduce(ops.abs(_difference(input, target, reduction)), reduction)
+
+
+def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
+    """0.5 * d**2 where |d| < delta, else delta * (|d| - 0.5 * delta), for d = input - target.
+
+    Written from where(): each branch's own gradient (d, or delta * sign(d)) flows only
+    where that branch is picked, which is torch's huber_loss_backward, and the two agree
+    at |d| = delta."""
+    if not delta > 0:
+        raise RuntimeError("huber_loss does not support non-positive values for delta.")
+    diff = _difference(input, target, reduction)
+    size = ops.abs(diff)
+    quadratic = ops.mul(ops.mul(diff, diff), 0.5)
+    linear = ops.mul(ops.sub(size, 0.5 * delta), delta)
+    return _reduce(ops.where(size.data < delta, quadratic, linear), reduction)
 
 
 def _rows(input, target):

@@ -1,4 +1,4 @@
-"""Losses: MSELoss, CrossEntropyLoss, NLLLoss."""
+"""Losses: MSELoss, L1Loss, HuberLoss, CrossEntropyLoss, NLLLoss."""
 
 from __future__ import annotations
 
@@ -30,6 +30,24 @@ class MSELoss(_Loss):
 
     def forward(self, input, target):
         return F.mse_loss(input, target, reduction=self.reduction)
+
+
+class L1Loss(_Loss):
+    """Mean absolute error."""
+
+    def forward(self, input, target):
+        return F.l1_loss(input, target, reduction=self.reduction)
+
+
+class HuberLoss(_Loss):
+    """Squared error for differences below delta, absolute error (scaled) above it."""
+
+    def __init__(self, reduction: str = "mean", delta: float = 1.0):
+        super().__init__(reduction)
+        self.delta = delta
+
+    def forward(self, input, target):
+        return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
 
 
 class NLLLoss(_WeightedLoss):

@@ -149,3 +149,71 @@ def test_mse_loss_gradient_reaches_a_target_that_requires_grad():
 def test_mse_loss_warns_about_broadcasting_as_torch_does():
     with pytest.warns(UserWarning, match="Using a target size"):
         F.mse_loss(disttrain.ones(4, 1), disttrain.ones(4))
+
+
+def _regression_pair(shape, seed=5):
+    """Predictions and float targets with differences on both sides of 1 (Huber's delta)."""
+    rng = np.random.default_rng(seed)
+    return rng.normal(0, 1.5, size=shape), rng.normal(0, 1.5, size=shape)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_l1_loss(dtype, reduction):
+    x, target = _regression_pair((6, 3))
+    _run(nn.L1Loss(reduction=reduction), torch.nn.L1Loss(reduction=reduction), x,
+         target.astype(dtype), dtype)
+    _run(lambda a, t: F.l1_loss(a, t, reduction=reduction),
+         lambda a, t: torch.nn.functional.l1_loss(a, t, reduction=reduction), x,
+         target.astype(dtype), dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("delta", [1.0, 0.3, 2.5])
+def test_huber_loss(dtype, reduction, delta):
+    x, target = _regression_pair((8, 2))
+    differences = np.abs(x - target)
+    assert (differences < delta).any() and (differences > delta).any()  # both branches
+    _run(nn.HuberLoss(reduction=reduction, delta=delta),
+         torch.nn.HuberLoss(reduction=reduction, delta=delta), x, target.astype(dtype), dtype)
+    _run(lambda a, t: F.huber_loss(a, t, reduction=reduction, delta=delta),
+         lambda a, t: torch.nn.functional.huber_loss(a, t, reduction=reduction, delta=delta),
+         x, target.astype(dtype), dtype)
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "huber_loss"])
+def test_kinks_have_torchs_gradient(name):
+    """At a zero difference and at |difference| = delta exactly, torch's subgradients."""
+    x = np.array([[0.0, 1.0, -1.0, 2.0, -3.0, 0.5]])
+    _run(lambda a, t: getattr(F, name)(a, t, reduction="sum"),
+         lambda a, t: getattr(torch.nn.functional, name)(a, t, reduction="sum"), x,
+         np.zeros_like(x), np.float64)
+
+
+def test_regression_losses_reach_a_target_that_requires_grad():
+    a, b = _regression_pair((4, 2))
+    for name in ("l1_loss", "huber_loss"):
+        ours_a, ours_b = (disttrain.tensor(v, requires_grad=True) for v in (a, b))
+        torch_a, torch_b = (torch.tensor(v, requires_grad=True) for v in (a, b))
+        getattr(F, name)(ours_a, ours_b).backward()
+        getattr(torch.nn.functional, name)(torch_a, torch_b).backward()
+        assert_close(ours_a.grad, torch_a.grad, np.float64)
+        assert_close(ours_b.grad, torch_b.grad, np.float64)
+
+
+def test_regression_losses_warn_and_refuse_as_torch_does():
+    for name in ("l1_loss", "huber_loss"):
+        with pytest.warns(UserWarning, match="Using a target size"):
+            getattr(F, name)(disttrain.ones(4, 1), disttrain.ones(4))
+    for delta in (0.0, -1.0):
+        with pytest.raises(RuntimeError) as theirs:
+            torch.nn.functional.huber_loss(torch.ones(2), torch.zeros(2), delta=delta)
+        with pytest.raises(RuntimeError) as ours:
+            F.huber_loss(disttrain.ones(2), disttrain.zeros(2), delta=delta)
+        assert str(ours.value) == str(theirs.value)
+    with pytest.raises(ValueError) as theirs:
+        torch.nn.L1Loss(reduction="avg")(torch.ones(2), torch.zeros(2))
+    with pytest.raises(ValueError) as ours:
+        nn.L1Loss(reduction="avg")
+    assert str(ours.value) == str(theirs.value)
