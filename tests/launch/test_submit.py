@@ -197,3 +197,26 @@ def test_bad_input_is_one_line_and_submits_nothing(head, tmp_path):
     assert "cannot reach" in one_error_line(cli(unreachable, "list"))
     assert "http://HEAD:8265" in one_error_line(
         cli({**head, "address": "head:6379"}, "list"))
+
+
+def test_readme_commands_run_as_written(head, tmp_path):
+    """Every `disttrain` line of README's submit block, in order, against the test's head
+    (JOB_ID: the id the first submit printed; the address comes from the env, as there)."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("### Jobs on a running cluster")[1].split("```sh\n")[1].split("```")[0]
+    commands = [line.split("#")[0].split() for line in block.splitlines()
+                if line.startswith("disttrain ")]
+    assert [c[1] for c in commands] == ["submit", "logs", "status", "list", "stop", "submit",
+                                        "fetch"]
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    env = dict(head["env"], RAY_API_SERVER_ADDRESS=head["address"])
+    job_id = None
+    for command in commands:
+        argv = [str(BIN / "disttrain"), *[job_id if a == "JOB_ID" else a for a in command[1:]]]
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+        assert done.returncode == 0, (command, done.stderr[-2000:])
+        job_id = job_id or done.stdout.splitlines()[0]
+    fetched = tmp_path / "runs" / "copy"
+    assert json.loads((fetched / "status.json").read_text())["state"] == "done"
+    assert (fetched / "final" / "model.npz").exists()
