@@ -1,6 +1,7 @@
 """A user's own data from files: .npz, a pair of .npy files, or .csv (numpy only).
 
-Every loader returns (x, y) arrays, or raises DataFileError whose message names the file
+Every loader returns (x, y) arrays (y: class labels, or regression targets; checked by
+check_classification or check_regression), or raises DataFileError whose message names the file
 and what is wrong with it, so the driver can refuse a bad file in one line before any
 worker starts. .npy files are opened memory-mapped: only the rows a rank reads are paged
 in. Nothing is unpickled (allow_pickle=False).
@@ -82,18 +83,40 @@ def _from_csv(path: Path, label_column: str):
 def check_classification(x, y, where: str):
     """Refuse features that are not a finite 2-D table and labels that are not class
     indices 0..C-1, one row per sample."""
-    if x.ndim < 2 or len(x) == 0:
-        raise DataFileError(f"{where}: the features must be an array of shape (samples, "
-                            f"features), got shape {tuple(x.shape)}")
+    _check_features(x, where)
     if y.ndim != 1 or len(y) != len(x):
         raise DataFileError(f"{where}: the labels must be one per sample, shape ({len(x)},), "
                             f"got shape {tuple(y.shape)}")
-    for lo in range(0, len(x), 65536):  # in chunks: a memory-mapped file stays on disk
-        if not np.isfinite(np.asarray(x[lo:lo + 65536], dtype=np.float64)).all():
-            raise DataFileError(f"{where}: the features hold NaN or infinite values (rows "
-                                f"{lo}..{min(lo + 65536, len(x)) - 1}); clean them first")
     with np.errstate(invalid="ignore"):
         bad = ~(np.isfinite(y) & (np.mod(y, 1) == 0) & (y >= 0))
     if bad.any():
         raise DataFileError(f"{where}: the labels must be class indices 0, 1, 2, ...; found "
                             f"{', '.join(map(str, y[bad][:3]))}")
+
+
+def check_regression(x, y, where: str):
+    """Refuse features that are not a finite 2-D table and targets that are not finite
+    numbers, one row (a number, or a row of numbers) per sample."""
+    _check_features(x, where)
+    if y.ndim not in (1, 2) or len(y) != len(x):
+        raise DataFileError(f"{where}: the targets must be one number or one row of numbers "
+                            f"per sample, shape ({len(x)},) or ({len(x)}, targets), got shape "
+                            f"{tuple(y.shape)}")
+    if y.dtype.kind not in "biuf":
+        raise DataFileError(f"{where}: the targets must be numbers, got {y.dtype} values")
+    bad = ~np.isfinite(np.asarray(y, dtype=np.float64))
+    if bad.any():
+        rows = np.nonzero(bad.reshape(len(y), -1).any(axis=1))[0]
+        raise DataFileError(f"{where}: the targets hold NaN or infinite values (rows "
+                            f"{', '.join(map(str, rows[:3]))}); clean them first")
+
+
+def _check_features(x, where: str):
+    """Features: a finite array of shape (samples, features, ...), read in chunks."""
+    if x.ndim < 2 or len(x) == 0:
+        raise DataFileError(f"{where}: the features must be an array of shape (samples, "
+                            f"features), got shape {tuple(x.shape)}")
+    for lo in range(0, len(x), 65536):  # in chunks: a memory-mapped file stays on disk
+        if not np.isfinite(np.asarray(x[lo:lo + 65536], dtype=np.float64)).all():
+            raise DataFileError(f"{where}: the features hold NaN or infinite values (rows "
+                                f"{lo}..{min(lo + 65536, len(x)) - 1}); clean them first")

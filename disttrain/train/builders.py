@@ -1,4 +1,5 @@
-"""Turn the sections of a JobSpec into a model, datasets, an optimizer and a scheduler."""
+"""Turn the sections of a JobSpec into a model, datasets, a loss, an optimizer and a
+scheduler."""
 
 from __future__ import annotations
 
@@ -13,11 +14,15 @@ from .. import nn, optim
 from ..autograd import no_grad
 from ..autograd.tensor import Tensor
 from ..data import ArrayDataset, get_dataset
-from ..data.datasets import split_indices
-from ..data.files import DataFileError, check_classification, load_arrays
+from ..data.datasets import split_indices, synthetic_regression
+from ..data.files import DataFileError, check_classification, check_regression, load_arrays
+from ..nn import functional as F
 from .spec import JobSpec, SpecError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+# [job] loss: torch's functions with their defaults (reduction="mean", huber's delta=1.0).
+LOSSES = {"cross_entropy": F.cross_entropy, "nll": F.nll_loss, "mse": F.mse_loss,
+          "l1": F.l1_loss, "huber": F.huber_loss}
 
 
 def dtype_of(spec: JobSpec):
@@ -25,8 +30,9 @@ def dtype_of(spec: JobSpec):
     return np.float64 if spec.job.dtype == "float64" else np.float32
 
 
-def build_model(spec: JobSpec, n_features: int, n_classes: int):
-    """The model the [model] table describes, initialised from the job's seed."""
+def build_model(spec: JobSpec, n_features: int, n_outputs: int):
+    """The model the [model] table describes, initialised from the job's seed; n_outputs is
+    the number of classes (classification) or target columns (regression)."""
     m, dtype = spec.model, dtype_of(spec)
     if m.kind == "custom":
         factory = load_factory(m.factory)
@@ -39,6 +45,14 @@ def build_model(spec: JobSpec, n_features: int, n_classes: int):
             raise SpecError(f"[model] factory: {m.factory} returned {type(model).__name__}, "
                             "not a disttrain.nn.Module")
         return model.to(dtype)
+    model = _built_in_model(spec, n_features, n_outputs)
+    if spec.loss() == "nll":  # NLLLoss takes log-probabilities, as a torch user's model ends
+        model.append(nn.LogSoftmax(dim=1))
+    return model
+
+
+def _built_in_model(spec: JobSpec, n_features: int, n_outputs: int):
+    m, dtype = spec.model, dtype_of(spec)
     if m.kind == "cnn":
         side = int(round(n_features ** 0.5))
         if side * side != n_features:
@@ -47,11 +61,13 @@ def build_model(spec: JobSpec, n_features: int, n_classes: int):
         return nn.Sequential(
             _Unflatten(side), nn.Conv2d(1, 8, 3, padding=1, dtype=dtype), nn.ReLU(),
             nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(8 * (side // 2) ** 2, n_classes, dtype=dtype))
+            nn.Linear(8 * (side // 2) ** 2, n_outputs, dtype=dtype))
     sizes = list(m.sizes)
-    if sizes[0] != n_features or sizes[-1] != n_classes:
+    if sizes[0] != n_features or sizes[-1] != n_outputs:
+        outputs = (f"{n_outputs} classes" if spec.job.task == "classification" else
+                   f"{n_outputs} target column{'s' if n_outputs > 1 else ''}")
         raise SpecError(f"[model] sizes: {sizes} must start with the data's {n_features} "
-                        f"features and end with its {n_classes} classes")
+                        f"features and end with its {outputs}")
     layers = []
     for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(fan_in, fan_out, dtype=dtype))
@@ -73,14 +89,14 @@ class _Unflatten(nn.Module):
         return x.reshape(x.shape[0], 1, self.side, self.side)
 
 
-def load_factory(factory: str):
-    """Import 'package.module:function' or 'path/to/file.py:function'."""
+def load_factory(factory: str, key: str = "[model] factory"):
+    """Import 'package.module:function' or 'path/to/file.py:function'; errors name `key`."""
     target, _, name = factory.rpartition(":")
     try:
         if target.endswith(".py"):
             path = Path(target)
             if not path.is_file():
-                raise SpecError(f"[model] factory: file {target} does not exist (a relative "
+                raise SpecError(f"{key}: file {target} does not exist (a relative "
                                 "path is read from the job file's folder)")
             loader_spec = importlib.util.spec_from_file_location(path.stem, path)
             module = importlib.util.module_from_spec(loader_spec)
@@ -92,11 +108,29 @@ def load_factory(factory: str):
     except BaseException as error:  # ImportError, or anything the user's module does,
         if isinstance(error, KeyboardInterrupt):  # sys.exit() included; not Ctrl-C
             raise
-        raise SpecError(f"[model] factory: cannot import {target!r}: "
+        raise SpecError(f"{key}: cannot import {target!r}: "
                         f"{type(error).__name__}: {error}") from None
     if not callable(getattr(module, name, None)):
-        raise SpecError(f"[model] factory: {target} has no function {name!r}")
+        raise SpecError(f"{key}: {target} has no function {name!r}")
     return getattr(module, name)
+
+
+def build_loss(spec: JobSpec):
+    """fn(output, target) -> the batch's mean loss, as [job] loss names it.
+
+    Mean, not sum, as torch's default: DDP averages the ranks' gradients, so a loss that
+    is a mean over its samples gives the gradient of the global batch's mean."""
+    name = spec.loss()
+    return LOSSES[name] if name in LOSSES else load_factory(name, "[job] loss")
+
+
+def output_width(spec: JobSpec, train, val) -> int:
+    """The model's output width the data asks for: its classes (the largest label + 1) or
+    its target columns."""
+    y = train.arrays[1]
+    if spec.job.task == "regression":
+        return y.shape[1]
+    return int(max(y.max(), val.arrays[1].max())) + 1
 
 
 def build_datasets(spec: JobSpec):
@@ -104,6 +138,11 @@ def build_datasets(spec: JobSpec):
     d, dtype = spec.data, dtype_of(spec)
     if d.path:
         return _file_datasets(spec, dtype)
+    if spec.job.task == "regression":  # "synthetic": y = x @ W + b + noise, seeded
+        kwargs = dict(n_samples=d.n_samples, n_features=d.n_features, n_targets=d.n_targets,
+                      seed=spec.job.seed, dtype=dtype, val_fraction=d.val_fraction)
+        return (synthetic_regression(split="train", **kwargs),
+                synthetic_regression(split="val", **kwargs))
     if d.name == "digits":
         kwargs = dict(val_fraction=d.val_fraction, dtype=dtype)
     else:
@@ -115,19 +154,24 @@ def build_datasets(spec: JobSpec):
 
 def _file_datasets(spec: JobSpec, dtype):
     """The user's file, split into train and val by [data] val_fraction (seeded by the
-    job's seed, so every rank and every run splits alike)."""
-    d = spec.data
+    job's seed, so every rank and every run splits alike).
+
+    Class labels become int64; regression targets become the job's float dtype, always as
+    (samples, columns): a 1-D y is one column, so it matches a model ending in width 1
+    (torch's mse_loss wants the output's shape, and (N, 1) against (N,) would broadcast)."""
+    d, regression = spec.data, spec.job.task == "regression"
     try:
         x, y = load_arrays(d.path, x_key=d.x_key, y_key=d.y_key, y_path=d.y_path,
                            label_column=d.label_column)
-        check_classification(x, y, d.path)
+        (check_regression if regression else check_classification)(x, y, d.path)
     except DataFileError as error:
         raise SpecError(f"[data] path: {error}") from None
     x = x.reshape(len(x), -1)  # images and the like: one row of features per sample
+    y = np.asarray(y, dtype=dtype).reshape(len(y), -1) if regression else y.astype(np.int64)
     datasets = []
     for split in ("train", "val"):
         keep = split_indices(len(y), split, d.val_fraction, spec.job.seed)
-        datasets.append(ArrayDataset(np.asarray(x[keep], dtype=dtype), y[keep].astype(np.int64)))
+        datasets.append(ArrayDataset(np.asarray(x[keep], dtype=dtype), y[keep]))
     return tuple(datasets)
 
 
@@ -163,8 +207,9 @@ MESSAGE_KEYS = {
     "scheduler": {"step_size": "step_size", "gamma": "gamma", "T_max": "t_max",
                   "eta_min": "eta_min"},
     "data": {"val_fraction": "val_fraction", "n_samples": "n_samples",
-             "n_features": "n_features", "n_classes": "n_classes"},
+             "n_features": "n_features", "n_classes": "n_classes", "n_targets": "n_targets"},
     "model": {},
+    "job": {},
 }
 
 
@@ -189,7 +234,8 @@ def _input_errors(source: str, section: str, key: str):
 
 def check_job(spec: JobSpec, source: str = "job") -> None:
     """Build what every worker will build, in this process, so bad input fails before launch:
-    the data, the model (and one forward pass of it), the optimizer and the scheduler.
+    the data, the model and the loss (and one forward pass of them), the optimizer and the
+    scheduler.
 
     Raises SpecError naming the file and key; what was built is dropped.
     """
@@ -206,19 +252,72 @@ def check_job(spec: JobSpec, source: str = "job") -> None:
     if spec.job.batch_size > len(y):
         raise SpecError(f"{source}: [job] batch_size: {spec.job.batch_size} is larger than the "
                         f"{len(y)} training samples; choose at most {len(y)}")
-    classes = int(max(y.max(), val.arrays[1].max())) + 1
+    width = output_width(spec, train, val)
     model_key = "factory" if spec.model.kind == "custom" else "sizes"
     with _input_errors(source, "model", model_key):
-        model = build_model(spec, x.shape[1], classes)
-    try:  # one forward pass on two samples: a model that does not fit fails here, not later
-        with no_grad():
-            model.eval()
-            nn.CrossEntropyLoss()(model(Tensor._make(x[:2])), Tensor._make(y[:2])).item()
-    except Exception as error:
-        raise SpecError(f"{source}: [model] {model_key}: the model fails on a batch of the data "
-                        f"({x.shape[1]} features, {classes} classes): {type(error).__name__}: "
-                        f"{_one_line(error)}; make its input and output sizes fit") from None
+        model = build_model(spec, x.shape[1], width)
+    with _input_errors(source, "job", "loss"):
+        loss_fn = build_loss(spec)
+    _check_sample_batch(spec, source, model, loss_fn, x[:2], y[:2], width)
     with _input_errors(source, "optimizer", "name"):
         optimizer = build_optimizer(spec, model.parameters())
     with _input_errors(source, "scheduler", "name"):
         build_scheduler(spec, optimizer)
+
+
+def _check_sample_batch(spec: JobSpec, source: str, model, loss_fn, x, y, width: int) -> None:
+    """Run the model and the loss on two samples, so one that does not fit the data (or a
+    custom loss that fails or gives no scalar) fails here, naming its key, not in a worker."""
+    model_key = "[model] factory" if spec.model.kind == "custom" else "[model] sizes"
+    outputs = (f"{width} classes" if spec.job.task == "classification" else
+               f"{width} target column{'s' * (width != 1)}")
+    model.eval()
+    try:
+        with no_grad():
+            output = model(Tensor._make(x))
+            fits = _output_fits(spec, output, y, width)
+            if fits and spec.loss() in LOSSES:  # a custom loss is checked below, as [job] loss
+                loss_fn(output, Tensor._make(y)).item()
+    except Exception as error:
+        raise SpecError(f"{source}: {model_key}: the model fails on a batch of the data "
+                        f"({x.shape[1]} features, {outputs}): {type(error).__name__}: "
+                        f"{_one_line(error)}; make its input and output sizes fit") from None
+    if not fits:
+        raise SpecError(f"{source}: {model_key}: the model's output has shape "
+                        f"{tuple(output.shape)} for a batch of {len(y)}, but the data needs "
+                        f"({len(y)}, {width}) ({outputs}); make its last layer {width} wide"
+                        + (" (1-D targets are one column)" if width == 1 else ""))
+    if spec.loss() not in LOSSES:
+        _check_custom_loss(spec, source, model, loss_fn, x, y)
+
+
+def _output_fits(spec: JobSpec, output, y, width: int) -> bool:
+    """Regression: the output's shape is the targets' (N, T), as mse_loss expects.
+    Classification: (N, C) scores with a column for every class in the data."""
+    if spec.job.task == "regression":
+        return tuple(output.shape) == y.shape
+    return output.ndim == 2 and output.shape[0] == len(y) and output.shape[1] >= width
+
+
+def _check_custom_loss(spec: JobSpec, source: str, model, loss_fn, x, y) -> None:
+    """A custom loss returns a scalar Tensor that backward() can start from."""
+    where = f"{source}: [job] loss: {spec.job.loss}"
+    try:
+        output = model(Tensor._make(x))  # with the graph this time, for backward
+        loss = loss_fn(output, Tensor._make(y))
+    except (Exception, SystemExit) as error:  # the user's code: their input's problem
+        raise SpecError(f"{where} raised {type(error).__name__}: {_one_line(error)} on a "
+                        "batch of 2 samples") from None
+    if not isinstance(loss, Tensor) or loss.data.size != 1:
+        got = (f"a Tensor of shape {tuple(loss.shape)}" if isinstance(loss, Tensor)
+               else type(loss).__name__)
+        raise SpecError(f"{where} returned {got}; it must return a scalar Tensor (reduce the "
+                        "batch, e.g. with .mean())")
+    if output.requires_grad and not loss.requires_grad:
+        raise SpecError(f"{where} returned a Tensor that does not depend on the model's "
+                        "output; compute it with disttrain's ops, not numpy or .item()")
+    try:
+        loss.backward()
+    except Exception as error:
+        raise SpecError(f"{where}: backward() through it fails: {type(error).__name__}: "
+                        f"{_one_line(error)}") from None

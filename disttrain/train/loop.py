@@ -10,9 +10,11 @@ no files either: rank 0 hands its records and checkpoints to `on_record` and
 (disttrain/train/runner.py and driver.py).
 
 Records are dicts with a "kind": "train" (time, step, epoch, loss, lr, samples_per_s,
-compute_s, comm_s, skipped) every log_every steps, "eval" (time, step, epoch, val_loss,
-val_accuracy) at the end of each epoch, and "trace" (every rank's timeline events) once
-the first trace_steps steps are done. "time" is wall-clock seconds since the epoch.
+compute_s, comm_s, skipped) every log_every steps, "eval" (time, step, epoch, val_loss, and
+val_accuracy for classification or val_mse and val_mae for regression) at the end of each
+epoch, and "trace" (every rank's timeline events) once the first trace_steps steps are
+done. "time" is wall-clock seconds since the epoch. The loss is [job] loss
+(builders.build_loss): torch's, or the user's own.
 
 A step whose gradients (averaged over the ranks, so every rank holds the same ones) are
 not finite, as after a NaN or infinite loss on any rank, is never applied: [job]
@@ -29,14 +31,19 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .. import nn
 from ..autograd import manual_seed, no_grad
 from ..autograd.tensor import Tensor
 from ..data import distributed_loader
 from ..distributed import DistributedDataParallel
-from ..nn import functional as F
 from ..optim import state_dict_from_arrays, state_dict_to_arrays
-from .builders import build_datasets, build_model, build_optimizer, build_scheduler
+from .builders import (
+    build_datasets,
+    build_loss,
+    build_model,
+    build_optimizer,
+    build_scheduler,
+    output_width,
+)
 from .checkpoint import TrainState
 from .spec import JobSpec
 from .timeline import phase_events
@@ -80,14 +87,14 @@ class Trainer:
         self.on_checkpoint = on_checkpoint or (lambda state: None)
         self.trace_steps = trace_steps
         self.train_set, self.val_set = build_datasets(spec)
-        x, y = self.train_set.arrays[0], self.train_set.arrays[1]
-        self.n_classes = int(max(y.max(), self.val_set.arrays[1].max())) + 1
+        x = self.train_set.arrays[0]
+        self.n_outputs = output_width(spec, self.train_set, self.val_set)
         manual_seed(spec.job.seed)  # same initial weights on every rank (DDP broadcasts too)
-        self.model = build_model(spec, x.shape[1], self.n_classes)
+        self.model = build_model(spec, x.shape[1], self.n_outputs)
         self.ddp = DistributedDataParallel(self.model, comm, spec.distributed.bucket_cap_mb)
         self.optimizer = build_optimizer(spec, self.model.parameters())
         self.scheduler = build_scheduler(spec, self.optimizer)
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.loss_fn = build_loss(spec)
         self.loader = distributed_loader(self.train_set, spec.job.batch_size, rank=self.rank,
                                          world_size=self.world_size, seed=spec.job.seed,
                                          shuffle=spec.data.shuffle)
@@ -240,21 +247,38 @@ class Trainer:
 
     @no_grad()
     def evaluate(self) -> dict:
-        """Validation loss and accuracy over the whole validation set, shared by the ranks."""
+        """Validation metrics over the whole validation set, shared by the ranks: val_loss,
+        and val_accuracy (classification) or val_mse and val_mae (regression).
+
+        Each rank sums over its slice; the sums are all-reduced and divided by the global
+        counts, so the result is the same on every rank and for every world size. The loss
+        is a batch mean (build_loss), so a slice adds mean x its samples."""
         x, y = self.val_set.arrays[0], self.val_set.arrays[1]
         mine = np.arange(self.rank, len(y), self.world_size)
-        was_training = self.model.training
-        self.model.eval()
-        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
-            logits = self.model(Tensor._make(x[mine]))
-            self.model.train(was_training)
-            loss_sum = F.cross_entropy(logits, Tensor._make(y[mine]), reduction="sum").item()
-        totals = np.array([loss_sum, (logits.data.argmax(axis=1) == y[mine]).sum(), len(mine)],
-                          dtype=np.float64)
-        self.comm.allreduce_(totals)
-        val_loss = totals[0] / totals[2]
-        return {"val_loss": float(val_loss) if np.isfinite(val_loss) else None,  # JSON-safe
-                "val_accuracy": totals[1] / totals[2]}
+        regression = self.spec.job.task == "regression"
+        sums = np.zeros(5 if regression else 3, dtype=np.float64)  # loss, ..., samples
+        if len(mine):  # a rank can have none: a validation set smaller than the world
+            was_training = self.model.training
+            self.model.eval()
+            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
+                output = self.model(Tensor._make(x[mine]))
+                self.model.train(was_training)
+                loss = self.loss_fn(output, Tensor._make(y[mine])).item()
+            if regression:  # elementwise errors, in float64: mse and mae over every target
+                error = output.data.astype(np.float64) - y[mine]
+                sums[:] = [loss * len(mine), (error * error).sum(), np.abs(error).sum(),
+                           error.size, len(mine)]
+            else:
+                sums[:] = [loss * len(mine), (output.data.argmax(axis=1) == y[mine]).sum(),
+                           len(mine)]
+        self.comm.allreduce_(sums)
+        val_loss = sums[0] / sums[-1]
+        metrics = {"val_loss": float(val_loss) if np.isfinite(val_loss) else None}  # JSON-safe
+        if regression:
+            mse, mae = sums[1] / sums[3], sums[2] / sums[3]
+            return dict(metrics, val_mse=float(mse) if np.isfinite(mse) else None,
+                        val_mae=float(mae) if np.isfinite(mae) else None)
+        return dict(metrics, val_accuracy=float(sums[1] / sums[2]))
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> TrainState:

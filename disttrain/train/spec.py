@@ -24,8 +24,13 @@ class SpecError(ValueError):
 
 @dataclass
 class JobSection:
-    """The [job] table: name, seed, length, global batch size, dtype, logging, checkpoints."""
+    """The [job] table: name, task and loss, seed, length, global batch size, dtype,
+    logging, checkpoints."""
     name: str = "job"
+    task: str = "classification"  # classification (class labels) | regression (float targets)
+    # "": the task's default (DEFAULT_LOSS); a name in LOSS_TASKS (torch's losses with their
+    # defaults), or your own fn(output, target) -> scalar Tensor: "file.py:fn" or "module:fn"
+    loss: str = ""
     seed: int = 0
     epochs: int = 1
     max_steps: int = 0  # 0: run all epochs
@@ -61,6 +66,7 @@ class DataSection:
     n_samples: int = 512
     n_features: int = 16
     n_classes: int = 4
+    n_targets: int = 1  # synthetic regression: the target columns
     path: str = ""  # your data instead of `name`: .npz, .npy (features) or .csv
     x_key: str = "x"  # .npz: the features' array
     y_key: str = "y"  # .npz: the labels' array
@@ -117,6 +123,10 @@ class JobSpec:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def loss(self) -> str:
+        """The [job] loss to train with: as set, or the task's default."""
+        return self.job.loss or DEFAULT_LOSS[self.job.task]
+
     def blas_threads(self) -> int:
         """BLAS threads per worker: as set, or one per CPU the worker was given."""
         return self.job.blas_threads or max(1, int(self.distributed.cpus_per_worker))
@@ -125,6 +135,7 @@ class JobSpec:
 CHOICES = {
     ("job", "dtype"): ("float32", "float64"),
     ("job", "on_nonfinite"): ("stop", "skip"),
+    ("job", "task"): ("classification", "regression"),
     ("model", "kind"): ("mlp", "cnn", "custom"),
     ("model", "activation"): ("relu", "tanh", "sigmoid", "gelu"),
     ("data", "name"): ("digits", "synthetic"),
@@ -173,6 +184,7 @@ RANGES = {
     ("data", "n_samples"): Range(2, 10_000_000),
     ("data", "n_features"): Range(1, 100_000),
     ("data", "n_classes"): Range(2, 100_000),
+    ("data", "n_targets"): Range(1, 100_000),
     ("optimizer", "lr"): Range(0),
     ("optimizer", "momentum"): Range(0, 1, high_open=True),
     ("optimizer", "dampening"): Range(0, 1),
@@ -194,6 +206,10 @@ LISTS = {
     ("model", "sizes"): (int, 2, 64, Range(1, 1_000_000)),
     ("optimizer", "betas"): (float, 2, 2, Range(0, 1, high_open=True)),
 }
+# The built-in losses ([job] loss, torch's names) and the task each fits.
+LOSS_TASKS = {"cross_entropy": "classification", "nll": "classification",
+              "mse": "regression", "l1": "regression", "huber": "regression"}
+DEFAULT_LOSS = {"classification": "cross_entropy", "regression": "mse"}
 # Sizes checked as a whole, so that no worker runs out of memory building them.
 MAX_PARAMETERS = 100_000_000  # an MLP's weights and biases: 400 MB per replica in float32
 MAX_SYNTHETIC_VALUES = 100_000_000  # n_samples x n_features: 800 MB in float64
@@ -287,7 +303,7 @@ def _check_values(spec: JobSpec, source: str) -> None:
             if value not in allowed:
                 raise SpecError(f"{source}: [{section}] {key}: every element must be "
                                 f"{allowed}, got {value!r}")
-    for check in (_check_name, _check_model, _check_data, _check_together):
+    for check in (_check_name, _check_model, _check_task, _check_data, _check_together):
         check(spec, source)
 
 
@@ -307,14 +323,39 @@ def _check_model(spec: JobSpec, source: str) -> None:
             raise SpecError(f"{source}: [model] sizes: {sizes} make {parameters:,} "
                             f"parameters, more than {MAX_PARAMETERS:,}; choose smaller layers")
     if model.kind == "custom":
-        target, _, function = model.factory.rpartition(":")
-        if not target or not function.isidentifier():
-            raise SpecError(f"{source}: [model] factory: custom models need "
-                            "'module.path:function' or 'file.py:function', got "
-                            f"{_short.repr(model.factory)}")
-        if any(ord(c) < 32 for c in model.factory):
-            raise SpecError(f"{source}: [model] factory: {_short.repr(model.factory)} holds a "
-                            "control character; write the path as it is on disk")
+        _check_function_ref(model.factory, f"{source}: [model] factory", "custom models")
+
+
+def _check_function_ref(value: str, where: str, what: str) -> None:
+    """A 'module.path:function' or 'file.py:function' reference, as load_factory reads it."""
+    target, _, function = value.rpartition(":")
+    if not target or not function.isidentifier():
+        raise SpecError(f"{where}: {what} need 'module.path:function' or 'file.py:function', "
+                        f"got {_short.repr(value)}")
+    if any(ord(c) < 32 for c in value):
+        raise SpecError(f"{where}: {_short.repr(value)} holds a control character; write the "
+                        "path as it is on disk")
+
+
+def _check_task(spec: JobSpec, source: str) -> None:
+    """The loss is one of LOSS_TASKS and fits the task, or names a function of your own."""
+    task, loss = spec.job.task, spec.job.loss
+    fitting = [name for name, fits in LOSS_TASKS.items() if fits == task]
+    if ":" in loss:
+        _check_function_ref(loss, f"{source}: [job] loss", "custom losses")
+    elif loss and loss not in LOSS_TASKS:
+        raise SpecError(f"{source}: [job] loss: {_short.repr(loss)} is not one of "
+                        f"{', '.join(map(repr, LOSS_TASKS))}, nor a function of your own "
+                        "('file.py:function' or 'module.path:function')")
+    elif loss and LOSS_TASKS[loss] != task:
+        raise SpecError(f"{source}: [job] loss: {loss!r} is a {LOSS_TASKS[loss]} loss, but "
+                        f"[job] task is {task!r}; for {task} choose "
+                        f"{' or '.join(map(repr, fitting))}, or set task = "
+                        f"{LOSS_TASKS[loss]!r}")
+    if task == "regression" and not spec.data.path and spec.data.name == "digits":
+        raise SpecError(f"{source}: [data] name: 'digits' holds class labels, and a "
+                        "regression job needs float targets; use name = 'synthetic' (a "
+                        "seeded linear map of x plus noise) or a [data] path of your own")
 
 
 def _check_data(spec: JobSpec, source: str) -> None:
@@ -377,6 +418,7 @@ def load_job(path, overrides: dict | None = None) -> JobSpec:
             raw[section][key] = value
     spec = spec_from_dict(raw, source=str(path))
     spec.model.factory = resolve_factory(spec.model.factory, path.parent)
+    spec.job.loss = resolve_factory(spec.job.loss, path.parent)  # a custom loss, likewise
     # Data files, like factories, are read from the job file's folder, not the current one.
     for key in ("path", "y_path"):
         value = getattr(spec.data, key)
@@ -419,8 +461,9 @@ def _read_toml(path: Path) -> dict:
 
 
 def resolve_factory(factory: str, folder: Path) -> str:
-    """A 'file.py:function' factory with a relative path, made absolute from the job
-    file's folder (not the current directory), so every rank imports the same file."""
+    """A 'file.py:function' factory (or custom loss) with a relative path, made absolute
+    from the job file's folder (not the current directory), so every rank imports the
+    same file."""
     target, colon, function = factory.rpartition(":")
     if not target.endswith(".py") or os.path.isabs(target):
         return factory

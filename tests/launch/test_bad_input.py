@@ -37,6 +37,11 @@ def job_text(changes: dict) -> str:
                    for section, table in tables.items())
 
 
+def regression(**changes) -> dict:
+    """Changes that make BASE a regression job (synthetic float targets, one column)."""
+    return {"job.task": '"regression"', "model.sizes": "[16, 8, 1]", **changes}
+
+
 def ray_job(**changes) -> dict:
     """Changes that make BASE a coordinator job (so reaching launch would start Ray)."""
     return {"distributed.backend": '"coordinator"', "distributed.workers": "2", **changes}
@@ -73,6 +78,35 @@ KEY_CASES = {
     "on_nonfinite unknown": ({"job.on_nonfinite": '"ignore"'}, "[job] on_nonfinite", ()),
     "eval_every_epoch not a bool": ({"job.eval_every_epoch": "1"}, "[job] eval_every_epoch",
                                     ()),
+    # [job] task and loss (issue 9): the loss must exist, fit the task, import, run on two
+    # samples and give a scalar Tensor that backward() can start from
+    "task unknown": ({"job.task": '"ranking"'}, "[job] task", ()),
+    "loss unknown": ({"job.loss": '"hinge"'}, "[job] loss", ()),
+    "loss a file without a function": ({"job.loss": '"losses.py"'}, "[job] loss", ()),
+    "cross_entropy for regression": (regression(**{"job.loss": '"cross_entropy"'}),
+                                     "[job] loss", ()),
+    "nll for regression": (regression(**{"job.loss": '"nll"'}), "[job] loss", ()),
+    "mse for classification": ({"job.loss": '"mse"'}, "[job] loss", ()),
+    "huber for classification": ({"job.loss": '"huber"'}, "[job] loss", ()),
+    "custom loss file missing": ({"job.loss": '"nowhere.py:loss"'}, "[job] loss", ()),
+    "custom loss module missing": ({"job.loss": '"no_such_package.losses:loss"'}, "[job] loss",
+                                   ()),
+    "custom loss module exits": ({"job.loss": '"exits.py:loss"'}, "[job] loss", ()),
+    "custom loss has no such function": ({"job.loss": '"losses.py:nothing"'}, "[job] loss",
+                                         ()),
+    "custom loss raises": (regression(**{"job.loss": '"losses.py:raises"'}), "[job] loss", ()),
+    "custom loss per sample": (regression(**{"job.loss": '"losses.py:per_sample"'}),
+                               "[job] loss", ()),
+    "custom loss a float": ({"job.loss": '"losses.py:a_float"'}, "[job] loss", ()),
+    "custom loss detached": (regression(**{"job.loss": '"losses.py:detached"'}), "[job] loss",
+                             ()),
+    "regression on class labels": (regression(**{"data.name": '"digits"'}), "[data] name", ()),
+    "regression output wider than the targets": (regression(**{"model.sizes": "[16, 8, 4]"}),
+                                                 "[model] sizes", ()),
+    "regression output of another shape": (
+        regression(**{"model.kind": '"custom"', "model.factory": '"models.py:flat_output"'}),
+        "[model] factory", ()),
+    "n_targets zero": (regression(**{"data.n_targets": "0"}), "[data] n_targets", ()),
     # [model]
     "sizes do not fit the data": ({"model.sizes": "[10, 8, 4]"}, "[model] sizes", ()),
     "sizes with a zero": ({"model.sizes": "[16, 0, 4]"}, "[model] sizes", ()),
@@ -197,6 +231,39 @@ def too_narrow(spec):
     return nn.Linear(3, 4)
 
 nothing = 42
+
+
+class _Flat(nn.Module):
+    """One output per sample as shape (N,), where regression targets are (N, 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return self.linear(x).reshape(-1)
+
+
+def flat_output(spec):
+    return _Flat()
+'''
+
+LOSSES = '''
+import disttrain
+
+def raises(output, target):
+    raise ZeroDivisionError("no loss today")
+
+def per_sample(output, target):
+    return ((output - target) ** 2).sum(dim=1)
+
+def a_float(output, target):
+    return 0.5
+
+def detached(output, target):
+    return disttrain.tensor(((output.detach().numpy() - target.numpy()) ** 2).mean())
+
+nothing = 42
 '''
 
 
@@ -237,6 +304,7 @@ def test_bad_input_is_one_line_exit_2_naming_file_and_key(tmp_path, guarded_env,
     text = job_text(content) if isinstance(content, dict) else content
     job.write_bytes(text.encode("utf-8", "surrogateescape"))
     (tmp_path / "models.py").write_text(MODELS)
+    (tmp_path / "losses.py").write_text(LOSSES)
     (tmp_path / "exits.py").write_text("import sys\nsys.exit('bye')\n")
     run = tmp_path / "run"
     done = run_cli(guarded_env, "train", str(job), "--run-dir", str(run), *args)

@@ -111,3 +111,91 @@ def test_timeline_shows_compute_and_each_all_reduce_per_rank(ray_session, tmp_pa
         buckets = [e for e in mine if e["name"].startswith("all-reduce bucket 0")]
         assert len(buckets) == len([e for e in mine if e["name"] == "backward"]) > 0
         assert all(e["dur"] >= 0 and e["ph"] == "X" for e in mine)
+
+
+# -- regression (issue 9): the same promise with float targets and the task's metrics ----
+
+def regression_job(**overrides) -> dict:
+    """small_job as regression: two float target columns, MSE, an eval every epoch."""
+    return small_job(**{"job.task": "regression", "job.eval_every_epoch": True,
+                        "model.sizes": [16, 32, 32, 2], "data.n_targets": 2,
+                        "optimizer.lr": 0.01, **overrides})
+
+
+def eval_records(run_dir) -> list:
+    import json
+
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == "eval"]
+
+
+@pytest.fixture(scope="module")
+def regression_reference(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("regression-reference")
+    return run_local(regression_job(), run_dir), eval_records(run_dir)
+
+
+def assert_evals_close(got: list, want: list) -> None:
+    """The same evaluations, all-reduced over any number of ranks: within float rounding."""
+    assert [r["step"] for r in got] == [r["step"] for r in want] and want
+    for a, b in zip(got, want):
+        assert a.keys() == b.keys() == {"kind", "time", "step", "epoch", "val_loss", "val_mse",
+                                        "val_mae"}
+        for key in ("val_loss", "val_mse", "val_mae"):
+            assert a[key] == pytest.approx(b[key], rel=1e-12, abs=0), key
+
+
+@pytest.mark.ray
+def test_a_regression_job_on_two_ray_workers_matches_one_process(ray_session, tmp_path,
+                                                                  regression_reference):
+    params, evals = regression_reference
+    job = regression_job(**{"distributed.backend": "coordinator", "distributed.workers": 2})
+    assert_params_close(run_on_ray(job, tmp_path), params, atol=1e-9)
+    assert_evals_close(eval_records(tmp_path), evals)
+    untrained = run_local(regression_job(**{"job.max_steps": 1}), tmp_path / "one-step")
+    assert max(np.abs(params[k] - v).max() for k, v in untrained.items()) > 1e-3
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("workers", [2, 3])
+def test_a_regression_job_under_mpiexec_matches_one_process(tmp_path, regression_reference,
+                                                            workers):
+    params, evals = regression_reference
+    job = regression_job(**{"distributed.backend": "mpi", "distributed.workers": workers})
+    assert_params_close(run_under_mpiexec(job, tmp_path), params, atol=1e-9)
+    assert_evals_close(eval_records(tmp_path), evals)
+
+
+@pytest.mark.parametrize("loss, torch_loss", [
+    ("mse", "mse_loss"), ("l1", "l1_loss"), ("huber", "huber_loss")])
+def test_a_one_process_regression_run_equals_pytorch(loss, torch_loss):
+    """Same initial weights, same batches, torch's loss and SGD: the same parameters."""
+    torch = pytest.importorskip("torch")
+    from disttrain.distributed import LocalCommunicator
+    from disttrain.train import Trainer, spec_from_dict
+
+    spec = spec_from_dict(regression_job(**{"job.loss": loss}))
+    trainer = Trainer(spec, LocalCommunicator())
+    layers = [torch.nn.Linear(16, 32, dtype=torch.float64), torch.nn.Tanh(),
+              torch.nn.Linear(32, 32, dtype=torch.float64), torch.nn.Tanh(),
+              torch.nn.Linear(32, 2, dtype=torch.float64)]
+    model = torch.nn.Sequential(*layers)
+    model.load_state_dict({k: torch.from_numpy(v.data.copy())
+                           for k, v in trainer.model.state_dict().items()})
+    opt = torch.optim.SGD(model.parameters(), lr=spec.optimizer.lr,
+                          momentum=spec.optimizer.momentum)
+    batches = []
+    for epoch in range(spec.job.epochs):
+        trainer.loader.set_epoch(epoch)
+        batches += list(trainer.loader)
+    for x, y in batches[:spec.job.max_steps]:
+        assert y.shape == (len(x), 2) and y.dtype == np.float64
+        opt.zero_grad()
+        getattr(torch.nn.functional, torch_loss)(model(torch.from_numpy(x)),
+                                                 torch.from_numpy(y)).backward()
+        opt.step()
+    trainer.run()
+    ours = trainer.model.state_dict()
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(ours[name].data, value.numpy(), rtol=0, atol=1e-12,
+                                   err_msg=name)

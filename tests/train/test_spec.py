@@ -11,7 +11,9 @@ import pytest
 
 from disttrain.train.spec import (
     CHOICES,
+    DEFAULT_LOSS,
     LISTS,
+    LOSS_TASKS,
     RANGES,
     JobSpec,
     SpecError,
@@ -72,8 +74,9 @@ def test_every_number_and_choice_of_the_spec_is_in_a_table():
             if isinstance(value, bool):
                 continue
             if (section.name, f.name) in (("job", "name"), ("model", "factory"),
-                                          *(("data", k) for k in FILE_KEYS)):
-                continue  # checked by their own rules: a safe folder name, loadable paths
+                                          ("job", "loss"), *(("data", k) for k in FILE_KEYS)):
+                continue  # checked by their own rules: a safe folder name, loadable paths,
+                # a loss that fits the task (test_loss_must_be_known_and_fit_the_task)
             assert (section.name, f.name) in checked, (section.name, f.name)
 
 
@@ -97,5 +100,57 @@ def test_relative_factory_paths_resolve_from_the_job_files_folder(tmp_path):
 def test_the_examples_pass_every_check():
     from disttrain.train.builders import check_job
 
-    for name in ("digits.toml", "custom.toml"):
+    for name in ("digits.toml", "custom.toml", "regression.toml"):
         check_job(load_job(REPO / "examples" / name), name)
+
+
+def test_the_loss_defaults_to_the_tasks():
+    assert spec_from_dict(small_job()).loss() == "cross_entropy"
+    regression = small_job(**{"job.task": "regression"})
+    assert spec_from_dict(regression).loss() == "mse"
+    assert set(DEFAULT_LOSS) == set(CHOICES["job", "task"]) == set(LOSS_TASKS.values())
+    for loss, task in LOSS_TASKS.items():
+        assert spec_from_dict(small_job(**{"job.task": task, "job.loss": loss})).loss() == loss
+
+
+@pytest.mark.parametrize("task, loss, needle", [
+    ("classification", "hinge", "'hinge' is not one of 'cross_entropy', 'nll', 'mse'"),
+    ("classification", "MSE", "is not one of"),
+    ("regression", "cross_entropy", "'cross_entropy' is a classification loss, but [job] "
+                                    "task is 'regression'; for regression choose 'mse'"),
+    ("regression", "nll", "is a classification loss"),
+    ("classification", "mse", "'mse' is a regression loss, but [job] task is "
+                              "'classification'; for classification choose 'cross_entropy' "
+                              "or 'nll', or set task = 'regression'"),
+    ("classification", "huber", "is a regression loss"),
+    ("regression", "losses.py:", "custom losses need 'module.path:function'"),
+    ("regression", ":fn", "custom losses need"),
+    ("regression", "losses.py:my-loss", "custom losses need"),
+    ("regression", "a\x01.py:fn", "control character"),
+])
+def test_loss_must_be_known_and_fit_the_task(task, loss, needle):
+    job = small_job(**{"job.task": task, "job.loss": loss})
+    with pytest.raises(SpecError) as error:
+        spec_from_dict(job, source="job.toml")
+    assert str(error.value).startswith("job.toml: [job] loss: "), error.value
+    assert needle in str(error.value)
+
+
+def test_a_regression_job_needs_float_targets():
+    with pytest.raises(SpecError, match=r"job.toml: \[data\] name: 'digits' holds class "):
+        spec_from_dict(small_job(**{"job.task": "regression", "data.name": "digits"}),
+                       source="job.toml")
+    with pytest.raises(SpecError, match=r"\[job\] task: 'ranking' is not one of"):
+        spec_from_dict(small_job(**{"job.task": "ranking"}), source="job.toml")
+
+
+def test_a_custom_loss_file_resolves_from_the_job_files_folder(tmp_path):
+    (tmp_path / "jobs").mkdir()
+    job = tmp_path / "jobs" / "job.toml"
+    job.write_text('[job]\ntask = "regression"\nloss = "losses.py:smooth"\n'
+                   '[data]\nname = "synthetic"\n')
+    assert load_job(job).job.loss == f"{tmp_path / 'jobs' / 'losses.py'}:smooth"
+    job.write_text('[job]\nloss = "mypackage.losses:smooth"\n')
+    assert load_job(job).job.loss == "mypackage.losses:smooth"
+    job.write_text('[job]\nloss = "nll"\n')
+    assert load_job(job).job.loss == "nll"
