@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The parser for train, status and bench; its errors raise UsageError."""
     parser = _Parser(prog="disttrain", description="Data-parallel training on Ray or MPI.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
-                                metavar="{train,submit,status,logs,stop,list,fetch,bench}")
+                                metavar="{train,submit,status,logs,stop,list,fetch,plot,bench}")
     train = sub.add_parser("train", help="run a job file (TOML)")
     _job_arguments(train)
     train.add_argument("--run-dir", help="where to write the run (default runs/NAME-TIME)")
@@ -77,6 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("job_id")
     fetch.add_argument("dest", help="a new or empty folder")
     _address_argument(fetch)
+    plot = sub.add_parser("plot", help="draw a run's loss, validation metrics and time per "
+                                       "rank as a PNG")
+    plot.add_argument("run_dir", metavar="RUN_DIR", help="a run directory")
+    plot.add_argument("-o", "--output", metavar="FILE",
+                      help="where to write the PNG (default RUN_DIR/plot.png)")
     pack = sub.add_parser("pack")  # fetch's other half, run on the head; unlisted
     pack.add_argument("run_dir")
     bench = sub.add_parser("bench", help="benchmarks, side by side with peers")
@@ -370,8 +375,22 @@ def cmd_pack(args) -> int:
     return EXIT_OK
 
 
+def cmd_plot(args) -> int:
+    """`disttrain plot`: the run's metrics and timeline as a PNG (disttrain/train/plot.py)."""
+    from disttrain.train.plot import PlotError, plot_run
+
+    try:
+        out = plot_run(args.run_dir, args.output,
+                       warn=lambda line: print(f"warning: {line}", file=sys.stderr))
+    except PlotError as error:
+        raise UsageError(str(error)) from None
+    print(f"disttrain: wrote {out}", file=sys.stderr)
+    return EXIT_OK
+
+
 COMMANDS = {"train": cmd_train, "submit": cmd_submit, "status": cmd_status, "logs": cmd_logs,
-            "stop": cmd_stop, "list": cmd_list, "fetch": cmd_fetch, "pack": cmd_pack}
+            "stop": cmd_stop, "list": cmd_list, "fetch": cmd_fetch, "pack": cmd_pack,
+            "plot": cmd_plot}
 
 
 def cmd_bench(args) -> int:

@@ -23,15 +23,19 @@ from .checkpoint import (
 )
 from .progress import Progress
 from .rundir import RunDir
+from .spec import SpecError
 
 # status.json's "updated" is refreshed at least this often while the driver lives.
 HEARTBEAT_S = 5.0
+NEEDS_TENSORBOARDX = ("[job] tensorboard = true needs tensorboardX: "
+                      "pip install 'disttrain[watch]'")
 
 
 class Driver:
     """Owns RUN for one job: status, metrics, checkpoints, final model, timeline."""
 
     def __init__(self, run_dir, spec, progress: Progress | None = None):
+        self.board = Board() if spec.job.tensorboard else None  # before anything is written
         self.run = RunDir(run_dir, spec)
         self.spec = spec
         self.progress = progress or Progress(quiet=True)
@@ -68,11 +72,17 @@ class Driver:
         if kind == "start":
             self.total_steps = record["total_steps"]
             self.run.write_status(state="running", step=record["step"])
+            if self.board is not None:
+                with self._writing("tensorboard/"):
+                    self.board.open(self.path / "tensorboard", record["step"])
             self.progress.start(record["step"], record["total_steps"])
         elif kind in ("train", "eval"):
             with self._writing("metrics.jsonl"):
                 self.run.append_metrics([record])
                 self.run.write_status(step=record["step"], epoch=record["epoch"])
+            if self.board is not None:
+                with self._writing("tensorboard/"):
+                    self.board.write(record)
             self.progress.update(record)
         elif kind == "trace":
             self.trace += record["events"]
@@ -93,6 +103,9 @@ class Driver:
         """The job ended (done, or stopped on request): timeline, status, summary line."""
         state = "stopped" if summary["stopped"] else "done"
         self._ended.set()
+        if self.board is not None:
+            with self._writing("tensorboard/"):
+                self.board.close()
         self.run.write_timeline(self.trace)
         self.run.write_status(state=state, step=summary["step"], workers=[
             dict(w, state=state) for w in self.run.status["workers"]])
@@ -102,7 +115,9 @@ class Driver:
         """The job failed: keep what timeline there is, and say why in status.json, as far
         as the disk allows (a full disk is often why it failed)."""
         self._ended.set()
-        for write in (lambda: self.run.write_timeline(self.trace),
+        self.progress.close()
+        for write in (*([self.board.close] if self.board is not None else []),
+                      lambda: self.run.write_timeline(self.trace),
                       lambda: self.run.write_status(state="failed", error=str(error), workers=[
                           dict(w, state="failed") for w in self.run.status["workers"]])):
             try:
@@ -125,3 +140,46 @@ class Driver:
                 self.run.write_status()
             except OSError:
                 pass  # the next record or the end reports a disk problem
+
+
+class Board:
+    """TensorBoard scalars in RUN/tensorboard/, through tensorboardX (no torch needed).
+
+    Tags are the record's kind and key, as in metrics.jsonl ("train/loss", "eval/val_loss"),
+    at the record's step and wall-clock time; each record is flushed, so TensorBoard shows
+    a live run. Each start opens a new event file; a resume or a restart from the
+    checkpoint of step N opens it with purge_step=N+1, so TensorBoard hides what an earlier
+    attempt logged past N, which the resumed run logs again (as metrics.jsonl drops it).
+    """
+
+    TRAIN_KEYS = ("loss", "lr", "samples_per_s")
+
+    def __init__(self):
+        try:
+            from tensorboardX import SummaryWriter
+        except ImportError:
+            raise SpecError(NEEDS_TENSORBOARDX) from None
+        self._writer_class, self.writer = SummaryWriter, None
+
+    def open(self, folder, step: int) -> None:
+        """A new event file for a run that starts (or starts again) after step."""
+        self.close()
+        again = folder.is_dir() and any(folder.iterdir())
+        self.writer = self._writer_class(logdir=str(folder), purge_step=step + 1 if again
+                                         else None)
+
+    def write(self, record: dict) -> None:
+        if self.writer is None:
+            return
+        keys = (self.TRAIN_KEYS if record["kind"] == "train"
+                else [k for k in record if k.startswith("val_")])
+        for key in keys:
+            if isinstance(record.get(key), int | float):  # None: a step that was skipped
+                self.writer.add_scalar(f"{record['kind']}/{key}", record[key],
+                                       global_step=record["step"], walltime=record.get("time"))
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
