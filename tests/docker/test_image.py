@@ -54,8 +54,33 @@ def test_compose_wires_head_workers_and_driver_through_the_entrypoint_roles():
         assert "RAY_AUTH_TOKEN" in service["environment"]  # token auth stays on everywhere
     job = services["train"]["command"][1]
     assert (REPO / job).exists()
+    # the Jobs API is published; a 2-worker job survives losing one of 3 workers; the
+    # driver gets time to stop with a checkpoint; a second `up` can resume
+    assert services["head"]["ports"] == ["${DISTTRAIN_DASHBOARD:-127.0.0.1:8265}:8265"]
+    assert services["worker"]["deploy"]["replicas"] == 3
+    assert services["train"]["stop_grace_period"] == "60s"
+    assert {"DISTTRAIN_ARGS", "DISTTRAIN_RESUME"} <= set(services["train"]["environment"])
+
+
+def test_dockerfile_takes_its_base_and_installs_dependencies_before_the_code():
     dockerfile = (REPO / "docker" / "Dockerfile").read_text()
+    assert "ARG BASE=python:3.11-slim\nFROM ${BASE}\n" in dockerfile
     assert 'ENTRYPOINT ["/app/docker/entrypoint.sh"]' in dockerfile
+    assert 'CMD ["/app/docker/entrypoint.sh", "health"]' in dockerfile
+    # editing the code or the entrypoint must not reinstall the dependencies
+    dependencies = dockerfile.index("pip install --no-cache-dir -r")
+    for copy in ("COPY disttrain", "COPY workers", "COPY launch", "COPY examples",
+                 "COPY docker/entrypoint.sh"):
+        assert dockerfile.index(copy) > dependencies, copy
+    assert "pip install --no-cache-dir --no-deps" in dockerfile
+
+
+def test_readme_gives_the_compose_commands_the_deploy_tests_run():
+    from tests.deploy import test_compose
+
+    readme = (REPO / "README.md").read_text()
+    for command in test_compose.README_COMMANDS:
+        assert command in readme, command
 
 
 @pytest.mark.parametrize("args, extra, needle", [
@@ -63,6 +88,7 @@ def test_compose_wires_head_workers_and_driver_through_the_entrypoint_roles():
     (["worker"], {"RAY_AUTH_TOKEN": "t"}, "RAY_HEAD_ADDRESS is not set"),
     (["train"], {}, "train needs a job file"),
     (["head"], {"RAY_AUTH_TOKEN_PATH": "/dev/null"}, "the Ray token file is missing or empty"),
+    (["train", "examples/digits.toml"], {"DISTTRAIN_RESUME": "maybe"}, "use 1 to resume"),
 ])
 def test_entrypoint_refuses_bad_setup_in_one_line(args, extra, needle):
     done = entrypoint(*args, **extra)
@@ -74,9 +100,17 @@ def test_entrypoint_help_and_local_training(tmp_path):
     done = entrypoint("help")
     assert done.returncode == 0 and "worker" in done.stdout and "train JOB" in done.stdout
     done = entrypoint("train", "examples/digits.toml", "--backend", "local", "--workers", "1",
-                      "--epochs", "1", "--run-dir", str(tmp_path / "run"), "--quiet")
+                      "--run-dir", str(tmp_path / "run"),
+                      DISTTRAIN_ARGS="--epochs 1  --quiet")  # flags from the environment
     assert done.returncode == 0, done.stderr
-    assert json.loads((tmp_path / "run" / "status.json").read_text())["state"] == "done"
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "done" and status["epoch"] == 0
+    assert "step 20/" not in done.stdout  # --quiet reached disttrain train
+
+
+def test_health_outside_a_role_is_unhealthy():
+    done = entrypoint("health")  # PID 1 here is no head, worker or driver
+    assert done.returncode == 1 and "not (yet) a disttrain role" in done.stdout
 
 
 def free_port() -> int:
@@ -100,8 +134,11 @@ def test_head_worker_and_driver_roles_train_across_a_real_ray_start_cluster(tmp_
     # Ray's unix sockets live under --temp-dir, whose path must stay short (108 bytes).
     temp_dir = tempfile.mkdtemp(prefix="dtray", dir="/tmp")
     temp = f"--temp-dir={temp_dir}"
+    # the head's dashboard (the Jobs API) on a free port of loopback, not 0.0.0.0:8265
     nodes = [subprocess.Popen([str(ENTRYPOINT), "head", temp], cwd=REPO, start_new_session=True,
-                              env=env(**common, RAY_PORT=str(port), RAY_NUM_CPUS="0"),
+                              env=env(**common, RAY_PORT=str(port), RAY_NUM_CPUS="0",
+                                      RAY_DASHBOARD_HOST="127.0.0.1",
+                                      RAY_DASHBOARD_PORT=str(free_port())),
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
     try:
         address = f"127.0.0.1:{port}"
