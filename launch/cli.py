@@ -158,11 +158,8 @@ def cmd_train(args) -> int:
     cluster = _joins_cluster(args, spec)
     if not cluster and not args.oversubscribe:
         check_machine(spec, args.job)
-    if cluster and spec.model.kind == "custom":
-        # a job file is code: say so when a job meant for a cluster runs it here too
-        print(f"disttrain: importing [model] factory {spec.model.factory} in this process to "
-              "check the model before launch (a job file runs code, as a script does)",
-              flush=True)
+    if cluster:  # a job file is code: say so when a job meant for a cluster runs it here too
+        _say_code_runs_here(spec, "launch", sys.stdout)
     check_job(spec, args.job)
     run_dir = Path(args.run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if args.resume:
@@ -175,6 +172,16 @@ def cmd_train(args) -> int:
     from .job import run_job
 
     return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
+
+
+def _say_code_runs_here(spec, before: str, stream) -> None:
+    """check_job imports the job's own code (a model factory, a custom loss) here too."""
+    code = ([f"[model] factory {spec.model.factory}"] * (spec.model.kind == "custom")
+            + [f"[job] loss {spec.job.loss}"] * (":" in spec.job.loss))
+    if code:
+        print(f"disttrain: importing {' and '.join(code)} in this process to check the job "
+              f"before {before} (a job file runs code, as a script does)", file=stream,
+              flush=True)
 
 
 def _joins_cluster(args, spec) -> bool:
@@ -312,10 +319,7 @@ def cmd_submit(args) -> int:
 
     address = submit.jobs_address(args.address)
     spec = load_job(args.job, _overrides(args))
-    if spec.model.kind == "custom":
-        print(f"disttrain: importing [model] factory {spec.model.factory} in this process to "
-              "check the model before submitting (a job file runs code, as a script does)",
-              file=sys.stderr, flush=True)  # stdout is for the job id
+    _say_code_runs_here(spec, "submitting", sys.stderr)  # stdout is for the job id
     check_job(spec, args.job)
     submission_id = submit.submit(spec, address, resume=args.resume)
     print(f"disttrain: submitted; `disttrain logs {submission_id} --follow --address "

@@ -113,14 +113,16 @@ def new_submission_id(job_name: str) -> str:
 
 
 def stage(spec, folder: Path) -> Path:
-    """Write spec into folder as job.toml, with every file it names copied beside it under
-    a relative path (files/...), so the job reads them wherever Ray unpacks the folder."""
+    """Write spec into folder as job.toml, with every file it names (a model factory's or a
+    custom loss's .py, data files) copied beside it under a relative path (files/...), so
+    the job reads them wherever Ray unpacks the folder."""
     files = folder / "files"
     named = []
-    if spec.model.kind == "custom":
-        target, colon, function = spec.model.factory.rpartition(":")
-        if target.endswith(".py"):  # "module.path:function" must be installed on the cluster
-            named.append(("model", "factory", Path(target), colon + function))
+    # Code named as "file.py:function"; a "module.path:function" must be installed there.
+    for section, key in (("model", "factory"), ("job", "loss")):
+        target, colon, function = getattr(getattr(spec, section), key).rpartition(":")
+        if target.endswith(".py"):
+            named.append((section, key, Path(target), colon + function))
     for key in ("path", "y_path"):
         if getattr(spec.data, key):
             named.append(("data", key, Path(getattr(spec.data, key)), ""))

@@ -42,7 +42,7 @@ class JobSection:
     eval_every_epoch: bool = True
     blas_threads: int = 0  # 0: match [distributed] cpus_per_worker
     on_nonfinite: str = "stop"  # a step whose loss is NaN or infinite: stop the job, or skip it
-    # write TensorBoard scalars beside metrics.jsonl (needs the tensorboard extra)
+    # write TensorBoard scalars beside metrics.jsonl (needs the watch extra: tensorboardX)
     tensorboard: bool = False
 
 

@@ -132,17 +132,23 @@ def test_submit_follow_fetch_list_status_and_logs(head, tmp_path):
         np.testing.assert_allclose(got[name], reference[name], rtol=0, atol=1e-9)
 
 
-def test_custom_model_file_travels_with_the_job(head, tmp_path):
-    """A factory given as a file next to the job file is uploaded with it."""
+@pytest.mark.parametrize("job, code, extra", [
+    ("custom.toml", "custom_model.py", []),  # [model] factory = "custom_model.py:build"
+    ("regression.toml", "custom_loss.py", ["--set", 'job.loss="custom_loss.py:log_cosh"']),
+])
+def test_code_files_the_job_names_travel_with_it(head, tmp_path, job, code, extra):
+    """A model factory or a custom loss given as a file next to the job file is uploaded
+    with it (the head has no copy of this folder)."""
     folder = tmp_path / "job"
     folder.mkdir()
-    shutil.copy(REPO / "examples" / "custom_model.py", folder / "custom_model.py")
-    text = (REPO / "examples" / "custom.toml").read_text()
-    (folder / "custom.toml").write_text(text)
-    job_id = submit(head, folder / "custom.toml", "--follow", "--epochs", "1")
+    shutil.copy(REPO / "examples" / code, folder / code)
+    shutil.copy(REPO / "examples" / job, folder / job)
+    job_id = submit(head, folder / job, "--epochs", "1", *extra)
+    shutil.rmtree(folder)  # gone from this machine, which is also the head's, once submitted
+    assert cli(head, "logs", job_id, "--follow").returncode == 0
     run = fetch(head, job_id, tmp_path / "fetched")
     assert json.loads((run / "status.json").read_text())["state"] == "done"
-    assert "custom_model.py" in (run / "job.toml").read_text()
+    assert code in (run / "job.toml").read_text()
 
 
 def test_stop_takes_a_checkpoint_and_resume_ends_bit_identical(head, tmp_path):
