@@ -19,18 +19,30 @@ never collide:
 
 Each host has its loopback up and one veth (`eth0` inside, `vHEXhN` on the bridge) with an
 address on a /24 picked at random from 10.213.0.0/16 and not routed on this machine. The
-root namespace gets no address on that subnet: tests talk to the hosts only from inside
-them (`ip netns exec`), and the hosts talk only to each other and to their own loopback.
-Every host but the driver's sees an empty tmpfs over runs/ (`unshare -m`), so no shared
-directory exists between the driver and the nodes that run ranks. All nodes share one
-Ray token (token auth stays on) through RAY_AUTH_MODE=token and RAY_AUTH_TOKEN.
+root namespace gets no address on that subnet: the hosts talk only to each other and to
+their own loopback, and tests reach them only from inside (`NetnsCluster.run`).
 
-Cleanup, also after a failed test or a failed start: every `ray start --block` runs in a
-process group of its own and is stopped with SIGTERM then SIGKILL; then whatever still
-runs in a namespace (`ip netns pids`) is SIGKILLed, and the namespaces (taking their
-veths and the bridge with them) and /tmp/dtnsHEX are removed. A session that died before
-it could clean up (SIGKILL, a timeout's os._exit) left /tmp/dtnsHEX/owner naming its pid;
-the next session removes what such a dead owner left behind.
+A host is more than a network namespace: it has PID and mount namespaces of its own too,
+held by a small PID 1 (`unshare --pid --fork --mount-proc`), and every command on it runs
+through `nsenter -t PID1 -n -p -m`. Two reasons. Ray finds "the local raylet" of a driver
+by listing processes: with one process table for every host, a driver on a host with no
+Ray node silently attached to the head's node (through its unix socket on the shared
+/tmp), hiding issue 8's bug; with its own table it finds only its host's node, or none.
+And a host is lost whole by killing its PID 1: the kernel kills everything on it. Every
+host but the driver's sees an empty tmpfs over runs/, so no directory is shared between
+the driver and the nodes that run ranks. Ports need no free_port(): each host has a port
+space of its own. All nodes share one Ray token (token auth stays on) through
+RAY_AUTH_MODE=token and RAY_AUTH_TOKEN, and the head declares a vanished host dead after
+about 12 s of failed health checks (HEALTH_CHECKS) instead of a minute or more.
+
+Cleanup, also after a failed test or a failed start (each step runs even if one before it
+failed): every `ray start --block` runs in a process group of its own and is stopped with
+SIGTERM then SIGKILL; each host's PID 1 is SIGKILLed, which kills whatever still runs on
+it; whatever is left in a network namespace (`ip netns pids`) is SIGKILLed; then the
+namespaces (taking their veths and the bridge with them) and /tmp/dtnsHEX are removed. A
+session that died before it could clean up (SIGKILL, a timeout's os._exit) left
+/tmp/dtnsHEX/owner naming its pid and namespaces; the next session removes what such a
+dead owner left behind.
 """
 
 from __future__ import annotations
@@ -382,6 +394,15 @@ class NetnsCluster:
         done = self.run("d", sys.executable, "-c", script, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
         return json.loads(done.stdout.strip().splitlines()[-1])
+
+    def attached_node_ip(self, key: str = "d") -> str:
+        """The IP of the Ray node a driver started on host key attaches to (Ray picks a
+        raylet it finds with ps: its own host's, if the host has one)."""
+        script = (f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
+                  "print(ray.util.get_node_ip_address())")
+        done = self.run(key, sys.executable, "-c", script, timeout=120)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout.strip().splitlines()[-1]
 
     def runs_on(self, key: str, title: str) -> bool:
         """Whether a process titled title (as `ray::Coordinator`) runs on host key."""
