@@ -7,6 +7,8 @@ supervisor, run directory and errors), and returns where the run is and how it e
                    set={"optimizer.lr": 0.05})
     result.metrics["val_accuracy"], result.run_dir
 
+`Trainer(train_loop, job).fit()` runs your own loop instead (disttrain.train.context).
+
 Bad input raises SpecError (the CLI's exit 2) before anything starts; a job that fails
 after its restarts raises JobFailed (the CLI's exit 1); a stopped job (Ctrl-C) returns
 with result.state == "stopped".
@@ -43,8 +45,9 @@ class Result:
 def train(job, run_dir=None, *, resume: bool = False, address: str | None = None,
           quiet: bool = True, workers: int | None = None, backend: str | None = None,
           epochs: int | None = None, max_steps: int | None = None,
-          set: dict | None = None) -> Result:  # noqa: A002 - the CLI's --set
-    """Run job (a path to a job file, a dict of its tables, or a JobSpec) to the end."""
+          set: dict | None = None, train_loop=None) -> Result:  # noqa: A002 - the CLI's --set
+    """Run job (a path to a job file, a dict of its tables, or a JobSpec) to the end;
+    with train_loop(ctx), that loop on every rank instead of the job's (Trainer)."""
     from disttrain.train.builders import check_job
 
     from .cli import _check_resumable, _joins_cluster, check_machine, check_new_run_dir
@@ -56,14 +59,45 @@ def train(job, run_dir=None, *, resume: bool = False, address: str | None = None
     spec, source = _spec(job, overrides)
     if not _joins_cluster(SimpleNamespace(address=address), spec):
         check_machine(spec, source)
-    check_job(spec, source)
+    check_job(spec, source, with_model=train_loop is None)
     run_dir = Path(run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
     if resume:
         _check_resumable(spec, run_dir)
     else:
         check_new_run_dir(run_dir)
-    code = run_job(spec, run_dir, resume=resume, address=address, quiet=quiet)
+    code = run_job(spec, run_dir, resume=resume, address=address, quiet=quiet,
+                   loop=train_loop)
     return _result(run_dir, code)
+
+
+class Trainer:
+    """Your own training loop on N workers, with everything around it handled (the
+    supervisor and its restarts, the run directory, progress, checkpoints, errors), as a
+    job file is. The job (optional: a path, a dict of tables or a JobSpec) gives the data,
+    the global batch, the length and [distributed]; its [model] and [optimizer] are yours.
+
+        def train_loop(ctx):                     # ctx: disttrain.train.context.LoopContext
+            model = ctx.prepare_model(build_model())
+            opt = ctx.prepare_optimizer(SGD(model.parameters(), lr=0.1))
+            for x, y in ctx.data_shard():
+                opt.zero_grad(); loss = F.cross_entropy(model(x), y); loss.backward()
+                opt.step(); ctx.report({"loss": loss.item()})
+        result = Trainer(train_loop, workers=2, backend="coordinator").fit()
+
+    The loop runs in every Ray worker (Ray pickles it, so it may be a closure) or here
+    with backend "local"; not under MPI.
+    """
+
+    def __init__(self, train_loop, job=None, run_dir=None, **options):
+        if not callable(train_loop):
+            raise SpecError(f"Trainer: train_loop must be a function of one argument (ctx), "
+                            f"got {type(train_loop).__name__}")
+        self.train_loop, self.job, self.run_dir, self.options = (
+            train_loop, job if job is not None else {}, run_dir, options)
+
+    def fit(self) -> Result:
+        """Run the loop on every rank to the end of the job; how it ended."""
+        return train(self.job, self.run_dir, train_loop=self.train_loop, **self.options)
 
 
 def _spec(job, overrides: dict) -> tuple[JobSpec, str]:
@@ -95,4 +129,5 @@ def _result(run_dir: Path, code: int) -> Result:
     for record in read_metrics(run_dir):
         if record.get("kind") in ("train", "eval"):
             metrics.update({k: v for k, v in record.items() if k not in ("kind", "time")})
+    metrics.update(status.get("final", {}))  # the final evaluation, at the last step
     return Result(run_dir, status.get("state", "unknown"), status.get("step", 0), metrics)

@@ -65,8 +65,10 @@ def ensure_ray(address: str | None, num_cpus: int) -> None:
 class Supervisor:
     """Runs one job to completion on Ray, the driver writing the run directory as it goes."""
 
-    def __init__(self, spec, driver: Driver, resume: bool = False, should_stop=None):
+    def __init__(self, spec, driver: Driver, resume: bool = False, should_stop=None,
+                 loop=None):
         self.spec, self.driver, self.resume = spec, driver, resume
+        self.loop = loop  # a user's train_loop(ctx), shipped to every rank by Ray
         self.should_stop = should_stop or (lambda: False)
         self.secret = secrets.token_hex(32)  # authenticates ring connections of this job
 
@@ -115,7 +117,7 @@ class Supervisor:
         attempt.actors = [
             actor_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=attempt.group, placement_group_bundle_index=i)).remote(
-                i, self.spec.to_dict(), attempt.coordinator, self.secret)
+                i, self.spec.to_dict(), attempt.coordinator, self.secret, self.loop)
             for i in range(d.workers)
         ]
         infos = self._get([a.join.remote() for a in attempt.actors], attempt,

@@ -22,8 +22,10 @@ from disttrain.workers.coordinator import start_heartbeats
 class RankActor:
     """One rank of a job on Ray: join the group, then train until done or stopped."""
 
-    def __init__(self, worker_index: int, spec_dict: dict, coordinator, secret: str):
+    def __init__(self, worker_index: int, spec_dict: dict, coordinator, secret: str,
+                 loop=None):
         self.index = worker_index
+        self.loop = loop  # a user's train_loop(ctx), or None for the job's own loop
         self.spec = spec_from_dict(spec_dict)
         self.coordinator = coordinator
         self.secret = secret
@@ -58,7 +60,7 @@ class RankActor:
             return run_rank(self.spec, self.comm, state=state,
                             on_record=lambda r: self._post("record", r),
                             on_checkpoint=lambda s: self._post("checkpoint", s),
-                            should_stop=self._stop.is_set)
+                            should_stop=self._stop.is_set, loop=self.loop)
         finally:
             self.comm.close()
             self._stop_beating.set()

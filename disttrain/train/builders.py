@@ -232,10 +232,11 @@ def _input_errors(source: str, section: str, key: str):
                         "choose a value this accepts") from None
 
 
-def check_job(spec: JobSpec, source: str = "job") -> None:
+def check_job(spec: JobSpec, source: str = "job", with_model: bool = True) -> None:
     """Build what every worker will build, in this process, so bad input fails before launch:
     the data, the model and the loss (and one forward pass of them), the optimizer and the
-    scheduler.
+    scheduler. with_model=False: a user's train loop builds its own model and optimizer,
+    so only the data and the loss are checked.
 
     Raises SpecError naming the file and key; what was built is dropped.
     """
@@ -253,6 +254,10 @@ def check_job(spec: JobSpec, source: str = "job") -> None:
         raise SpecError(f"{source}: [job] batch_size: {spec.job.batch_size} is larger than the "
                         f"{len(y)} training samples; choose at most {len(y)}")
     width = output_width(spec, train, val)
+    if not with_model:
+        with _input_errors(source, "job", "loss"):
+            build_loss(spec)
+        return
     model_key = "factory" if spec.model.kind == "custom" else "sizes"
     with _input_errors(source, "model", model_key):
         model = build_model(spec, x.shape[1], width)

@@ -108,7 +108,9 @@ class Driver:
                 self.board.close()
         self.run.write_timeline(self.trace)
         self.run.write_status(state=state, step=summary["step"], workers=[
-            dict(w, state=state) for w in self.run.status["workers"]])
+            dict(w, state=state) for w in self.run.status["workers"]],
+            # the final evaluation (the summary line's), for readers of the run
+            final={k: v for k, v in summary.items() if k.startswith("val_")})
         self.progress.finish(summary, self.path)
 
     def fail(self, error: BaseException | str) -> None:

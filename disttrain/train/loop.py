@@ -79,7 +79,7 @@ class Trainer:
     """One replica: model, shard of the data, optimizer and DDP over a communicator."""
 
     def __init__(self, spec: JobSpec, comm, *, on_record=None, on_checkpoint=None,
-                 trace_steps=50):
+                 trace_steps=50, build_replica=True):
         self.spec, self.comm = spec, comm
         self.rank, self.world_size = comm.rank, comm.world_size
         sink = on_record or (lambda record: None)
@@ -89,12 +89,12 @@ class Trainer:
         self.train_set, self.val_set = build_datasets(spec)
         x = self.train_set.arrays[0]
         self.n_outputs = output_width(spec, self.train_set, self.val_set)
-        manual_seed(spec.job.seed)  # same initial weights on every rank (DDP broadcasts too)
-        self.model = build_model(spec, x.shape[1], self.n_outputs)
-        self.ddp = DistributedDataParallel(self.model, comm, spec.distributed.bucket_cap_mb)
-        self.optimizer = build_optimizer(spec, self.model.parameters())
-        self.scheduler = build_scheduler(spec, self.optimizer)
         self.loss_fn = build_loss(spec)
+        self.model = self.ddp = self.optimizer = self.scheduler = None
+        if build_replica:  # else a user's train loop attaches its own (context.py)
+            manual_seed(spec.job.seed)  # same initial weights on every rank (DDP broadcasts)
+            self.attach_model(build_model(spec, x.shape[1], self.n_outputs))
+            self.attach_optimizer(build_optimizer(spec, self.model.parameters()))
         self.loader = distributed_loader(self.train_set, spec.job.batch_size, rank=self.rank,
                                          world_size=self.world_size, seed=spec.job.seed,
                                          shuffle=spec.data.shuffle)
@@ -106,16 +106,25 @@ class Trainer:
         self.total_steps = min(total, spec.job.max_steps) if spec.job.max_steps else total
         self.step = 0
         self.times = StepTimes()
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        self.stopped = False
+        self._loss_sum, self._loss_count = 0.0, 0
+
+    def attach_model(self, model) -> None:
+        """The replica this rank trains, wrapped in DDP over the job's communicator."""
+        self.model = model
+        self.ddp = DistributedDataParallel(model, self.comm, self.spec.distributed.bucket_cap_mb)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def attach_optimizer(self, optimizer) -> None:
+        """The optimizer over the replica, and the job's [scheduler] over it."""
+        self.optimizer = optimizer
+        self.scheduler = build_scheduler(self.spec, optimizer)
 
     # -- one step ------------------------------------------------------------------------
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float | None:
         """zero_grad, forward, backward (with the all-reduce), optimizer step; the local loss,
         or None if the step was skipped (its gradients were not finite)."""
-        self.comm.step = self.step
-        # Dropout masks depend on (seed, step, rank) alone, so a resumed run draws the same.
-        manual_seed(int(np.random.SeedSequence([self.spec.job.seed, self.step, self.rank])
-                        .generate_state(1)[0]))
+        self.begin_step()
         tracing = self.step < self.trace_steps
         self.ddp.spans = [] if tracing else None
         waited = self.ddp.wait_seconds
@@ -131,16 +140,31 @@ class Trainer:
         if applied:
             self.optimizer.step()
         t3 = time.perf_counter()
-        comm = self.ddp.wait_seconds - waited
-        self.times.compute += t3 - t0 - comm
-        self.times.comm += comm
-        self.times.steps += 1
         if tracing:
             self.times.trace += phase_events(
                 self.rank, self.step, [("zero_grad+forward", t0, t1), ("backward", t1, t2),
                                        ("optimizer.step", t2, t3)], self.ddp.spans)
-        self.step += 1
+        self.end_step(t3 - t0, self.ddp.wait_seconds - waited)
         return loss.item() if applied else None
+
+    def begin_step(self) -> None:
+        """Number the step's collectives and seed its random draws."""
+        self.comm.step = self.step
+        # Dropout masks depend on (seed, step, rank) alone, so a resumed run draws the same.
+        manual_seed(int(np.random.SeedSequence([self.spec.job.seed, self.step, self.rank])
+                        .generate_state(1)[0]))
+
+    def end_step(self, seconds: float, comm_seconds: float) -> None:
+        """Count the step's time (comm_seconds of it waiting for all-reduces)."""
+        self.times.compute += seconds - comm_seconds
+        self.times.comm += comm_seconds
+        self.times.steps += 1
+        self.step += 1
+
+    def note_loss(self, loss: float | None) -> None:
+        """The step's local loss for the next log line (None: a skipped step)."""
+        if loss is not None:  # skipped steps count in "skipped", not in the mean
+            self._loss_sum, self._loss_count = self._loss_sum + loss, self._loss_count + 1
 
     def _gradients_finite(self) -> bool:
         """Whether every averaged gradient is finite: the same answer on every rank.
@@ -164,39 +188,49 @@ class Trainer:
     # -- the run -------------------------------------------------------------------------
     def run(self, should_stop=lambda: False) -> dict:
         """Train until the last step, or until every rank has agreed to stop; a summary."""
-        started, stopped = time.perf_counter(), False
-        loss_sum, loss_count = 0.0, 0
+        started = time.perf_counter()
+        for x, y in self.batches(should_stop):
+            self.note_loss(self.train_step(x, y))
+        return self.finish(started)
+
+    def batches(self, should_stop=lambda: False):
+        """This rank's (x, y) of each step, from self.step to the last one or an agreed
+        stop. The caller runs the step (train_step, or a user's loop through context.py,
+        which calls end_step and note_loss); between steps this logs, agrees on stops,
+        checkpoints and ends epochs, the same for both."""
+        self.stopped = False
         next_agreement = self.step + 1  # then about every STOP_CHECK_S (see _agree)
-        while self.step < self.total_steps and not stopped:
+        while self.step < self.total_steps and not self.stopped:
             epoch, first = divmod(self.step, self.steps_per_epoch)
             self.loader.set_epoch(epoch)
             for x, y in self.loader.iter_from(first):
-                loss = self.train_step(x, y)
-                if loss is not None:  # skipped steps count in "skipped", not in the mean
-                    loss_sum, loss_count = loss_sum + loss, loss_count + 1
+                yield x, y
                 if self.step == self.trace_steps:
                     self._send_trace()
                 at_end = self.step >= self.total_steps
                 at_log = self.step % self.spec.job.log_every == 0 or at_end
                 if at_log or self.step >= next_agreement:
-                    loss, stopped, every_steps = self._agree(
-                        loss_sum / loss_count if loss_count else 0.0, should_stop())
+                    loss, self.stopped, every_steps = self._agree(
+                        self._loss_sum / self._loss_count if self._loss_count else 0.0,
+                        should_stop())
                     next_agreement = self.step + every_steps
-                    if at_log or stopped:  # a stop between log steps logs what it ran
+                    if at_log or self.stopped:  # a stop between log steps logs what it ran
                         self._log(epoch, loss)
-                        loss_sum, loss_count = 0.0, 0
+                        self._loss_sum, self._loss_count = 0.0, 0
                 every = self.spec.job.checkpoint_every
-                if every and self.step % every == 0 and not (at_end or stopped):
+                if every and self.step % every == 0 and not (at_end or self.stopped):
                     self.save_checkpoint()
-                if stopped or at_end:
+                if self.stopped or at_end:
                     break
             else:
                 self._end_epoch(epoch)
+
+    def finish(self, started: float) -> dict:
+        """The last checkpoint and trace, and the run's summary."""
         self.save_checkpoint()
         self._send_trace()
-        summary = {"step": self.step, "stopped": stopped and self.step < self.total_steps,
-                   "seconds": time.perf_counter() - started, **self.evaluate()}
-        return summary
+        return {"step": self.step, "stopped": self.stopped and self.step < self.total_steps,
+                "seconds": time.perf_counter() - started, **self.evaluate()}
 
     def _send_trace(self) -> None:
         """Every rank's timeline events so far, gathered into one "trace" record."""
@@ -313,4 +347,5 @@ class Trainer:
         self.step = int(meta["step"])
 
     def close(self) -> None:
-        self.ddp.close()
+        if self.ddp is not None:
+            self.ddp.close()

@@ -15,28 +15,36 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from .checkpoint import TrainState
+from .context import LoopContext
 from .loop import Trainer
 
 
 def run_rank(spec, comm, *, state: TrainState | None = None, on_record=None,
-             on_checkpoint=None, should_stop=None) -> dict:
+             on_checkpoint=None, should_stop=None, loop=None) -> dict:
     """Build this rank's replica over comm, resume from rank 0's state, train; the summary.
 
     Rank 0 emits a record of kind "start" (step, total_steps), then the Trainer's
-    ("train", "eval", "trace") to on_record.
+    ("train", "eval", "trace") to on_record. loop: a user's train_loop(ctx), which builds
+    its own model and optimizer and runs each step (context.py), instead of the job's.
     """
     state = share_state(comm, state)
     on_record = on_record if comm.rank == 0 and on_record else (lambda record: None)
     # One BLAS pool per rank, sized to the CPUs it was given, so ranks sharing a machine
     # do not oversubscribe its cores.
     with threadpool_limits(spec.blas_threads()):
-        trainer = Trainer(spec, comm, on_record=on_record, on_checkpoint=on_checkpoint)
+        trainer = Trainer(spec, comm, on_record=on_record, on_checkpoint=on_checkpoint,
+                          build_replica=loop is None)
+        should_stop = should_stop or (lambda: False)
         try:
+            on_record({"kind": "start", "step": int(state.meta["step"]) if state else 0,
+                       "total_steps": trainer.total_steps})
+            if loop is not None:
+                context = LoopContext(trainer, state, should_stop)
+                loop(context)
+                return context.summary()
             if state is not None:
                 trainer.load_state(*state)
-            on_record({"kind": "start", "step": trainer.step,
-                       "total_steps": trainer.total_steps})
-            return trainer.run(should_stop=should_stop or (lambda: False))
+            return trainer.run(should_stop=should_stop)
         finally:
             trainer.close()
 
