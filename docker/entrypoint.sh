@@ -54,6 +54,7 @@ head_is_here() {
     local host=${RAY_HEAD_ADDRESS%:*} ip
     case "$host" in localhost|127.*) return 0 ;; esac
     ip=$(getent ahostsv4 "$host" | awk 'NR == 1 {print $1}')
+    [ -n "$ip" ] || return 1
     case " $(hostname -I 2>/dev/null) " in *" $ip "*) return 0 ;; esac
     return 1
 }
