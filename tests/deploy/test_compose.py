@@ -4,10 +4,10 @@ these; plain `make test` never collects them).
 
 One stack (a compose project of its own, `disttrain-test-<hex>`, removed with its volume at
 the end) serves every scenario, in file order: a clean run; a worker container killed
-mid-run; the train container stopped mid-run and resumed by a second `up`; a job submitted
-to the head's Jobs API from this machine. The killed and the stopped runs must end
-bit-identical to the clean one. The compose commands are the README's, word for word (the
-project name comes from COMPOSE_PROJECT_NAME).
+mid-run; the train container stopped mid-run and resumed by a second `up`; the same job
+submitted to the head's Jobs API from this machine, stopped, resumed and fetched. Every
+one must end bit-identical to the clean run. The compose commands are the README's, word
+for word (the project name comes from COMPOSE_PROJECT_NAME).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import secrets
 import shutil
 import subprocess
@@ -22,7 +23,6 @@ import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests.launch.test_faults import assert_bit_identical
@@ -288,24 +288,40 @@ def jobs_cli(stack: Stack, *args, token=None, timeout=300) -> subprocess.Complet
                           capture_output=True, text=True, timeout=timeout)
 
 
-def test_job_submitted_to_the_compose_head_trains_and_is_fetched(stack, clean, tmp_path):
-    done = jobs_cli(stack, "submit", "examples/digits.toml")
+def test_job_submitted_to_the_compose_head_stops_resumes_and_is_fetched(stack, clean, tmp_path):
+    """The Jobs route: the clean run's job submitted from this machine, stopped mid-run
+    (`disttrain stop`: SIGTERM, with the head's RAY_JOB_STOP_WAIT_TIME_S for the
+    checkpoint), resumed, followed to the end and fetched: bit-identical to the compose run."""
+    job = ["examples/digits.toml", "--backend", "ring", *LONG.split()]
+    done = jobs_cli(stack, "submit", *job)
     assert done.returncode == 0, done.stderr
-    job_id = done.stdout.strip().splitlines()[-1]
-    done = jobs_cli(stack, "logs", job_id, "--follow", timeout=400)
+    first = done.stdout.strip().splitlines()[-1]
+    wait_for(lambda: "step " in jobs_cli(stack, "logs", first).stdout, 240,
+             "the submitted job to train", stack)
+    done = jobs_cli(stack, "stop", first)
+    assert done.returncode == 0 and done.stdout.split() == [first, "STOPPED"], (
+        done.stdout + done.stderr)
+    stopped_at = re.search(r"stopped at step (\d+)", jobs_cli(stack, "logs", first).stdout)
+    assert stopped_at and 0 < int(stopped_at[1]) < STEPS, "no stop with a checkpoint"
+
+    done = jobs_cli(stack, "submit", *job, "--resume", first)
     assert done.returncode == 0, done.stderr
-    assert "done at step 660" in done.stdout, done.stdout[-3000:]
-    done = jobs_cli(stack, "status", job_id)
+    second = done.stdout.strip().splitlines()[-1]
+    done = jobs_cli(stack, "logs", second, "--follow", timeout=400)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from step-{int(stopped_at[1]):08d}" in done.stdout, done.stdout[-3000:]
+    assert f"done at step {STEPS}" in done.stdout, done.stdout[-3000:]
+    done = jobs_cli(stack, "status", second)
     assert done.returncode == 0 and "SUCCEEDED" in done.stdout, done.stdout + done.stderr
     done = jobs_cli(stack, "list")
-    assert done.returncode == 0 and job_id in done.stdout, done.stdout + done.stderr
-    done = jobs_cli(stack, "fetch", job_id, str(tmp_path / "fetched"))
-    assert done.returncode == 0, done.stderr
+    assert done.returncode == 0 and first in done.stdout and second in done.stdout, (
+        done.stdout + done.stderr)
     fetched = tmp_path / "fetched"
+    done = jobs_cli(stack, "fetch", second, str(fetched))
+    assert done.returncode == 0, done.stderr
     assert json.loads((fetched / "status.json").read_text())["state"] == "done"
     assert accuracy(fetched) >= 0.95
-    with np.load(fetched / "final" / "model.npz", allow_pickle=False) as npz:
-        assert npz.files and all(np.isfinite(npz[k]).all() for k in npz.files)
+    assert_bit_identical(final_params(fetched), final_params(clean))
 
 
 def test_the_jobs_api_refuses_a_wrong_token(stack, clean):
