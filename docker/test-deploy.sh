@@ -24,9 +24,9 @@ cannot() {
 elapsed() { echo "$(( $(date +%s) - t0 )) s"; }
 
 cleanup() {
-    if [ -n "$root" ]; then
-        umount "$root/proc" 2>/dev/null || true
-        rm -rf "$root"
+    if [ -n "$root" ]; then  # never rm -rf through a mounted /proc
+        if mountpoint -q "$root/proc"; then umount "$root/proc" || umount -l "$root/proc"; fi
+        rm -rf --one-file-system "$root"
     fi
     if [ -n "$started_dockerd" ]; then
         say "stopping the dockerd this script started (pid $started_dockerd)"
