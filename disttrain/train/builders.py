@@ -17,7 +17,7 @@ from ..data import ArrayDataset, get_dataset
 from ..data.datasets import split_indices, synthetic_regression
 from ..data.files import DataFileError, check_classification, check_regression, load_arrays
 from ..nn import functional as F
-from .spec import JobSpec, SpecError
+from .spec import NEEDS_TENSORBOARDX, JobSpec, SpecError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 # [job] loss: torch's functions with their defaults (reduction="mean", huber's delta=1.0).
@@ -240,6 +240,11 @@ def check_job(spec: JobSpec, source: str = "job", with_model: bool = True) -> No
 
     Raises SpecError naming the file and key; what was built is dropped.
     """
+    if spec.job.tensorboard:  # the driver writes them: under mpiexec, rank 0 after launch
+        try:
+            import tensorboardX  # noqa: F401
+        except ImportError:
+            raise SpecError(f"{source}: {NEEDS_TENSORBOARDX}") from None
     d = spec.data
     with _input_errors(source, "data", "name"):
         train, val = build_datasets(spec)

@@ -23,12 +23,10 @@ from .checkpoint import (
 )
 from .progress import Progress
 from .rundir import RunDir
-from .spec import SpecError
+from .spec import NEEDS_TENSORBOARDX, SpecError
 
 # status.json's "updated" is refreshed at least this often while the driver lives.
 HEARTBEAT_S = 5.0
-NEEDS_TENSORBOARDX = ("[job] tensorboard = true needs tensorboardX: "
-                      "pip install 'disttrain[watch]'")
 
 
 class Driver:

@@ -22,6 +22,12 @@ class SpecError(ValueError):
     """A job spec a user wrote is wrong; the message names the file, the key and the fix."""
 
 
+# What [job] tensorboard = true needs, said by the driver's check (builders.check_job) and
+# by the writer (driver.py) alike.
+NEEDS_TENSORBOARDX = ("[job] tensorboard = true needs tensorboardX: "
+                      "pip install 'disttrain[watch]'")
+
+
 @dataclass
 class JobSection:
     """The [job] table: name, task and loss, seed, length, global batch size, dtype,

@@ -229,8 +229,10 @@ def test_a_resumed_run_shows_each_step_once_in_tensorboard(tmp_path):
     assert_same_scalars(scalars(run / "tensorboard"), expected_scalars(run))
 
 
-def test_tensorboard_without_tensorboardx_names_the_extra_and_writes_nothing(tmp_path):
-    job = job_file(tmp_path, **{"job.tensorboard": True})
+@pytest.mark.parametrize("backend", ["local", "mpi"])  # mpi: the driver is rank 0
+def test_tensorboard_without_tensorboardx_names_the_extra_and_writes_nothing(tmp_path,
+                                                                             backend):
+    job = job_file(tmp_path, **{"job.tensorboard": True, "distributed.backend": backend})
     run = tmp_path / "run"
     done = subprocess.run(
         [sys.executable, "-c", "import sys; sys.modules['tensorboardX'] = None; "
