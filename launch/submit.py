@@ -29,7 +29,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
-from disttrain.train.spec import dump_job
+from disttrain.train.spec import DATA_FILE_KEYS, dump_job
 
 from .archive import ArchiveError, unpack
 
@@ -123,7 +123,7 @@ def stage(spec, folder: Path) -> Path:
         target, colon, function = getattr(getattr(spec, section), key).rpartition(":")
         if target.endswith(".py"):
             named.append((section, key, Path(target), colon + function))
-    for key in ("path", "y_path"):
+    for key in DATA_FILE_KEYS:
         if getattr(spec.data, key):
             named.append(("data", key, Path(getattr(spec.data, key)), ""))
     for index, (section, key, source, suffix) in enumerate(named):

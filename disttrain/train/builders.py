@@ -154,25 +154,43 @@ def build_datasets(spec: JobSpec):
 
 def _file_datasets(spec: JobSpec, dtype):
     """The user's file, split into train and val by [data] val_fraction (seeded by the
-    job's seed, so every rank and every run splits alike).
+    job's seed, so every rank and every run splits alike), or all of it for training and
+    [data] val_path for validation.
 
     Class labels become int64; regression targets become the job's float dtype, always as
     (samples, columns): a 1-D y is one column, so it matches a model ending in width 1
     (torch's mse_loss wants the output's shape, and (N, 1) against (N,) would broadcast)."""
-    d, regression = spec.data, spec.job.task == "regression"
-    try:
-        x, y = load_arrays(d.path, x_key=d.x_key, y_key=d.y_key, y_path=d.y_path,
-                           label_column=d.label_column)
-        (check_regression if regression else check_classification)(x, y, d.path)
-    except DataFileError as error:
-        raise SpecError(f"[data] path: {error}") from None
-    x = x.reshape(len(x), -1)  # images and the like: one row of features per sample
-    y = np.asarray(y, dtype=dtype).reshape(len(y), -1) if regression else y.astype(np.int64)
+    d = spec.data
+    x, y = _file_arrays(spec, "path", d.path, d.y_path, dtype)
+    if d.val_path:
+        val_x, val_y = _file_arrays(spec, "val_path", d.val_path, d.val_y_path, dtype)
+        for what, train, val in (("features", x, val_x), ("target columns", y, val_y)):
+            if train.ndim == 2 and train.shape[1] != val.shape[1]:
+                raise SpecError(f"[data] val_path: {d.val_path} has {val.shape[1]} {what} "
+                                f"but {d.path} has {train.shape[1]}; give a validation file "
+                                "of the same data")
+        return (ArrayDataset(np.asarray(x, dtype=dtype), y),
+                ArrayDataset(np.asarray(val_x, dtype=dtype), val_y))
     datasets = []
     for split in ("train", "val"):
         keep = split_indices(len(y), split, d.val_fraction, spec.job.seed)
         datasets.append(ArrayDataset(np.asarray(x[keep], dtype=dtype), y[keep]))
     return tuple(datasets)
+
+
+def _file_arrays(spec: JobSpec, key: str, path: str, y_path: str, dtype):
+    """(features as rows, targets) of one data file, checked for the task; errors name
+    [data] key."""
+    d, regression = spec.data, spec.job.task == "regression"
+    try:
+        x, y = load_arrays(path, x_key=d.x_key, y_key=d.y_key, y_path=y_path,
+                           label_column=d.label_column)
+        (check_regression if regression else check_classification)(x, y, path)
+    except DataFileError as error:
+        raise SpecError(f"[data] {key}: {error}") from None
+    x = x.reshape(len(x), -1)  # images and the like: one row of features per sample
+    y = np.asarray(y, dtype=dtype).reshape(len(y), -1) if regression else y.astype(np.int64)
+    return x, y
 
 
 def build_optimizer(spec: JobSpec, params):

@@ -78,6 +78,9 @@ class DataSection:
     y_key: str = "y"  # .npz: the labels' array
     y_path: str = ""  # .npy: the labels' .npy file
     label_column: str = "label"  # .csv: the labels' column (the header names it)
+    # a validation file of the same format (then all of `path` trains, val_fraction unused)
+    val_path: str = ""
+    val_y_path: str = ""  # .npy: the validation labels' .npy file
 
 
 @dataclass
@@ -382,6 +385,13 @@ def _check_together(spec: JobSpec, source: str) -> None:
             f"{source}: [job] batch_size: {spec.job.batch_size} is not divisible by "
             f"[distributed] workers = {d.workers}; the batch size is global, so "
             "choose a multiple of the number of workers")
+    data = spec.data
+    if data.val_path and not data.path:
+        raise SpecError(f"{source}: [data] val_path: a validation file goes with a training "
+                        "file; set [data] path too, or drop val_path to split name's data")
+    if data.val_y_path and not data.val_path:
+        raise SpecError(f"{source}: [data] val_y_path: the labels of a .npy val_path; set "
+                        "[data] val_path to the validation features' .npy")
     if spec.optimizer.nesterov and (spec.optimizer.momentum <= 0 or spec.optimizer.dampening):
         raise SpecError(f"{source}: [optimizer] nesterov: Nesterov momentum requires a momentum "
                         "and zero dampening; set momentum > 0 and dampening = 0")
@@ -413,6 +423,10 @@ def dump_job(spec: JobSpec) -> str:
 MAX_JOB_BYTES = 1 << 20
 
 
+# [data] keys that name files, read from the job file's folder.
+DATA_FILE_KEYS = ("path", "y_path", "val_path", "val_y_path")
+
+
 def load_job(path, overrides: dict | None = None) -> JobSpec:
     """The validated JobSpec of a TOML file, with {"section.key": value} overrides applied;
     every error, from reading the file on, is a SpecError naming the file (and key)."""
@@ -426,7 +440,7 @@ def load_job(path, overrides: dict | None = None) -> JobSpec:
     spec.model.factory = resolve_factory(spec.model.factory, path.parent)
     spec.job.loss = resolve_factory(spec.job.loss, path.parent)  # a custom loss, likewise
     # Data files, like factories, are read from the job file's folder, not the current one.
-    for key in ("path", "y_path"):
+    for key in DATA_FILE_KEYS:
         value = getattr(spec.data, key)
         if value and not Path(value).is_absolute():
             setattr(spec.data, key, str((path.parent / value).resolve()))

@@ -224,3 +224,65 @@ def test_a_model_narrower_than_the_target_columns_is_refused(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"disttrain: error: {tmp_path / 'job.toml'}: [model] sizes: [16, 32, 1] must start "
         "with the data's 16 features and end with its 2 target columns"]
+
+
+# -- a validation file of its own ([data] val_path) ------------------------------------------
+
+def test_a_val_path_is_the_same_as_the_split_it_holds(tmp_path):
+    """Train and validation files holding exactly the job's own val_fraction split train
+    to the same parameters and report the same validation metrics, as .npz and as .npy."""
+    from disttrain.data.datasets import split_indices
+
+    tables = write_formats(tmp_path)
+    x, y = samples()
+    train, val = (split_indices(len(y), s, 0.2, 3) for s in ("train", "val"))
+    np.savez(tmp_path / "tr.npz", x=x[train], y=y[train])
+    np.savez(tmp_path / "va.npz", x=x[val], y=y[val])
+    np.save(tmp_path / "tr_x.npy", x[train])
+    np.save(tmp_path / "tr_y.npy", y[train])
+    np.save(tmp_path / "va_x.npy", x[val])
+    np.save(tmp_path / "va_y.npy", y[val])
+    runs = {"split": {"path": "train.npz", "x_key": "features", "y_key": "labels",
+                      **{k: v for k, v in tables["npz"].items() if k == "path"}},
+            "npz": {"path": "tr.npz", "val_path": "va.npz"},
+            "npy": {"path": "tr_x.npy", "y_path": "tr_y.npy", "val_path": "va_x.npy",
+                    "val_y_path": "va_y.npy"}}
+    results = {}
+    for name, data in runs.items():
+        job = file_job(data)
+        job["job"]["eval_every_epoch"] = True
+        run_dir = tmp_path / f"run-{name}"
+        done = cli("train", str(write_job(tmp_path / f"{name}.toml", job)), "--run-dir",
+                   str(run_dir), "--quiet")
+        assert done.returncode == 0, done.stderr
+        evals = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text()
+                 .splitlines() if json.loads(line).get("kind") == "eval"]
+        results[name] = (final_params(run_dir), [(e["val_loss"], e["val_accuracy"])
+                                                 for e in evals])
+    for name in ("npz", "npy"):
+        assert_bit_identical(results[name][0], results["split"][0])
+        assert results[name][1] == results["split"][1] and results[name][1]
+
+
+@pytest.mark.parametrize("data, needle", [
+    ({"path": "train.npz", "x_key": "features", "y_key": "labels", "val_path": "narrow.npz"},
+     "[data] val_path: "),
+    ({"name": "synthetic", "late": ("val_path", "narrow.npz")}, "set [data] path too"),
+    ({"path": "x.npy", "y_path": "y.npy", "late": ("val_y_path", "y.npy")},
+     "[data] val_y_path"),
+    ({"path": "x.npy", "y_path": "y.npy", "val_path": "x.npy"}, "[data] val_path: "),
+    ({"path": "x.npy", "y_path": "y.npy", "val_path": "missing.npz"}, "[data] val_path: "),
+])
+def test_a_bad_val_path_is_one_line_and_nothing_starts(tmp_path, data, needle):
+    write_formats(tmp_path)
+    x, y = samples()
+    np.savez(tmp_path / "narrow.npz", x=x[:, :8], y=y)
+    key, value = data.pop("late", ("", ""))  # a value the spec refuses, written past it
+    job_file = write_job(tmp_path / "job.toml", file_job(data))
+    job_file.write_text(job_file.read_text().replace(f'\n{key} = ""', f'\n{key} = "{value}"'))
+    run_dir = tmp_path / "never"
+    done = cli("train", str(job_file), "--run-dir", str(run_dir))
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+    assert not run_dir.exists()

@@ -26,7 +26,7 @@ from disttrain.train.spec import (
 from .helpers import REPO, small_job
 
 # [data] keys of a file of your own: checked by loading the file (disttrain/data/files.py)
-FILE_KEYS = ("path", "x_key", "y_key", "y_path", "label_column")
+FILE_KEYS = ("path", "x_key", "y_key", "y_path", "label_column", "val_path", "val_y_path")
 
 
 def float_keys() -> list:
