@@ -16,10 +16,8 @@ with result.state == "stopped".
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import SimpleNamespace
 
 from disttrain.train.spec import JobSpec, SpecError, load_job, spec_from_dict
 
@@ -48,23 +46,15 @@ def train(job, run_dir=None, *, resume: bool = False, address: str | None = None
           set: dict | None = None, train_loop=None) -> Result:  # noqa: A002 - the CLI's --set
     """Run job (a path to a job file, a dict of its tables, or a JobSpec) to the end;
     with train_loop(ctx), that loop on every rank instead of the job's (Trainer)."""
-    from disttrain.train.builders import check_job
-
-    from .cli import _check_resumable, _joins_cluster, check_machine, check_new_run_dir
+    from .cli import check_launch
     from .job import run_job
 
     overrides = {**(set or {}), **{k: v for k, v in {
         "distributed.workers": workers, "distributed.backend": backend,
         "job.epochs": epochs, "job.max_steps": max_steps}.items() if v is not None}}
     spec, source = _spec(job, overrides)
-    if not _joins_cluster(SimpleNamespace(address=address), spec):
-        check_machine(spec, source)
-    check_job(spec, source, with_model=train_loop is None)
-    run_dir = Path(run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if resume:
-        _check_resumable(spec, run_dir)
-    else:
-        check_new_run_dir(run_dir)
+    run_dir = check_launch(spec, source, run_dir, resume=resume, address=address,
+                           with_model=train_loop is None)
     code = run_job(spec, run_dir, resume=resume, address=address, quiet=quiet,
                    loop=train_loop)
     return _result(run_dir, code)

@@ -152,26 +152,35 @@ def _parse_sets(items: list) -> dict:
 def cmd_train(args) -> int:
     """`disttrain train`: check the job, the machine and --run-dir, then run the job on Ray,
     locally or under mpiexec. Bad input stops here: nothing is written, nothing starts."""
-    from disttrain.train.builders import check_job
+    from .job import run_job
 
     spec = load_job(args.job, _overrides(args))
-    cluster = _joins_cluster(args, spec)
-    if not cluster and not args.oversubscribe:
-        check_machine(spec, args.job)
+    run_dir = check_launch(spec, args.job, args.run_dir, resume=args.resume,
+                           address=args.address, oversubscribe=args.oversubscribe)
+    return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
+
+
+def check_launch(spec, source, run_dir, *, resume: bool, address: str | None,
+                 oversubscribe: bool = False, with_model: bool = True) -> Path:
+    """Everything a launch checks before anything starts (the machine, the job, --run-dir
+    or the run to resume), for the CLI and the Python API alike; the run directory."""
+    from disttrain.train.builders import check_job
+
+    cluster = _joins_cluster(address, spec)
+    if not cluster and not oversubscribe:
+        check_machine(spec, source)
     if cluster:  # a job file is code: say so when a job meant for a cluster runs it here too
         _say_code_runs_here(spec, "launch", sys.stdout)
-    check_job(spec, args.job)
-    run_dir = Path(args.run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
-    if args.resume:
+    check_job(spec, source, with_model=with_model)
+    run_dir = Path(run_dir or f"runs/{spec.job.name}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if resume:
         if not (run_dir / "checkpoints").is_dir():
             raise UsageError(f"--resume: {run_dir} has no checkpoints/ folder; pass the "
                              "--run-dir of an earlier run")
         _check_resumable(spec, run_dir)
     else:
         check_new_run_dir(run_dir)
-    from .job import run_job
-
-    return run_job(spec, run_dir, resume=args.resume, address=args.address, quiet=args.quiet)
+    return run_dir
 
 
 def _say_code_runs_here(spec, before: str, stream) -> None:
@@ -184,12 +193,12 @@ def _say_code_runs_here(spec, before: str, stream) -> None:
               flush=True)
 
 
-def _joins_cluster(args, spec) -> bool:
+def _joins_cluster(address: str | None, spec) -> bool:
     """Whether the job runs on a Ray cluster someone started, not on this machine alone
     (mpiexec and the local backend always run here)."""
     if spec.distributed.backend in ("mpi", "local"):
         return False
-    address = args.address or os.environ.get("RAY_ADDRESS")
+    address = address or os.environ.get("RAY_ADDRESS")
     return bool(address) and address != "local"
 
 

@@ -69,6 +69,19 @@ def test_one_process_run_equals_pytorch(tmp_path):
 
     spec = spec_from_dict(small_job())
     trainer = Trainer(spec, LocalCommunicator())
+    model, opt, batches = torch_twin(torch, spec, trainer)
+    for x, y in batches:
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)),
+                                          torch.from_numpy(y)).backward()
+        opt.step()
+    trainer.run()
+    assert_same_as_torch(trainer, model)
+
+
+def torch_twin(torch, spec, trainer):
+    """torch's copy of the trainer's tanh MLP (its very weights), SGD with the job's
+    lr and momentum, and the batches the trainer will take, in order."""
     sizes = spec.model.sizes
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
@@ -84,12 +97,10 @@ def test_one_process_run_equals_pytorch(tmp_path):
     for epoch in range(spec.job.epochs):
         trainer.loader.set_epoch(epoch)
         batches += list(trainer.loader)
-    for x, y in batches[:spec.job.max_steps]:
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(torch.from_numpy(x)),
-                                          torch.from_numpy(y)).backward()
-        opt.step()
-    trainer.run()
+    return model, opt, batches[:spec.job.max_steps]
+
+
+def assert_same_as_torch(trainer, model) -> None:
     ours = trainer.model.state_dict()
     for name, value in model.state_dict().items():
         np.testing.assert_allclose(ours[name].data, value.numpy(), rtol=0, atol=1e-12,
@@ -176,26 +187,13 @@ def test_a_one_process_regression_run_equals_pytorch(loss, torch_loss):
 
     spec = spec_from_dict(regression_job(**{"job.loss": loss}))
     trainer = Trainer(spec, LocalCommunicator())
-    layers = [torch.nn.Linear(16, 32, dtype=torch.float64), torch.nn.Tanh(),
-              torch.nn.Linear(32, 32, dtype=torch.float64), torch.nn.Tanh(),
-              torch.nn.Linear(32, 2, dtype=torch.float64)]
-    model = torch.nn.Sequential(*layers)
-    model.load_state_dict({k: torch.from_numpy(v.data.copy())
-                           for k, v in trainer.model.state_dict().items()})
-    opt = torch.optim.SGD(model.parameters(), lr=spec.optimizer.lr,
-                          momentum=spec.optimizer.momentum)
-    batches = []
-    for epoch in range(spec.job.epochs):
-        trainer.loader.set_epoch(epoch)
-        batches += list(trainer.loader)
-    for x, y in batches[:spec.job.max_steps]:
+    assert spec.model.sizes == [16, 32, 32, 2]
+    model, opt, batches = torch_twin(torch, spec, trainer)
+    for x, y in batches:
         assert y.shape == (len(x), 2) and y.dtype == np.float64
         opt.zero_grad()
         getattr(torch.nn.functional, torch_loss)(model(torch.from_numpy(x)),
                                                  torch.from_numpy(y)).backward()
         opt.step()
     trainer.run()
-    ours = trainer.model.state_dict()
-    for name, value in model.state_dict().items():
-        np.testing.assert_allclose(ours[name].data, value.numpy(), rtol=0, atol=1e-12,
-                                   err_msg=name)
+    assert_same_as_torch(trainer, model)
