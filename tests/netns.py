@@ -389,20 +389,20 @@ class NetnsCluster:
     def node_ips(self) -> dict:
         """Ray node id -> node IP, for every node the head has known (dead ones too)."""
         script = (f"import json, ray; ray.init(address={self.address!r}, "
-                  "logging_level='ERROR'); print(json.dumps({n['NodeID']: "
+                  "logging_level='ERROR'); print('ANSWER', json.dumps({n['NodeID']: "
                   "n['NodeManagerAddress'] for n in ray.nodes()}))")
         done = self.run("d", sys.executable, "-c", script, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
-        return json.loads(done.stdout.strip().splitlines()[-1])
+        return json.loads(_answer(done.stdout))
 
     def attached_node_ip(self, key: str = "d") -> str:
         """The IP of the Ray node a driver started on host key attaches to (Ray picks a
         raylet it finds with ps: its own host's, if the host has one)."""
         script = (f"import ray; ray.init(address={self.address!r}, logging_level='ERROR'); "
-                  "print(ray.util.get_node_ip_address())")
+                  "print('ANSWER', ray.util.get_node_ip_address())")
         done = self.run(key, sys.executable, "-c", script, timeout=120)
         assert done.returncode == 0, done.stderr[-3000:]
-        return done.stdout.strip().splitlines()[-1]
+        return _answer(done.stdout)
 
     def runs_on(self, key: str, title: str) -> bool:
         """Whether a process titled title (as `ray::Coordinator`) runs on host key."""
@@ -458,3 +458,11 @@ def netns_cluster_fixture():
         unavailable(f"cannot create a network namespace: {getattr(e, 'stderr', e)}".strip())
     with NetnsCluster(workers=3) as cluster:
         yield cluster
+
+
+def _answer(stdout: str) -> str:
+    """The line a helper script printed after `ANSWER `: Ray itself may print to stdout too
+    (say, "raylet has lagging heartbeats" on a loaded machine), before or after it."""
+    answers = [line[len("ANSWER "):] for line in stdout.splitlines() if line.startswith("ANSWER ")]
+    assert len(answers) == 1, f"no single ANSWER line in:\n{stdout[-3000:]}"
+    return answers[0].strip()
