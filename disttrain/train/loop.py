@@ -79,14 +79,15 @@ class Trainer:
     """One replica: model, shard of the data, optimizer and DDP over a communicator."""
 
     def __init__(self, spec: JobSpec, comm, *, on_record=None, on_checkpoint=None,
-                 trace_steps=50, build_replica=True):
+                 trace_steps=50, build_replica=True, datasets=None):
         self.spec, self.comm = spec, comm
         self.rank, self.world_size = comm.rank, comm.world_size
         sink = on_record or (lambda record: None)
         self.on_record = lambda record: sink(_json_safe(record))
         self.on_checkpoint = on_checkpoint or (lambda state: None)
         self.trace_steps = trace_steps
-        self.train_set, self.val_set = build_datasets(spec)
+        # (train, val) handed in (a Ray Dataset's blocks, say), else the [data] table's
+        self.train_set, self.val_set = datasets if datasets is not None else build_datasets(spec)
         x = self.train_set.arrays[0]
         self.n_outputs = output_width(spec, self.train_set, self.val_set)
         self.loss_fn = build_loss(spec)
