@@ -114,8 +114,8 @@ def new_submission_id(job_name: str) -> str:
 
 def stage(spec, folder: Path) -> Path:
     """Write spec into folder as job.toml, with every file it names (a model factory's or a
-    custom loss's .py, data files) copied beside it under a relative path (files/...), so
-    the job reads them wherever Ray unpacks the folder."""
+    custom loss's .py, data files, a Parquet folder) copied beside it under a relative path
+    (files/...), so the job reads them wherever Ray unpacks the folder."""
     files = folder / "files"
     named = []
     # Code named as "file.py:function"; a "module.path:function" must be installed there.
@@ -129,7 +129,10 @@ def stage(spec, folder: Path) -> Path:
     for index, (section, key, source, suffix) in enumerate(named):
         copy = files / f"{index}-{source.name}"
         files.mkdir(exist_ok=True)
-        shutil.copy2(source, copy)
+        if source.is_dir():  # a folder of Parquet files, staged whole
+            shutil.copytree(source, copy)
+        else:
+            shutil.copy2(source, copy)
         setattr(getattr(spec, section), key, f"{copy.relative_to(folder)}{suffix}")
     (folder / "job.toml").write_text(dump_job(spec))
     return folder

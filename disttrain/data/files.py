@@ -1,4 +1,5 @@
-"""A user's own data from files: .npz, a pair of .npy files, or .csv (numpy only).
+"""A user's own data from files: .npz, a pair of .npy files, .csv (numpy only), or a
+Parquet file or folder of Parquet files (through pyarrow, the `data` extra).
 
 Every loader returns (x, y) arrays (y: class labels, or regression targets; checked by
 check_classification or check_regression), or raises DataFileError whose message names the file
@@ -15,18 +16,26 @@ from pathlib import Path
 
 import numpy as np
 
+# What a Parquet path needs; said by the driver's check before any worker starts.
+NEEDS_PYARROW = "Parquet data needs pyarrow: pip install 'disttrain[data]'"
+
 
 class DataFileError(ValueError):
     """A data file is missing, unreadable or holds the wrong arrays; the message says how."""
 
 
 def load_arrays(path, *, x_key="x", y_key="y", y_path="", label_column="label"):
-    """(x, y) from `path`: .npz (arrays x_key and y_key), .npy (y from y_path) or .csv
-    (a header row; the label column by name, every other column a feature)."""
+    """(x, y) from `path`: .npz (arrays x_key and y_key), .npy (y from y_path), .csv (a
+    header row) or Parquet (a .parquet file or a folder of them); for .csv and Parquet the
+    label column is named, every other column is a feature."""
     path = Path(path)
+    if path.is_dir():
+        return _from_parquet(path, label_column)
     if not path.is_file():
         raise DataFileError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        return _from_parquet(path, label_column)
     try:
         if suffix == ".npz":
             return _from_npz(path, x_key, y_key)
@@ -38,7 +47,8 @@ def load_arrays(path, *, x_key="x", y_key="y", y_path="", label_column="label"):
         raise
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:  # truncated, foreign
         raise DataFileError(f"{path}: cannot be read as {suffix}: {error}") from None
-    raise DataFileError(f"{path}: unknown format {suffix!r}; use .npz, .npy or .csv")
+    raise DataFileError(f"{path}: unknown format {suffix!r}; use .npz, .npy, .csv, .parquet "
+                        "or a folder of .parquet files")
 
 
 def _from_npz(path: Path, x_key: str, y_key: str):
@@ -78,6 +88,53 @@ def _from_csv(path: Path, label_column: str):
     if table.ndim != 2 or table.shape[1] != len(header):
         raise DataFileError(f"{path}: every row must have {len(header)} values, as the header")
     return np.delete(table, label, axis=1), table[:, label]
+
+
+def _from_parquet(path: Path, label_column: str):
+    """A .parquet file, or every .parquet file under a folder (in name order, as Ray Data
+    writes its parts), as one table: the label column and the numeric feature columns."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise DataFileError(f"{path}: {NEEDS_PYARROW}") from None
+    parts = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
+    if not parts:
+        raise DataFileError(f"{path}: a folder with no .parquet files; give a .parquet file "
+                            "or a folder of them")
+    tables = []
+    for part in parts:
+        try:
+            tables.append((part, pq.read_table(part)))
+        except (OSError, pa.ArrowException) as error:
+            raise DataFileError(f"{part}: cannot be read as .parquet: "
+                                f"{' '.join(str(error).split())}") from None
+    first, table = tables[0]
+    for part, other in tables[1:]:
+        if other.schema.names != table.schema.names:
+            raise DataFileError(f"{part}: its columns ({', '.join(other.schema.names)}) are "
+                                f"not those of {first} ({', '.join(table.schema.names)}); "
+                                "every part of a Parquet folder holds the same columns")
+    names = table.schema.names
+    if label_column not in names:
+        raise DataFileError(f"{first}: has no column {label_column!r} (its columns are "
+                            f"{', '.join(names)}); set [data] label_column")
+    columns = {}
+    for part, part_table in tables:
+        for name, field in zip(names, part_table.schema):
+            if not (pa.types.is_integer(field.type) or pa.types.is_floating(field.type)):
+                role = ("the label column" if name == label_column else
+                        "a feature (every column but the label is one)")
+                raise DataFileError(f"{part}: column {name!r} holds {field.type} values, not "
+                                    f"numbers; it is {role}: drop it or make it numeric")
+            columns.setdefault(name, []).append(
+                part_table.column(name).to_numpy())  # nulls become NaN, refused later
+    arrays = {name: np.concatenate(chunks) for name, chunks in columns.items()}
+    features = [arrays[name] for name in names if name != label_column]
+    if not features:
+        raise DataFileError(f"{first}: has only the label column {label_column!r}; the "
+                            "other columns are the features")
+    return np.column_stack(features), arrays[label_column]
 
 
 def check_classification(x, y, where: str):
