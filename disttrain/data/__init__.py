@@ -8,7 +8,7 @@ from .datasets import (
     synthetic_classification,
     synthetic_regression,
 )
-from .loader import DataLoader, distributed_loader, global_to_local_batch
+from .loader import DataLoader, GlobalBatchSampler, distributed_loader, local_batch_size
 from .sampler import DistributedSampler
 
 __all__ = [
@@ -17,10 +17,11 @@ __all__ = [
     "DataLoader",
     "Dataset",
     "DistributedSampler",
+    "GlobalBatchSampler",
     "distributed_loader",
     "get_dataset",
-    "global_to_local_batch",
     "load_digits",
+    "local_batch_size",
     "synthetic_classification",
     "synthetic_regression",
 ]

@@ -6,16 +6,51 @@ from .dataset import ArrayDataset
 from .sampler import DistributedSampler, _check_int
 
 
-def global_to_local_batch(global_batch_size, world_size):
-    """Per-worker batch size for a job whose `batch_size` is global."""
-    _check_int("batch_size", global_batch_size, 1)
+def local_batch_size(batch_size, world_size, rank):
+    """Rank `rank`'s share of a global batch: its positions rank, rank+W, ... in it, so
+    ceil or floor of batch_size / world_size samples."""
+    _check_int("batch_size", batch_size, 1)
     _check_int("world_size", world_size, 1)
-    if global_batch_size % world_size:
+    if batch_size < world_size:
         raise ValueError(
-            f"batch_size {global_batch_size} is not divisible by world_size {world_size}: "
-            "choose a batch_size that is a multiple of the number of workers"
+            f"batch_size {batch_size} is smaller than world_size {world_size}: every worker "
+            "needs at least one sample of each global batch; choose batch_size >= world_size"
         )
-    return global_batch_size // world_size
+    if not isinstance(rank, (int, np.integer)) or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank!r} is out of range for world_size {world_size}: "
+                         f"rank must be in [0, {world_size - 1}]")
+    return len(range(rank, batch_size, world_size))
+
+
+class GlobalBatchSampler:
+    """Rank r's positions r, r+W, r+2W, ... of each global batch of one permutation.
+
+    The permutation (DistributedSampler's, seeded by (seed, epoch)) is cut into
+    len(dataset) // batch_size global batches whatever the world size, so the union of
+    the ranks' k-th local batches is the k-th batch of a one-process run, for any W:
+    with W not dividing the batch, ranks hold ceil or floor of batch_size / W samples.
+    """
+
+    def __init__(self, dataset_len, batch_size, rank=0, world_size=1, seed=0, shuffle=True):
+        self.local_batch_size = local_batch_size(batch_size, world_size, rank)
+        self._order = DistributedSampler(dataset_len, seed=seed, shuffle=shuffle)
+        self.batch_size, self.rank, self.world_size = int(batch_size), int(rank), int(world_size)
+        self.n_batches = self._order.dataset_len // self.batch_size
+
+    def set_epoch(self, epoch):
+        self._order.set_epoch(epoch)
+
+    def indices(self):
+        """This rank's indices of every global batch of the epoch, batch after batch."""
+        order = self._order.global_indices()[: self.n_batches * self.batch_size]
+        return order.reshape(self.n_batches, self.batch_size)[:, self.rank :: self.world_size] \
+            .reshape(-1)
+
+    def __iter__(self):
+        return iter(self.indices().tolist())
+
+    def __len__(self):
+        return self.n_batches * self.local_batch_size
 
 
 def _gather(dataset, index):
@@ -78,9 +113,8 @@ class DataLoader:
 
 
 def distributed_loader(dataset, batch_size, rank=0, world_size=1, seed=0, shuffle=True):
-    """This rank's loader for a global `batch_size`; batch k is the same for every world_size."""
-    local_batch_size = global_to_local_batch(batch_size, world_size)
-    # Cutting both the permutation (to a multiple of W) and the last partial batch is
-    # what makes the number and content of global batches independent of world_size.
-    sampler = DistributedSampler(len(dataset), rank, world_size, seed, shuffle, drop_last=True)
-    return DataLoader(dataset, local_batch_size, sampler=sampler, drop_last=True)
+    """This rank's loader for a global `batch_size`: batch k holds this rank's positions of
+    global batch k, the same global batches for every world_size (the last partial one is
+    dropped). Any batch_size >= world_size; ranks' shares differ by at most one sample."""
+    sampler = GlobalBatchSampler(len(dataset), batch_size, rank, world_size, seed, shuffle)
+    return DataLoader(dataset, sampler.local_batch_size, sampler=sampler, drop_last=True)

@@ -8,7 +8,8 @@ The life of a gradient (docs/gradient.md has every hop):
   post-accumulate hook    _on_grad_ready marks the parameter ready; the first call queues
                           _finish_backward; _launch_ready_buckets queues full buckets
                           in index order
-  all-reduce thread       _reduce_loop: comm.allreduce_(bucket.buffer), / world_size
+  all-reduce thread       _reduce_loop: _allreduce_mean, the sum / world_size (or each
+                          rank's weighted by its share, when shares are unequal)
   communicator            each backend's _allreduce sums the buffer in place, in rank
                           order (workers/comm/{star,shm,ring,mpi}.py)
   end of backward         _finish_backward (engine.queue_callback) waits for every
@@ -45,6 +46,8 @@ class DistributedDataParallel:
         self.module = module
         self.comm = comm
         self.require_backward_grad_sync = True
+        # (this rank's samples, the global batch's), set when ranks hold unequal shares
+        self.batch_share: tuple[int, int] | None = None
         self.wait_seconds = 0.0  # time backward's end waited for them: the exposed cost
         self.spans: list | None = None  # (name, start, end) per collective, when a list
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
@@ -163,8 +166,7 @@ class DistributedDataParallel:
                 return
             start, outcome = time.perf_counter(), None
             try:
-                self.comm.allreduce_(bucket.buffer)
-                bucket.buffer[: bucket.numel] /= self.comm.world_size
+                self._allreduce_mean(bucket)
             except Exception as error:  # handed to the training thread, which raises it
                 outcome = error
             if self.spans is not None:  # recorded before the training thread can read it
@@ -172,6 +174,18 @@ class DistributedDataParallel:
                                    f"({bucket.buffer.nbytes / 1e6:.3g} MB)", start,
                                    time.perf_counter()))
             self._done.put(outcome)
+
+    def _allreduce_mean(self, bucket) -> None:
+        """The bucket's gradient of the mean loss over the global batch, on every rank.
+
+        Each rank's gradient is of its mean loss over its own samples. With equal shares
+        the global mean's gradient is their average; with unequal ones (W not dividing the
+        batch), each rank's is weighted by its share: sum_r n_r * g_r / B."""
+        values = bucket.buffer[: bucket.numel]
+        if self.batch_share is not None:
+            values *= self.batch_share[0]
+        self.comm.allreduce_(bucket.buffer)
+        values /= self.batch_share[1] if self.batch_share is not None else self.comm.world_size
 
     def close(self) -> None:
         """Stop the background all-reduce thread."""

@@ -91,11 +91,6 @@ class Trainer:
         x = self.train_set.arrays[0]
         self.n_outputs = output_width(spec, self.train_set, self.val_set)
         self.loss_fn = build_loss(spec)
-        self.model = self.ddp = self.optimizer = self.scheduler = None
-        if build_replica:  # else a user's train loop attaches its own (context.py)
-            manual_seed(spec.job.seed)  # same initial weights on every rank (DDP broadcasts)
-            self.attach_model(build_model(spec, x.shape[1], self.n_outputs))
-            self.attach_optimizer(build_optimizer(spec, self.model.parameters()))
         self.loader = distributed_loader(self.train_set, spec.job.batch_size, rank=self.rank,
                                          world_size=self.world_size, seed=spec.job.seed,
                                          shuffle=spec.data.shuffle)
@@ -105,6 +100,11 @@ class Trainer:
                              f"{len(self.train_set)} training samples: choose a smaller one")
         total = spec.job.epochs * self.steps_per_epoch
         self.total_steps = min(total, spec.job.max_steps) if spec.job.max_steps else total
+        self.model = self.ddp = self.optimizer = self.scheduler = None
+        if build_replica:  # else a user's train loop attaches its own (context.py)
+            manual_seed(spec.job.seed)  # same initial weights on every rank (DDP broadcasts)
+            self.attach_model(build_model(spec, x.shape[1], self.n_outputs))
+            self.attach_optimizer(build_optimizer(spec, self.model.parameters()))
         self.step = 0
         self.times = StepTimes()
         self.stopped = False
@@ -114,7 +114,16 @@ class Trainer:
         """The replica this rank trains, wrapped in DDP over the job's communicator."""
         self.model = model
         self.ddp = DistributedDataParallel(model, self.comm, self.spec.distributed.bucket_cap_mb)
+        self.ddp.batch_share = self._batch_share()
         self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def _batch_share(self) -> tuple[int, int] | None:
+        """(this rank's samples, the global batch's) when the world size does not divide
+        the batch, so ranks' means are weighted by their shares; None when shares are equal."""
+        batch = self.spec.job.batch_size
+        if batch % self.world_size == 0:
+            return None
+        return self.loader.batch_size, batch
 
     def attach_optimizer(self, optimizer) -> None:
         """The optimizer over the replica, and the job's [scheduler] over it."""
@@ -248,8 +257,8 @@ class Trainer:
                             **self.evaluate()})
 
     def _agree(self, local_loss: float, stop_requested: bool) -> tuple[float, bool, int]:
-        """One small all-reduce: (the loss averaged over ranks, whether any rank must stop,
-        in how many steps to agree again).
+        """One small all-reduce: (the loss averaged over the global batch, whether any rank
+        must stop, in how many steps to agree again).
 
         Every rank must agree at the same steps, so the interval (about STOP_CHECK_S of
         steps, from rank 0's step time) is rank 0's alone: the others add 0, which sums
@@ -258,9 +267,11 @@ class Trainer:
         t = self.times
         step_s = (t.compute + t.comm) / max(t.steps, 1)
         proposal = max(1, int(STOP_CHECK_S / step_s)) if self.rank == 0 and step_s else 0
-        totals = np.array([local_loss, float(stop_requested), proposal], dtype=np.float64)
+        share = self.ddp.batch_share  # unequal shares: each rank's mean weighs its samples
+        weighted = local_loss * share[0] if share else local_loss
+        totals = np.array([weighted, float(stop_requested), proposal], dtype=np.float64)
         self.comm.allreduce_(totals)
-        loss = totals[0] / self.world_size
+        loss = totals[0] / (share[1] if share else self.world_size)
         if not np.isfinite(loss):  # every rank sees the same sum, so every rank stops here
             raise NonFiniteError(f"step {self.step}: the loss averaged over the ranks is "
                                  f"{loss}; lower [optimizer] lr")

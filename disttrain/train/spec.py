@@ -40,7 +40,7 @@ class JobSection:
     seed: int = 0
     epochs: int = 1
     max_steps: int = 0  # 0: run all epochs
-    batch_size: int = 64  # global: each of W workers takes batch_size / W
+    batch_size: int = 64  # global: each of W workers takes its ceil or floor of batch_size / W
     dtype: str = "float32"
     log_every: int = 10
     checkpoint_every: int = 0  # steps; 0: only the final checkpoint
@@ -380,11 +380,11 @@ def _check_together(spec: JobSpec, source: str) -> None:
     if d.backend == "local" and d.workers != 1:
         raise SpecError(f"{source}: [distributed] backend: 'local' runs one process; set "
                         "workers = 1 or choose coordinator, ring or mpi")
-    if spec.job.batch_size % d.workers:
+    if spec.job.batch_size < d.workers:
         raise SpecError(
-            f"{source}: [job] batch_size: {spec.job.batch_size} is not divisible by "
-            f"[distributed] workers = {d.workers}; the batch size is global, so "
-            "choose a multiple of the number of workers")
+            f"{source}: [job] batch_size: {spec.job.batch_size} is smaller than [distributed] "
+            f"workers = {d.workers}; the batch size is global and every worker needs at least "
+            "one sample of each batch, so choose batch_size >= workers")
     data = spec.data
     if data.val_path and not data.path:
         raise SpecError(f"{source}: [data] val_path: a validation file goes with a training "

@@ -6,8 +6,9 @@ from disttrain.data import (
     DataLoader,
     Dataset,
     DistributedSampler,
+    GlobalBatchSampler,
     distributed_loader,
-    global_to_local_batch,
+    local_batch_size,
 )
 
 
@@ -18,9 +19,17 @@ def _dataset(n):
 
 
 def _interleave(local_batches):
-    """Rebuild a global batch from ranks' local batches: rank r held positions r, r+W, ..."""
-    return tuple(np.stack(fields, axis=1).reshape(-1, *fields[0].shape[1:])
-                 for fields in zip(*local_batches))
+    """Rebuild a global batch from ranks' local batches: rank r held positions r, r+W, ...
+    (so with W not dividing the batch, the first ranks hold one sample more)."""
+    world_size = len(local_batches)
+    rebuilt = []
+    for fields in zip(*local_batches):
+        size = sum(len(f) for f in fields)
+        out = np.empty((size, *fields[0].shape[1:]), fields[0].dtype)
+        for rank, field in enumerate(fields):
+            out[rank::world_size] = field
+        rebuilt.append(out)
+    return tuple(rebuilt)
 
 
 def _rank_loaders(n, global_batch, world_size, seed, epoch, sampler_drop_last):
@@ -61,10 +70,12 @@ def test_union_of_local_batches_is_the_global_batch(n, world_size, seed, epoch,
 @pytest.mark.parametrize("n", [11, 12, 50, 59, 60, 61, 143])
 def test_distributed_loader_gives_the_same_global_batches_for_any_world_size(n):
     reference = list(distributed_loader(_dataset(n), 12, seed=5))
-    for world_size in (2, 3, 4, 6):
+    for world_size in (2, 3, 4, 5, 6, 7, 11, 12):  # 5, 7 and 11 do not divide 12
         loaders = [distributed_loader(_dataset(n), 12, rank, world_size, seed=5)
                    for rank in range(world_size)]
         assert all(len(loader) == len(reference) == n // 12 for loader in loaders)
+        sizes = [len(next(iter(loader))[1]) for loader in loaders] if reference else []
+        assert not sizes or (sum(sizes) == 12 and max(sizes) - min(sizes) <= 1), sizes
         rebuilt = [_interleave(batches) for batches in zip(*loaders)]
         assert len(rebuilt) == len(reference)
         for ours, theirs in zip(rebuilt, reference):
@@ -117,19 +128,33 @@ def test_plain_dataset_items_are_stacked_per_field():
     np.testing.assert_array_equal(parity, [0, 1, 0, 1, 0])
 
 
-def test_global_to_local_batch():
-    assert global_to_local_batch(12, 3) == 4
-    assert global_to_local_batch(7, 1) == 7
+def test_local_batch_size_is_the_ranks_share_of_any_global_batch():
+    assert [local_batch_size(12, 3, r) for r in range(3)] == [4, 4, 4]
+    assert [local_batch_size(48, 5, r) for r in range(5)] == [10, 10, 10, 9, 9]
+    assert local_batch_size(7, 1, 0) == 7
     with pytest.raises(ValueError) as info:
-        global_to_local_batch(10, 3)
+        local_batch_size(3, 4, 0)
     assert str(info.value) == (
-        "batch_size 10 is not divisible by world_size 3: "
-        "choose a batch_size that is a multiple of the number of workers"
-    )
+        "batch_size 3 is smaller than world_size 4: every worker needs at least one sample "
+        "of each global batch; choose batch_size >= world_size")
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
-        global_to_local_batch(0, 2)
-    with pytest.raises(ValueError, match="batch_size 10 is not divisible by world_size 4"):
-        distributed_loader(_dataset(40), 10, rank=0, world_size=4)
+        local_batch_size(0, 2, 0)
+    with pytest.raises(ValueError, match=r"rank 5 is out of range for world_size 5"):
+        local_batch_size(48, 5, 5)
+    with pytest.raises(ValueError, match="batch_size 3 is smaller than world_size 4"):
+        distributed_loader(_dataset(40), 3, rank=0, world_size=4)
+
+
+def test_global_batch_sampler_splits_each_batch_of_the_permutation_by_position():
+    n, batch, world_size = 103, 48, 5
+    perm = np.random.default_rng([9, 2]).permutation(n)
+    for rank in range(world_size):
+        sampler = GlobalBatchSampler(n, batch, rank, world_size, seed=9)
+        sampler.set_epoch(2)
+        want = np.concatenate([perm[k * batch:(k + 1) * batch][rank::world_size]
+                               for k in range(n // batch)])
+        np.testing.assert_array_equal(sampler.indices(), want)
+        assert len(sampler) == len(want) == 2 * local_batch_size(batch, world_size, rank)
 
 
 def test_loader_argument_errors_name_the_key_and_the_fix():

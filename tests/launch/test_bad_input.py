@@ -67,7 +67,7 @@ KEY_CASES = {
     "max_steps negative": ({"job.max_steps": "-3"}, "[job] max_steps", ()),
     "batch_size a string": ({"job.batch_size": '"8"'}, "[job] batch_size", ()),
     "batch_size a float": ({"job.batch_size": "8.0"}, "[job] batch_size", ()),
-    "batch_size not divisible": (ray_job(**{"distributed.workers": "3"}), "[job] batch_size",
+    "batch_size below workers": (ray_job(**{"distributed.workers": "9"}), "[job] batch_size",
                                  ()),
     "batch_size beyond the data": ({"job.batch_size": "4000"}, "[job] batch_size", ()),
     "log_every zero": ({"job.log_every": "0"}, "[job] log_every", ()),
