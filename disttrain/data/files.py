@@ -4,8 +4,9 @@ Parquet file or folder of Parquet files (through pyarrow, the `data` extra).
 Every loader returns (x, y) arrays (y: class labels, or regression targets; checked by
 check_classification or check_regression), or raises DataFileError whose message names the file
 and what is wrong with it, so the driver can refuse a bad file in one line before any
-worker starts. .npy files are opened memory-mapped: only the rows a rank reads are paged
-in. Nothing is unpickled (allow_pickle=False).
+worker starts. A .npy file's features are not loaded: its rows are read as batches ask for
+them (rows.NpyRows), so a file larger than a worker's memory trains. Nothing is unpickled
+(allow_pickle=False).
 """
 
 from __future__ import annotations
@@ -16,8 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
+from .rows import NpyRows
+
 # What a Parquet path needs; said by the driver's check before any worker starts.
 NEEDS_PYARROW = "Parquet data needs pyarrow: pip install 'disttrain[data]'"
+# The features are checked for NaN/inf this many bytes at a time (a file may not fit).
+CHECK_CHUNK_BYTES = 16 << 20
 
 
 class DataFileError(ValueError):
@@ -67,8 +72,7 @@ def _from_npy_pair(path: Path, y_path: str):
                             "file as [data] y_path")
     if not Path(y_path).is_file():
         raise DataFileError(f"{y_path}: no such file (the labels, [data] y_path)")
-    return np.load(path, mmap_mode="r", allow_pickle=False), np.load(y_path,
-                                                                     allow_pickle=False)
+    return NpyRows(path), np.load(y_path, allow_pickle=False)
 
 
 def _from_csv(path: Path, label_column: str):
@@ -173,7 +177,13 @@ def _check_features(x, where: str):
     if x.ndim < 2 or len(x) == 0:
         raise DataFileError(f"{where}: the features must be an array of shape (samples, "
                             f"features), got shape {tuple(x.shape)}")
-    for lo in range(0, len(x), 65536):  # in chunks: a memory-mapped file stays on disk
-        if not np.isfinite(np.asarray(x[lo:lo + 65536], dtype=np.float64)).all():
+    if x.dtype.kind not in "biufc":
+        raise DataFileError(f"{where}: the features must be numbers, got {x.dtype} values")
+    if x.dtype.kind not in "fc":  # integers are always finite
+        return
+    row_bytes = x.dtype.itemsize * int(np.prod(x.shape[1:], dtype=np.int64))
+    chunk = max(1, CHECK_CHUNK_BYTES // max(row_bytes, 1))
+    for lo in range(0, len(x), chunk):  # in chunks: a file larger than memory stays on disk
+        if not np.isfinite(x[lo:lo + chunk]).all():
             raise DataFileError(f"{where}: the features hold NaN or infinite values (rows "
-                                f"{lo}..{min(lo + 65536, len(x)) - 1}); clean them first")
+                                f"{lo}..{min(lo + chunk, len(x)) - 1}); clean them first")

@@ -13,9 +13,10 @@ import numpy as np
 from .. import nn, optim
 from ..autograd import no_grad
 from ..autograd.tensor import Tensor
-from ..data import ArrayDataset, get_dataset
+from ..data import get_dataset
 from ..data.datasets import split_indices, synthetic_regression
 from ..data.files import DataFileError, check_classification, check_regression, load_arrays
+from ..data.rows import Rows, RowsDataset
 from ..nn import functional as F
 from .spec import NEEDS_TENSORBOARDX, JobSpec, SpecError
 
@@ -159,7 +160,8 @@ def _file_datasets(spec: JobSpec, dtype):
 
     Class labels become int64; regression targets become the job's float dtype, always as
     (samples, columns): a 1-D y is one column, so it matches a model ending in width 1
-    (torch's mse_loss wants the output's shape, and (N, 1) against (N,) would broadcast)."""
+    (torch's mse_loss wants the output's shape, and (N, 1) against (N,) would broadcast).
+    The features stay where they are (a .npy on disk) and are read a batch at a time."""
     d = spec.data
     x, y = _file_arrays(spec, "path", d.path, d.y_path, dtype)
     if d.val_path:
@@ -169,12 +171,18 @@ def _file_datasets(spec: JobSpec, dtype):
                 raise SpecError(f"[data] val_path: {d.val_path} has {val.shape[1]} {what} "
                                 f"but {d.path} has {train.shape[1]}; give a validation file "
                                 "of the same data")
-        return (ArrayDataset(np.asarray(x, dtype=dtype), y),
-                ArrayDataset(np.asarray(val_x, dtype=dtype), val_y))
+        return RowsDataset(Rows(x, dtype=dtype), y), RowsDataset(Rows(val_x, dtype=dtype), val_y)
+    return split_datasets(x, y, d.val_fraction, spec.job.seed, dtype)
+
+
+def split_datasets(x, y, val_fraction: float, seed: int, dtype):
+    """(train, val) of the seeded val_fraction split, the features as lazy rows: each batch
+    is read and cast to dtype when asked for, so neither split is ever copied whole (a
+    .npy larger than memory trains; x may be any array-like of rows)."""
     datasets = []
     for split in ("train", "val"):
-        keep = split_indices(len(y), split, d.val_fraction, spec.job.seed)
-        datasets.append(ArrayDataset(np.asarray(x[keep], dtype=dtype), y[keep]))
+        keep = split_indices(len(y), split, val_fraction, seed)
+        datasets.append(RowsDataset(Rows(x, keep, dtype), y[keep]))
     return tuple(datasets)
 
 

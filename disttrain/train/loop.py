@@ -51,6 +51,8 @@ from .timeline import phase_events
 # A stop request (Ctrl-C, SIGTERM) is agreed on by every rank about this often, even
 # between log steps: one all-reduce of three numbers.
 STOP_CHECK_S = 1.0
+# evaluate() runs the validation set this many rows at a time (its memory's bound)
+EVAL_ROWS = 1024
 
 
 class NonFiniteError(ValueError):
@@ -298,25 +300,20 @@ class Trainer:
 
         Each rank sums over its slice; the sums are all-reduced and divided by the global
         counts, so the result is the same on every rank and for every world size. The loss
-        is a batch mean (build_loss), so a slice adds mean x its samples."""
+        is a batch mean (build_loss), so a slice adds mean x its samples. The slice is
+        read and run EVAL_ROWS rows at a time, so memory is bounded by that, not by the
+        validation set (a slice that fits in one chunk gives exactly the one-pass sums)."""
         x, y = self.val_set.arrays[0], self.val_set.arrays[1]
         mine = np.arange(self.rank, len(y), self.world_size)
         regression = self.spec.job.task == "regression"
         sums = np.zeros(5 if regression else 3, dtype=np.float64)  # loss, ..., samples
-        if len(mine):  # a rank can have none: a validation set smaller than the world
-            was_training = self.model.training
-            self.model.eval()
-            with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
-                output = self.model(Tensor._make(x[mine]))
-                self.model.train(was_training)
-                loss = self.loss_fn(output, Tensor._make(y[mine])).item()
-            if regression:  # elementwise errors, in float64: mse and mae over every target
-                error = output.data.astype(np.float64) - y[mine]
-                sums[:] = [loss * len(mine), (error * error).sum(), np.abs(error).sum(),
-                           error.size, len(mine)]
-            else:
-                sums[:] = [loss * len(mine), (output.data.argmax(axis=1) == y[mine]).sum(),
-                           len(mine)]
+        was_training = self.model.training
+        self.model.eval()
+        try:  # a rank can have no rows: a validation set smaller than the world
+            for lo in range(0, len(mine), EVAL_ROWS):
+                sums += self._eval_sums(x, y, mine[lo:lo + EVAL_ROWS], regression)
+        finally:
+            self.model.train(was_training)
         self.comm.allreduce_(sums)
         val_loss = sums[0] / sums[-1]
         metrics = {"val_loss": float(val_loss) if np.isfinite(val_loss) else None}  # JSON-safe
@@ -325,6 +322,19 @@ class Trainer:
             return dict(metrics, val_mse=float(mse) if np.isfinite(mse) else None,
                         val_mae=float(mae) if np.isfinite(mae) else None)
         return dict(metrics, val_accuracy=float(sums[1] / sums[2]))
+
+    def _eval_sums(self, x, y, rows: np.ndarray, regression: bool) -> np.ndarray:
+        """(loss x samples, ..., samples) of the validation rows `rows`, in float64."""
+        targets = y[rows]
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):  # see train_step
+            output = self.model(Tensor._make(x[rows]))
+            loss = self.loss_fn(output, Tensor._make(targets)).item()
+        if regression:  # elementwise errors, in float64: mse and mae over every target
+            error = output.data.astype(np.float64) - targets
+            return np.array([loss * len(rows), (error * error).sum(), np.abs(error).sum(),
+                             error.size, len(rows)], dtype=np.float64)
+        return np.array([loss * len(rows), (output.data.argmax(axis=1) == targets).sum(),
+                         len(rows)], dtype=np.float64)
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> TrainState:
