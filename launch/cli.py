@@ -94,6 +94,8 @@ def _job_arguments(parser) -> None:
     """What train and submit share: the job file and its overrides."""
     parser.add_argument("job", help="the job file, e.g. examples/digits.toml")
     parser.add_argument("--workers", type=int, help="override [distributed] workers")
+    parser.add_argument("--min-workers", type=int,
+                        help="override [distributed] min_workers (elastic: go on with fewer)")
     parser.add_argument("--backend", choices=["coordinator", "ring", "mpi", "local"],
                         help="override [distributed] backend")
     parser.add_argument("--epochs", type=int, help="override [job] epochs")
@@ -127,6 +129,7 @@ def main(argv=None) -> int:
 
 def _overrides(args) -> dict:
     pairs = {"distributed.workers": args.workers, "distributed.backend": args.backend,
+             "distributed.min_workers": args.min_workers,
              "job.epochs": args.epochs, "job.max_steps": args.max_steps}
     return {**_parse_sets(args.set), **{k: v for k, v in pairs.items() if v is not None}}
 

@@ -6,6 +6,15 @@ second and writes them into its own run directory (disttrain.train.driver). If a
 dies, the coordinator's abort wakes the survivors, the whole group is torn down and a
 new one resumes from the driver's newest valid checkpoint (as Ray Train restarts a
 worker group), up to [distributed] max_restarts times.
+
+Elastic jobs ([distributed] min_workers < workers) lose no work instead: the survivors'
+collectives are aborted, which abandons the step in flight before any optimizer.step, and
+every replica holds the same state after each complete step; so the supervisor takes the
+state of the survivor that got furthest (at most one step ahead of the others) from its
+memory, and a group of the survivors' size goes on from it, with no checkpoint read (a
+resize, not a restart). When CPUs for more workers appear, the group stops at the next
+step every rank agrees on and a larger one goes on from rank 0's state the same way. The
+global batch does not change with the world size, so neither does the training.
 """
 
 from __future__ import annotations
@@ -27,8 +36,10 @@ from disttrain.train.loop import NonFiniteError
 from disttrain.workers.coordinator import HEARTBEATS_MISSED, create_coordinator
 from disttrain.workers.ray_rank import remote_rank_actor
 
-PLACEMENT_TIMEOUT_S = 60.0
 POLL_S = 0.5
+# A group that just lost a worker does not grow back for this long: a crash-looping
+# worker, or a node that flaps, must not stop the group every few seconds.
+GROW_COOLDOWN_S = 10.0
 
 
 class JobFailed(RuntimeError):
@@ -37,6 +48,14 @@ class JobFailed(RuntimeError):
 
 class WorkerLost(RuntimeError):
     """A rank died or failed; the message names it."""
+
+
+class Resize(Exception):
+    """The group stopped at an agreed step to grow: go on with `to` workers from `state`."""
+
+    def __init__(self, state, to: int, reason: str):
+        super().__init__(reason)
+        self.state, self.to, self.reason = state, to, reason
 
 
 @dataclass
@@ -48,6 +67,10 @@ class Attempt:
     actors: list = field(default_factory=list)
     infos: list = field(default_factory=list)
     collecting: object = None  # the driver's pending drain call to rank 0
+    runs: list = field(default_factory=list)  # each rank's run() call
+    world_size: int = 0
+    grow_after: float = 0.0  # time.monotonic() before which the group does not grow
+    growing: bool = False  # asked to stop at the next agreed step, to grow
 
 
 def ensure_ray(address: str | None, num_cpus: int) -> None:
@@ -71,19 +94,33 @@ class Supervisor:
         self.loop = loop  # a user's train_loop(ctx), shipped to every rank by Ray
         self.should_stop = should_stop or (lambda: False)
         self.secret = secrets.token_hex(32)  # authenticates ring connections of this job
+        self._resizing_since: float | None = None
 
     def run(self) -> dict:
         """Attempts until one finishes; the summary. JobFailed after max_restarts."""
         d = self.spec.distributed
         restarts = self.driver.run.status.get("restarts", 0)  # carried across --resume
         first = restarts
+        memory = None  # (state, world size, grow after): go on from a replica's memory
         while True:
             attempt = Attempt()
             try:
-                state = self.driver.resume_state() if self.resume or restarts > first else None
-                self._start(attempt)
+                if memory is not None:
+                    (state, world, attempt.grow_after), memory = memory, None
+                else:
+                    state, world = (self.driver.resume_state() if self.resume or
+                                    restarts > first else None), None
+                self._start(attempt, world)
                 return self._watch(attempt, state)
+            except Resize as resize:  # growing: the group stopped at an agreed step
+                memory = (resize.state, resize.to, 0.0)
+                self._note_resize(attempt.world_size, resize.to, resize.state, resize.reason)
             except (RayError, WorkerLost) as error:  # setup failures count as well
+                kept = self._survivors_state(attempt) if d.least_workers() < d.workers else None
+                if kept is not None and kept[1] >= d.least_workers():
+                    memory = (*kept, time.monotonic() + GROW_COOLDOWN_S)
+                    self._note_resize(attempt.world_size, kept[1], kept[0], str(error))
+                    continue
                 if attempt.actors:
                     self._collect(attempt)  # a checkpoint rank 0 made before the loss counts
                 restarts += 1
@@ -97,38 +134,121 @@ class Supervisor:
             finally:
                 self._teardown(attempt)
 
-    def _start(self, attempt: Attempt) -> None:
+    def _survivors_state(self, attempt: Attempt):
+        """(the state of the survivor furthest on, how many survived), or None when the
+        attempt never ran or no replica survived with a state.
+
+        The abort that ended the attempt wakes every survivor's collective, so their run()
+        calls end (raising) within moments; a rank whose call does not end, or whose actor
+        is gone, is lost. What rank 0 produced before the loss goes to the driver first."""
+        if not attempt.runs:
+            return None
+        if attempt.coordinator is not None:
+            attempt.coordinator.abort.remote("a worker was lost; the group re-forms")
+        ray.wait(attempt.runs, num_returns=len(attempt.runs), timeout=30)
+        self._collect(attempt)
+        states = []
+        for actor, ref in zip(attempt.actors, attempt.runs):
+            try:
+                ray.get(ref, timeout=0)
+            except (RayActorError, GetTimeoutError):
+                continue  # its process is gone, or it never answered: lost
+            except RayError:
+                pass  # the aborted collective: a survivor
+            try:
+                state = ray.get(actor.snapshot.remote(), timeout=30)
+            except (RayError, GetTimeoutError):
+                continue
+            if state is not None:
+                states.append(state)
+        if not states:
+            return None
+        return max(states, key=lambda s: s.meta["step"]), len(states)
+
+    def _note_resize(self, old: int, new: int, state, reason: str) -> None:
+        """Say it, and keep it in status.json: step, from, to, why."""
+        step = int(state.meta["step"])
+        self.driver.run.forget_metrics_after(step, warn=self.driver.progress.warn)
+        self.driver.progress.say(f"step {step}: {old} -> {new} workers ({reason}); going on "
+                                 "from memory, no checkpoint read")
+        resizes = self.driver.run.status.get("resizes", []) + [
+            {"step": step, "from": old, "to": new, "reason": reason, "time": time.time(),
+             "seconds": None}]  # filled in once the new group runs (_start)
+        self.driver.run.write_status(state="resizing", resizes=resizes)
+        self._resizing_since = time.monotonic()
+
+    def _start(self, attempt: Attempt, world: int | None = None) -> None:
+        """Place and start a group of `world` workers (None: the job's workers, or for an
+        elastic job as many as fit once min_workers do)."""
         d = self.spec.distributed
+        if world is None:
+            world = self._wait_until_placeable() if d.least_workers() < d.workers else d.workers
+        attempt.world_size = world
         attempt.coordinator = create_coordinator(
-            world_size=d.workers, timeout_s=d.timeout_s,
+            world_size=world, timeout_s=d.timeout_s,
             heartbeat_timeout_s=HEARTBEATS_MISSED * d.heartbeat_s)
         strategy = placement_strategy(d.placement)
-        attempt.group = placement_group([{"CPU": d.cpus_per_worker}] * d.workers,
+        attempt.group = placement_group([{"CPU": d.cpus_per_worker}] * world,
                                         strategy=strategy)
         try:
-            ray.get(attempt.group.ready(), timeout=PLACEMENT_TIMEOUT_S)
+            ray.get(attempt.group.ready(), timeout=d.placement_timeout_s)
         except GetTimeoutError:
             raise WorkerLost(
-                f"could not place {d.workers} workers x {d.cpus_per_worker} CPU "
-                f"({strategy}) within {PLACEMENT_TIMEOUT_S:.0f} s; the cluster has "
+                f"could not place {world} workers x {d.cpus_per_worker} CPU "
+                f"({strategy}) within {d.placement_timeout_s:.0f} s; the cluster has "
                 f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] workers or "
                 "cpus_per_worker") from None
+        # The ranks' spec: this group's size (the job's min_workers does not concern them)
+        spec = self.spec.to_dict()
+        spec["distributed"].update(workers=world, min_workers=0)
         actor_class = remote_rank_actor(num_cpus=d.cpus_per_worker)
         attempt.actors = [
             actor_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
                 placement_group=attempt.group, placement_group_bundle_index=i)).remote(
-                i, self.spec.to_dict(), attempt.coordinator, self.secret, self.loop)
-            for i in range(d.workers)
+                i, spec, attempt.coordinator, self.secret, self.loop)
+            for i in range(world)
         ]
         infos = self._get([a.join.remote() for a in attempt.actors], attempt,
                           timeout=d.timeout_s + 60)
         attempt.infos = sorted(infos, key=lambda info: info["rank"])
         # Worker index i registered with id i, and integer ids get ranks in order.
-        assert [i["rank"] for i in infos] == list(range(d.workers)), infos
+        assert [i["rank"] for i in infos] == list(range(world)), infos
         self.driver.set_workers([{k: i[k] for k in ("rank", "node", "node_id", "pid")}
                                  for i in attempt.infos])
         coordinator = ray.get(attempt.coordinator.status.remote(), timeout=60)
-        self.driver.run.write_status(coordinator={"pid": coordinator["pid"]})
+        self.driver.run.write_status(coordinator={"pid": coordinator["pid"]}, world_size=world)
+        if self._resizing_since is not None:  # how long the group was not training
+            resizes = self.driver.run.status["resizes"]
+            resizes[-1]["seconds"] = round(time.monotonic() - self._resizing_since, 3)
+            self.driver.run.write_status(resizes=resizes)
+            self._resizing_since = None
+
+    def _placeable(self) -> int:
+        """How many more workers the cluster's free CPUs would hold now."""
+        free = ray.available_resources().get("CPU", 0.0)
+        return int(free / self.spec.distributed.cpus_per_worker + 1e-9)
+
+    def _wait_until_placeable(self) -> int:
+        """An elastic job starts once min_workers fit (within placement_timeout_s), with
+        as many as fit up to workers; the rest join as CPUs appear (_maybe_grow)."""
+        d = self.spec.distributed
+        deadline = time.monotonic() + d.placement_timeout_s
+        while True:
+            fit = min(d.workers, self._placeable())
+            if fit >= d.least_workers() or time.monotonic() > deadline:
+                return max(fit, d.least_workers())  # too few: placement says so, in one line
+            time.sleep(POLL_S)
+
+    def _maybe_grow(self, attempt: Attempt) -> None:
+        """Below the job's workers, with CPUs free for more: stop at the next agreed step
+        (every rank stops at the same one), then _watch raises Resize."""
+        d = self.spec.distributed
+        if (attempt.growing or attempt.world_size >= d.workers or d.least_workers() >= d.workers
+                or time.monotonic() < attempt.grow_after or self._placeable() < 1):
+            return
+        attempt.growing = True
+        for actor in attempt.actors:
+            actor.request_stop.remote()
 
     def _get(self, refs: list, attempt: Attempt, timeout: float) -> list:
         """ray.get that turns a dead actor into WorkerLost naming its rank."""
@@ -138,8 +258,8 @@ class Supervisor:
             raise WorkerLost(self._dead_rank(attempt, error)) from None
 
     def _watch(self, attempt: Attempt, state) -> dict:
-        runs = [actor.run.remote(state if rank == 0 else None)
-                for rank, actor in enumerate(attempt.actors)]
+        runs = attempt.runs = [actor.run.remote(state if rank == 0 else None)
+                               for rank, actor in enumerate(attempt.actors)]
         pending = list(runs)
         stop_sent = False
         attempt.collecting = attempt.actors[0].drain.remote(POLL_S)  # answers on a post
@@ -152,6 +272,7 @@ class Supervisor:
             _, pending = ray.wait(pending, num_returns=len(pending), timeout=0)
             if time.monotonic() - checked >= POLL_S:
                 self._check_coordinator(attempt)
+                self._maybe_grow(attempt)
                 checked = time.monotonic()
             if self.should_stop() and not stop_sent:
                 for actor in attempt.actors:
@@ -164,6 +285,11 @@ class Supervisor:
                     self._raise_if_failed(attempt, ref, rank)
         summaries = self._get(runs, attempt, timeout=self.spec.distributed.timeout_s)
         self._collect(attempt)
+        if attempt.growing and summaries[0]["stopped"] and not stop_sent:
+            state = ray.get(attempt.actors[0].snapshot.remote(), timeout=60)
+            to = min(self.spec.distributed.workers, attempt.world_size + self._placeable())
+            raise Resize(state, to, f"CPUs for {to - attempt.world_size} more worker"
+                                    f"{'s' if to - attempt.world_size > 1 else ''} became free")
         return summaries[0]
 
     def _collect(self, attempt: Attempt) -> None:

@@ -34,6 +34,7 @@ class RankActor:
         self._posted = threading.Condition()
         self._stop = threading.Event()
         self._stop_beating = threading.Event()
+        self._held: dict = {}  # the Trainer, for snapshot() once run() has ended
 
     def info(self) -> dict:
         """Where this actor runs: node name, IP, Ray node id and pid."""
@@ -60,11 +61,22 @@ class RankActor:
             return run_rank(self.spec, self.comm, state=state,
                             on_record=lambda r: self._post("record", r),
                             on_checkpoint=lambda s: self._post("checkpoint", s),
-                            should_stop=self._stop.is_set, loop=self.loop)
+                            should_stop=self._stop.is_set, loop=self.loop, held=self._held)
         finally:
             self.comm.close()
             self._stop_beating.set()
             self.coordinator.leave.remote(self.comm.rank)
+
+    def snapshot(self):
+        """This replica's state (model, optimizer, step) as run() left it, or None.
+
+        Only called once run() has returned or raised: a failed collective abandons the
+        step in flight before optimizer.step(), and a finished step is whole, so the state
+        is that after `step` complete steps, the same on every replica that reached it."""
+        trainer = self._held.get("trainer")
+        if trainer is None or trainer.model is None or trainer.optimizer is None:
+            return None
+        return trainer.state()
 
     def request_stop(self) -> None:
         """Ask every rank to stop at the next logged step, with a checkpoint."""

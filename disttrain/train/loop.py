@@ -290,6 +290,7 @@ class Trainer:
             "lr": self.optimizer.param_groups[0]["lr"],
             "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
             "compute_s": t.compute, "comm_s": t.comm, "skipped": t.skipped,
+            "world_size": self.world_size,
         })
         self.times = StepTimes(trace=t.trace)
 

@@ -117,6 +117,15 @@ class DistributedSection:
     heartbeat_s: float = 2.0
     bucket_cap_mb: float = 25.0
     max_restarts: int = 2
+    # Elastic: start once min_workers can be placed, grow to workers as CPUs appear, and go
+    # on in memory with the survivors when workers are lost (0: equal to workers, not elastic)
+    min_workers: int = 0
+    placement_timeout_s: float = 60.0  # waiting for CPUs, then the job fails or restarts
+
+    def least_workers(self) -> int:
+        """The fewest workers the job runs on: min_workers, or workers when not elastic."""
+        return self.min_workers or self.workers
+
 
 
 @dataclass
@@ -207,6 +216,8 @@ RANGES = {
     ("distributed", "cpus_per_worker"): Range(0, 1024, low_open=True),
     ("distributed", "timeout_s"): Range(1, 86_400),  # a day: OS timers overflow far above
     ("distributed", "heartbeat_s"): Range(0.1, 3600),  # faster beats only burn CPU
+    ("distributed", "min_workers"): Range(0, 4096),
+    ("distributed", "placement_timeout_s"): Range(1, 86_400),
     ("distributed", "bucket_cap_mb"): Range(0, 4096, low_open=True),
     ("distributed", "max_restarts"): Range(0, 1000),
 }
@@ -380,6 +391,16 @@ def _check_together(spec: JobSpec, source: str) -> None:
     if d.backend == "local" and d.workers != 1:
         raise SpecError(f"{source}: [distributed] backend: 'local' runs one process; set "
                         "workers = 1 or choose coordinator, ring or mpi")
+    if d.min_workers > d.workers:
+        raise SpecError(f"{source}: [distributed] min_workers: {d.min_workers} is more than "
+                        f"workers = {d.workers}; choose min_workers <= workers (0: not elastic)")
+    if d.least_workers() < d.workers and d.backend not in ("coordinator", "ring"):
+        raise SpecError(
+            f"{source}: [distributed] min_workers: {d.backend!r} cannot shrink or grow while "
+            "it runs (MPI has no fault-tolerant world); drop min_workers, or continue an MPI "
+            "run on another number of ranks with `disttrain train JOB --resume --workers N`"
+            if d.backend == "mpi" else
+            f"{source}: [distributed] min_workers: 'local' runs one process; drop min_workers")
     if spec.job.batch_size < d.workers:
         raise SpecError(
             f"{source}: [job] batch_size: {spec.job.batch_size} is smaller than [distributed] "

@@ -1,0 +1,148 @@
+"""Elastic jobs ([distributed] min_workers < workers) shrink and grow while they run, lose
+at most the step in flight, and end where an uninterrupted run ends.
+
+Real Ray (the session's 4-CPU cluster), real SIGKILL. The job is DESIGN.md's float64
+equivalence job (MLP, SGD with momentum, shuffled), long enough to be hit mid-run; its
+parameters must match the same job run uninterrupted on 3 workers and in one process
+within 1e-9 (the world size changes the float rounding of the all-reduce, nothing else).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+import ray
+
+from tests.launch.test_faults import checkpoints, long_job, losses, status, wait_for
+from tests.launch.test_supervision import run_in_thread
+from tests.train.helpers import final_params, run_local, run_on_ray
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+
+def elastic_job(backend: str, **overrides) -> dict:
+    return long_job(**{"distributed.backend": backend, "distributed.workers": 3,
+                       "distributed.min_workers": 2, "distributed.heartbeat_s": 1.0,
+                       "distributed.timeout_s": 60.0, "distributed.placement_timeout_s": 60.0,
+                       "job.max_steps": 1200, "job.epochs": 200, **overrides})
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    """The elastic job's parameters and losses from one process: what every run must end at."""
+    run_dir = tmp_path_factory.mktemp("one-process")
+    job = elastic_job("coordinator", **{"distributed.backend": "local",
+                                        "distributed.workers": 1,
+                                        "distributed.min_workers": 0})
+    return run_local(job, run_dir), dict(losses(run_dir))
+
+
+def assert_close(got: dict, want: dict) -> None:
+    assert got.keys() == want.keys()
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=0, atol=1e-9, err_msg=name)
+
+
+def assert_each_step_once_with_the_same_losses(run_dir, want: dict) -> None:
+    """Every logged step once (none lost, none logged twice), each loss as one process's.
+
+    A logged loss is the mean over the steps since the previous record; the record that
+    follows a resize averages only the steps the new group ran (the lost rank's share of
+    the others is gone with it), so it is left out."""
+    got = losses(run_dir)
+    assert [step for step, _ in got] == sorted(want), [step for step, _ in got]
+    resized = [r["step"] for r in status(run_dir).get("resizes", [])]
+    after_resize = {min((s for s, _ in got if s > at), default=None) for at in resized}
+    compared = [(step, loss) for step, loss in got if step not in after_resize]
+    assert len(compared) >= len(got) - len(resized) > 0
+    for step, loss in compared:
+        assert loss == pytest.approx(want[step], rel=1e-9), f"the loss at step {step}"
+
+
+def wait_for_step(run_dir, step: int, timeout: float = 120):
+    wait_for(lambda: status(run_dir).get("step", 0) >= step, timeout, f"step {step}")
+
+
+@pytest.mark.parametrize("backend", ["coordinator", "ring"])
+def test_a_sigkilled_worker_shrinks_the_group_in_memory(ray_session, tmp_path, one_process,
+                                                        backend):
+    want_params, want_losses = one_process
+    job = elastic_job(backend)
+    assert_close(run_on_ray(job, tmp_path / "uninterrupted"), want_params)  # 3 workers
+
+    run_dir = tmp_path / "killed"
+    thread, outcome = run_in_thread(job, run_dir)
+    wait_for_step(run_dir, 60)
+    assert status(run_dir)["world_size"] == 3
+    victim = next(w for w in status(run_dir)["workers"] if w["rank"] == 1)
+    os.kill(victim["pid"], signal.SIGKILL)
+    thread.join(timeout=240)
+    assert not thread.is_alive(), "the supervisor hung after a worker was killed"
+    assert outcome["code"] == 0
+    final = status(run_dir)
+    assert final["state"] == "done" and final["restarts"] == 0, final  # no checkpoint read
+    shrink = final["resizes"][0]
+    assert (shrink["from"], shrink["to"]) == (3, 2), final["resizes"]
+    assert f"rank 1 (pid {victim['pid']}" in shrink["reason"], shrink
+    assert shrink["seconds"] is not None and 60 <= shrink["step"] < 1200, shrink
+    assert_close(final_params(run_dir), want_params)
+    assert_each_step_once_with_the_same_losses(run_dir, want_losses)
+
+
+@ray.remote(num_cpus=2)
+class CpuHolder:
+    """Holds two of the session's CPUs until killed: a cluster where only 2 of 3 fit."""
+
+    def ready(self) -> bool:
+        return True
+
+
+def test_a_group_started_below_its_workers_grows_when_cpus_free_up(ray_session, tmp_path,
+                                                                   one_process):
+    want_params, want_losses = one_process
+    holder = CpuHolder.remote()
+    ray.get(holder.ready.remote(), timeout=60)
+    run_dir = tmp_path / "grown"
+    thread, outcome = run_in_thread(elastic_job("ring"), run_dir)
+    try:
+        wait_for_step(run_dir, 30)
+        assert status(run_dir)["world_size"] == 2  # 4 CPUs, 2 held: min_workers started
+    finally:
+        ray.kill(holder)
+    freed_at = time.monotonic()
+    wait_for(lambda: status(run_dir).get("world_size") == 3, 60, "the group to grow to 3")
+    joined_after = time.monotonic() - freed_at
+    thread.join(timeout=240)
+    assert outcome["code"] == 0
+    final = status(run_dir)
+    assert final["state"] == "done" and final["restarts"] == 0, final
+    assert [(r["from"], r["to"]) for r in final["resizes"]] == [(2, 3)], final["resizes"]
+    assert "became free" in final["resizes"][0]["reason"]
+    print(f"grew to 3 workers {joined_after:.1f} s after the CPUs were freed")
+    assert_close(final_params(run_dir), want_params)
+    assert_each_step_once_with_the_same_losses(run_dir, want_losses)
+    assert checkpoints(run_dir)
+
+
+def test_fewer_survivors_than_min_workers_restart_from_the_checkpoint(ray_session, tmp_path,
+                                                                      one_process):
+    want_params, want_losses = one_process
+    job = elastic_job("coordinator", **{"distributed.min_workers": 3,
+                                        "distributed.workers": 3})
+    job["distributed"]["min_workers"] = 2  # two of three lost at once: one survivor
+    run_dir = tmp_path / "two-lost"
+    thread, outcome = run_in_thread(job, run_dir)
+    wait_for(lambda: checkpoints(run_dir), 120, "the first checkpoint")
+    for victim in [w for w in status(run_dir)["workers"] if w["rank"] in (1, 2)]:
+        os.kill(victim["pid"], signal.SIGKILL)
+    thread.join(timeout=300)
+    assert outcome["code"] == 0
+    final = status(run_dir)
+    assert final["state"] == "done" and final["restarts"] == 1, final
+    assert not final.get("resizes"), final["resizes"]
+    assert_close(final_params(run_dir), want_params)
+    assert_each_step_once_with_the_same_losses(run_dir, want_losses)
