@@ -8,6 +8,7 @@ supervisor, run directory and errors), and returns where the run is and how it e
     result.metrics["val_accuracy"], result.run_dir
 
 `Trainer(train_loop, job).fit()` runs your own loop instead (disttrain.train.context).
+Either trains on a ray.data.Dataset with data=ds (launch/ray_data.py).
 
 Bad input raises SpecError (the CLI's exit 2) before anything starts; a job that fails
 after its restarts raises JobFailed (the CLI's exit 1); a stopped job (Ctrl-C) returns
@@ -43,9 +44,14 @@ class Result:
 def train(job, run_dir=None, *, resume: bool = False, address: str | None = None,
           quiet: bool = True, workers: int | None = None, backend: str | None = None,
           epochs: int | None = None, max_steps: int | None = None,
-          set: dict | None = None, train_loop=None) -> Result:  # noqa: A002 - the CLI's --set
+          set: dict | None = None, train_loop=None,  # noqa: A002 - the CLI's --set
+          data=None, val_data=None) -> Result:
     """Run job (a path to a job file, a dict of its tables, or a JobSpec) to the end;
-    with train_loop(ctx), that loop on every rank instead of the job's (Trainer)."""
+    with train_loop(ctx), that loop on every rank instead of the job's (Trainer); with
+    data (a ray.data.Dataset: [data] label_column and numeric feature columns), on its
+    rows instead of the [data] table's, validated on val_data or its val_fraction split."""
+    from disttrain.train.builders import handed_datasets
+
     from .cli import check_launch
     from .job import run_job
 
@@ -53,11 +59,28 @@ def train(job, run_dir=None, *, resume: bool = False, address: str | None = None
         "distributed.workers": workers, "distributed.backend": backend,
         "job.epochs": epochs, "job.max_steps": max_steps}.items() if v is not None}}
     spec, source = _spec(job, overrides)
-    run_dir = check_launch(spec, source, run_dir, resume=resume, address=address,
-                           with_model=train_loop is None)
+    datasets = _datasets(spec, data, val_data)
+    with handed_datasets(datasets):  # checked as a file's data is, before anything starts
+        run_dir = check_launch(spec, source, run_dir, resume=resume, address=address,
+                               with_model=train_loop is None)
     code = run_job(spec, run_dir, resume=resume, address=address, quiet=quiet,
-                   loop=train_loop)
+                   loop=train_loop, datasets=datasets)
     return _result(run_dir, code)
+
+
+def _datasets(spec: JobSpec, data, val_data):
+    """(train, val) over a Ray Dataset, or None for the [data] table's own data."""
+    if data is None:
+        if val_data is not None:
+            raise SpecError("train: val_data goes with data (a ray.data.Dataset); pass data "
+                            "too, or drop val_data")
+        return None
+    if spec.distributed.backend == "mpi":
+        raise SpecError("[distributed] backend: a Ray Dataset trains on Ray (coordinator, "
+                        "ring) or locally; mpi ranks read files: choose another backend")
+    from .ray_data import ray_datasets
+
+    return ray_datasets(spec, data, val_data)
 
 
 class Trainer:
@@ -75,7 +98,8 @@ class Trainer:
         result = Trainer(train_loop, workers=2, backend="coordinator").fit()
 
     The loop runs in every Ray worker (Ray pickles it, so it may be a closure) or here
-    with backend "local"; not under MPI.
+    with backend "local"; not under MPI. data= (and val_data=): a ray.data.Dataset to
+    train on, as for train().
     """
 
     def __init__(self, train_loop, job=None, run_dir=None, **options):

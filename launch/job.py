@@ -35,14 +35,18 @@ PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_stop=None,
-            loop=None) -> int:
+            loop=None, datasets=None) -> int:
     """Train spec into run_dir; the exit code. should_stop: a callable polled for a stop;
-    loop: a user's train_loop(ctx) run on every rank instead of the job's (not under MPI,
-    whose ranks start from a job file)."""
+    loop: a user's train_loop(ctx) run on every rank instead of the job's; datasets:
+    (train, val) handed to every rank instead of the [data] table's (a Ray Dataset's;
+    neither under MPI, whose ranks start from a job file)."""
     if spec.distributed.backend == "mpi":
         if loop is not None:
             raise SpecError("[distributed] backend: a train loop runs on Ray (coordinator, "
                             "ring) or locally; mpi ranks run job files: choose another backend")
+        if datasets is not None:
+            raise SpecError("[distributed] backend: a Ray Dataset trains on Ray (coordinator, "
+                            "ring) or locally; mpi ranks read files: choose another backend")
         return run_under_mpiexec(spec, run_dir, resume=resume, quiet=quiet)
     driver = Driver(run_dir, spec, Progress(quiet=quiet))
     stop = threading.Event()
@@ -57,7 +61,7 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
     try:
         if spec.distributed.backend == "local":
             with stop_on_signals(stop, on_second, driver.progress):
-                summary = _run_here(spec, driver, resume, stopping, loop)
+                summary = _run_here(spec, driver, resume, stopping, loop, datasets)
         else:
             from .supervisor import Supervisor, default_num_cpus, ensure_ray
 
@@ -65,7 +69,7 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
             ensure_ray(address, default_num_cpus(spec))
             with stop_on_signals(stop, on_second, driver.progress):
                 summary = Supervisor(spec, driver, resume=resume, should_stop=stopping,
-                                     loop=loop).run()
+                                     loop=loop, datasets=datasets).run()
         driver.finish(summary)
     except SpecError as error:
         driver.fail(error)
@@ -77,13 +81,14 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
     return EXIT_OK
 
 
-def _run_here(spec, driver: Driver, resume: bool, should_stop, loop=None) -> dict:
+def _run_here(spec, driver: Driver, resume: bool, should_stop, loop=None,
+              datasets=None) -> dict:
     """The whole job in this process: one rank over a LocalCommunicator."""
     state = driver.resume_state() if resume else None
     driver.set_workers([{"rank": 0, "node": socket.gethostname(), "pid": os.getpid()}])
     return run_rank(spec, LocalCommunicator(spec.distributed.timeout_s), state=state,
                     on_record=driver.on_record, on_checkpoint=driver.on_checkpoint,
-                    should_stop=should_stop, loop=loop)
+                    should_stop=should_stop, loop=loop, datasets=datasets)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ scheduler."""
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import importlib
 import importlib.util
 from pathlib import Path
@@ -134,8 +135,25 @@ def output_width(spec: JobSpec, train, val) -> int:
     return int(max(y.max(), val.arrays[1].max())) + 1
 
 
+# (train, val) handed in for data that comes from no file (a Ray Dataset): see handed_datasets
+_HANDED = contextvars.ContextVar("handed_datasets", default=None)
+
+
+@contextlib.contextmanager
+def handed_datasets(datasets):
+    """Inside, build_datasets gives `datasets` (train, val) instead of the [data] table's,
+    so check_job checks data from no file (a Ray Dataset) as it checks a file's."""
+    token = _HANDED.set(datasets)
+    try:
+        yield
+    finally:
+        _HANDED.reset(token)
+
+
 def build_datasets(spec: JobSpec):
-    """(train, val) datasets of the [data] table, in the job's dtype."""
+    """(train, val) datasets of the [data] table (or those handed in), in the job's dtype."""
+    if _HANDED.get() is not None:
+        return _HANDED.get()
     d, dtype = spec.data, dtype_of(spec)
     if d.path:
         return _file_datasets(spec, dtype)
