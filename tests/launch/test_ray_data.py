@@ -6,6 +6,11 @@ anything starts.
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -14,7 +19,7 @@ from disttrain.launch.api import train
 from disttrain.train.spec import SpecError
 from tests.launch.test_data_files import samples
 from tests.launch.test_faults import assert_bit_identical
-from tests.train.helpers import final_params, small_job
+from tests.train.helpers import REPO, final_params, small_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -107,3 +112,16 @@ def test_bad_ray_data_is_one_line_before_anything_starts(ray_session, tmp_path, 
         train(job(backend), tmp_path / "never", **bad(kind))
     assert needle in str(raised.value) and "\n" not in str(raised.value), raised.value
     assert not (tmp_path / "never").exists()
+
+
+def test_the_readme_example_runs_as_written(ray_session, tmp_path):
+    readme = (REPO / "README.md").read_text()
+    block = re.search(r"```python\n(import numpy as np\nfrom ray import data\n.*?)```", readme,
+                      re.S).group(1)
+    env = dict(os.environ, RAY_ADDRESS=ray_session.get_runtime_context().gcs_address)
+    done = subprocess.run([sys.executable, "-c", block], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    state, accuracy = done.stdout.split()[-2:]
+    assert state == "done" and float(accuracy) > 0.8
+    assert (tmp_path / "runs" / "ray-data" / "final" / "model.npz").exists()
