@@ -6,7 +6,7 @@ from .containers import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, MaxPool2d
 from .dropout import Dropout
 from .embedding import Embedding
-from .flatten import Flatten
+from .flatten import Flatten, Unflatten
 from .linear import Identity, Linear
 from .loss import CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss
 from .module import Module
@@ -15,7 +15,7 @@ from .parameter import Parameter
 
 __all__ = [
     "functional", "init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
-    "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "ReLU", "Tanh", "Sigmoid", "GELU",
-    "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "Embedding", "MSELoss",
-    "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
+    "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "Unflatten", "ReLU", "Tanh",
+    "Sigmoid", "GELU", "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm",
+    "Embedding", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
 ]

@@ -7,6 +7,7 @@ import contextlib
 import contextvars
 import importlib
 import importlib.util
+import math
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from ..data.datasets import split_indices, synthetic_regression
 from ..data.files import DataFileError, check_classification, check_regression, load_arrays
 from ..data.rows import Rows, RowsDataset
 from ..nn import functional as F
-from .spec import NEEDS_TENSORBOARDX, JobSpec, SpecError
+from .spec import MAX_PARAMETERS, NEEDS_TENSORBOARDX, JobSpec, SpecError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
 # [job] loss: torch's functions with their defaults (reduction="mean", huber's delta=1.0).
@@ -36,6 +37,10 @@ def build_model(spec: JobSpec, n_features: int, n_outputs: int):
     """The model the [model] table describes, initialised from the job's seed; n_outputs is
     the number of classes (classification) or target columns (regression)."""
     m, dtype = spec.model, dtype_of(spec)
+    if spec.data.shape and math.prod(spec.data.shape) != n_features:
+        raise SpecError(f"[data] shape: {spec.data.shape} is {math.prod(spec.data.shape)} "
+                        f"values per sample, but the data has {n_features} features; give "
+                        "the [channels, height, width] its rows were flattened from")
     if m.kind == "custom":
         factory = load_factory(m.factory)
         try:
@@ -47,48 +52,117 @@ def build_model(spec: JobSpec, n_features: int, n_outputs: int):
             raise SpecError(f"[model] factory: {m.factory} returned {type(model).__name__}, "
                             "not a disttrain.nn.Module")
         return model.to(dtype)
-    model = _built_in_model(spec, n_features, n_outputs)
+    if m.kind == "cnn":
+        model = _cnn(spec, image_shape(spec, n_features), n_outputs)
+    else:
+        model = nn.Sequential(*_fully_connected(spec, mlp_widths(spec, n_features, n_outputs)))
     if spec.loss() == "nll":  # NLLLoss takes log-probabilities, as a torch user's model ends
         model.append(nn.LogSoftmax(dim=1))
     return model
 
 
-def _built_in_model(spec: JobSpec, n_features: int, n_outputs: int):
-    m, dtype = spec.model, dtype_of(spec)
-    if m.kind == "cnn":
-        side = int(round(n_features ** 0.5))
-        if side * side != n_features:
-            raise SpecError(f"[model] kind: 'cnn' needs square images, but the data has "
-                            f"{n_features} features; use kind = 'mlp'")
-        return nn.Sequential(
-            _Unflatten(side), nn.Conv2d(1, 8, 3, padding=1, dtype=dtype), nn.ReLU(),
-            nn.MaxPool2d(2), nn.Flatten(),
-            nn.Linear(8 * (side // 2) ** 2, n_outputs, dtype=dtype))
-    sizes = list(m.sizes)
+def mlp_widths(spec: JobSpec, n_features: int, n_outputs: int) -> list:
+    """Every width of the MLP, input first: [model] sizes as written (checked against the
+    data), or [model] hidden between the data's features and its outputs."""
+    sizes = list(spec.model.sizes)
+    if not sizes:
+        return _checked_size([n_features, *spec.model.hidden, n_outputs])
     if sizes[0] != n_features or sizes[-1] != n_outputs:
         outputs = (f"{n_outputs} classes" if spec.job.task == "classification" else
                    f"{n_outputs} target column{'s' if n_outputs > 1 else ''}")
         raise SpecError(f"[model] sizes: {sizes} must start with the data's {n_features} "
                         f"features and end with its {outputs}")
-    layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    return sizes
+
+
+def _checked_size(widths: list, conv_parameters: int = 0) -> list:
+    """The fully connected widths, unless they and the convolutions make more than
+    MAX_PARAMETERS (counted before anything is built); the error names the larger part."""
+    linear = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
+    parameters = linear + conv_parameters
+    key = "hidden" if linear >= conv_parameters else "channels"
+    if parameters > MAX_PARAMETERS:
+        raise SpecError(f"[model] {key}: the model has {parameters:,} parameters with "
+                        f"layers {widths} for this data, more than {MAX_PARAMETERS:,}; choose "
+                        "smaller layers" + (" or more pooling" if conv_parameters else ""))
+    return widths
+
+
+def _fully_connected(spec: JobSpec, widths: list) -> list:
+    """Linear layers through widths, each hidden one followed by the activation (and
+    dropout); the last one is the output, bare."""
+    m, dtype, layers = spec.model, dtype_of(spec), []
+    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
         layers.append(nn.Linear(fan_in, fan_out, dtype=dtype))
-        if i < len(sizes) - 2:
+        if i < len(widths) - 2:
             layers.append(ACTIVATIONS[m.activation]())
             if m.dropout:
                 layers.append(nn.Dropout(m.dropout))
-    return nn.Sequential(*layers)
+    return layers
 
 
-class _Unflatten(nn.Module):
-    """(N, side*side) rows back into (N, 1, side, side) images for the CNN."""
+def image_shape(spec: JobSpec, n_features: int) -> tuple:
+    """(channels, height, width) of each sample: [data] shape, or for a built-in data set
+    a square 1-channel image (digits: 1x8x8). A file's images need their shape: a square
+    feature count can as well be 4 channels of a square half as wide."""
+    d = spec.data
+    if d.shape:
+        return tuple(d.shape)
+    side = math.isqrt(n_features)
+    if d.path:
+        raise SpecError(f"[model] kind: 'cnn' needs the shape of the images in {d.path}; "
+                        "set [data] shape = [channels, height, width], as [1, 28, 28] for "
+                        "grey 28x28 images")
+    if side * side != n_features:
+        raise SpecError(f"[model] kind: 'cnn' needs images, but the data's {n_features} "
+                        "features are not a square 1-channel image; set [data] shape = "
+                        "[channels, height, width], or use kind = 'mlp'")
+    return 1, side, side
 
-    def __init__(self, side: int):
-        super().__init__()
-        self.side = side
 
-    def forward(self, x):
-        return x.reshape(x.shape[0], 1, self.side, self.side)
+def cnn_layout(spec: JobSpec, shape: tuple) -> list:
+    """(channels, height, width) after each convolution block of [model] channels, the
+    image first; a block that would shrink the image below 1x1 is an error naming it."""
+    m = spec.model
+    k, pad = m.kernel_size, (m.kernel_size // 2 if m.padding == "same" else 0)
+    layout = [tuple(shape)]
+    for i, out in enumerate(m.channels, 1):
+        _, h, w = layout[-1]
+        fewer = f", or fewer conv layers (channels = {m.channels[:i - 1]})" if i > 1 else ""
+        if min(h, w) + 2 * pad < k:
+            raise SpecError(f"[model] kernel_size: conv {i} of channels {m.channels} gets a "
+                            f"{h}x{w} image, smaller than its {k}x{k} kernel with padding "
+                            f"{pad}; choose kernel_size <= {min(h, w) + 2 * pad}"
+                            f"{' or padding = ' + repr('same') if not pad else ''}{fewer}")
+        h, w = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+        if min(h, w) < m.pool:
+            raise SpecError(f"[model] pool: the max-pool after conv {i} of channels "
+                            f"{m.channels} gets a {h}x{w} image, smaller than its {m.pool}x"
+                            f"{m.pool} window; choose pool <= {min(h, w)}{fewer}")
+        layout.append((out, h // m.pool, w // m.pool))
+    return layout
+
+
+def _cnn(spec: JobSpec, shape: tuple, n_outputs: int):
+    """LeNet's stack: per [model] channels entry a convolution, the activation and a
+    max-pool; then flatten and the fully connected layers of [model] hidden."""
+    m, dtype = spec.model, dtype_of(spec)
+    if m.sizes:  # checked after the image, so a job that is no CNN at all hears that first
+        raise SpecError("[model] sizes: kind = 'cnn' takes the width of its fully connected "
+                        "input from the convolutions; drop sizes and give the widths between "
+                        "them and the output as hidden = [...] (the output comes from the data)")
+    layout = cnn_layout(spec, shape)
+    k, pad = m.kernel_size, (m.kernel_size // 2 if m.padding == "same" else 0)
+    convs = list(zip([c for c, _, _ in layout[:-1]], m.channels))
+    widths = _checked_size([math.prod(layout[-1]), *m.hidden, n_outputs],
+                           sum((c_in * k * k + 1) * c_out for c_in, c_out in convs))
+    layers = [nn.Unflatten(1, shape)]
+    for c_in, c_out in convs:
+        layers += [nn.Conv2d(c_in, c_out, k, padding=pad, dtype=dtype),
+                   ACTIVATIONS[m.activation]()]
+        if m.pool > 1:
+            layers.append(nn.MaxPool2d(m.pool))
+    return nn.Sequential(*layers, nn.Flatten(), *_fully_connected(spec, widths))
 
 
 def load_factory(factory: str, key: str = "[model] factory"):
@@ -307,8 +381,7 @@ def check_job(spec: JobSpec, source: str = "job", with_model: bool = True) -> No
         with _input_errors(source, "job", "loss"):
             build_loss(spec)
         return
-    model_key = "factory" if spec.model.kind == "custom" else "sizes"
-    with _input_errors(source, "model", model_key):
+    with _input_errors(source, "model", model_key(spec)):
         model = build_model(spec, x.shape[1], width)
     with _input_errors(source, "job", "loss"):
         loss_fn = build_loss(spec)
@@ -319,10 +392,17 @@ def check_job(spec: JobSpec, source: str = "job", with_model: bool = True) -> No
         build_scheduler(spec, optimizer)
 
 
+def model_key(spec: JobSpec) -> str:
+    """The [model] key that decides the model's layers, for messages about them."""
+    m = spec.model
+    return ("factory" if m.kind == "custom" else "channels" if m.kind == "cnn" else
+            "sizes" if m.sizes else "hidden")
+
+
 def _check_sample_batch(spec: JobSpec, source: str, model, loss_fn, x, y, width: int) -> None:
     """Run the model and the loss on two samples, so one that does not fit the data (or a
     custom loss that fails or gives no scalar) fails here, naming its key, not in a worker."""
-    model_key = "[model] factory" if spec.model.kind == "custom" else "[model] sizes"
+    key = f"[model] {model_key(spec)}"
     outputs = (f"{width} classes" if spec.job.task == "classification" else
                f"{width} target column{'s' * (width != 1)}")
     model.eval()
@@ -333,11 +413,11 @@ def _check_sample_batch(spec: JobSpec, source: str, model, loss_fn, x, y, width:
             if fits and spec.loss() in LOSSES:  # a custom loss is checked below, as [job] loss
                 loss_fn(output, Tensor._make(y)).item()
     except Exception as error:
-        raise SpecError(f"{source}: {model_key}: the model fails on a batch of the data "
+        raise SpecError(f"{source}: {key}: the model fails on a batch of the data "
                         f"({x.shape[1]} features, {outputs}): {type(error).__name__}: "
                         f"{_one_line(error)}; make its input and output sizes fit") from None
     if not fits:
-        raise SpecError(f"{source}: {model_key}: the model's output has shape "
+        raise SpecError(f"{source}: {key}: the model's output has shape "
                         f"{tuple(output.shape)} for a batch of {len(y)}, but the data needs "
                         f"({len(y)}, {width}) ({outputs}); make its last layer {width} wide"
                         + (" (1-D targets are one column)" if width == 1 else ""))

@@ -54,11 +54,31 @@ class JobSection:
 
 @dataclass
 class ModelSection:
-    """The [model] table: an MLP, a CNN or a custom factory, with sizes and activation."""
+    """The [model] table: an MLP, a LeNet-style CNN or a custom factory.
+
+    The fully connected layers are given one of two ways, never both, so that a list means
+    one network only: `hidden`, the widths between input and output, both of which are
+    taken from the data (its features; its classes or target columns); or `sizes`, every
+    width from input to output, checked against the data (the form of older job files).
+    One key for both forms could not tell [64, 10] "64 features -> 10 classes" from "a
+    hidden layer of 64", nor a stale [10, 8, 4] from a short form for 16 features.
+    """
     kind: str = "mlp"  # mlp | cnn | custom
-    sizes: list = field(default_factory=lambda: [64, 128, 10])
+    # the hidden layers' widths; [] is none (a linear model); the input and output widths
+    # come from the data
+    hidden: list = field(default_factory=lambda: [128])
+    # instead of hidden (mlp): every width, input first and output last, as [64, 128, 10];
+    # [] uses hidden
+    sizes: list = field(default_factory=list)
     activation: str = "relu"
-    dropout: float = 0.0
+    dropout: float = 0.0  # after each hidden fully connected layer's activation
+    # cnn: one convolution per entry (its output channels), each followed by the activation
+    # and a max-pool; then flatten and the fully connected layers of hidden. The image of
+    # each sample is [data] shape (a square 1-channel image for digits and synthetic)
+    channels: list = field(default_factory=lambda: [6, 16])
+    kernel_size: int = 3  # square kernels, stride 1
+    padding: str = "same"  # same: kernel_size // 2 on each side (odd kernels) | valid: none
+    pool: int = 2  # the max-pool's window and stride after each convolution; 1: no pooling
     factory: str = ""  # custom: "module.path:function" or "path/to/file.py:function"
 
 
@@ -81,6 +101,9 @@ class DataSection:
     # a validation file of the same format (then all of `path` trains, val_fraction unused)
     val_path: str = ""
     val_y_path: str = ""  # .npy: the validation labels' .npy file
+    # [channels, height, width] of each sample, for kind = "cnn" (and custom factories): a
+    # row of C*H*W features, or an (N, C, H, W) array, flattened in C order; [] : not images
+    shape: list = field(default_factory=list)
 
 
 @dataclass
@@ -156,6 +179,7 @@ CHOICES = {
     ("job", "task"): ("classification", "regression"),
     ("model", "kind"): ("mlp", "cnn", "custom"),
     ("model", "activation"): ("relu", "tanh", "sigmoid", "gelu"),
+    ("model", "padding"): ("same", "valid"),
     ("data", "name"): ("digits", "synthetic"),
     ("optimizer", "name"): ("sgd", "adam", "adamw"),
     ("scheduler", "name"): ("none", "step", "cosine"),
@@ -198,6 +222,8 @@ RANGES = {
     ("job", "keep_checkpoints"): Range(1),
     ("job", "blas_threads"): Range(0, 1024),
     ("model", "dropout"): Range(0, 1, high_open=True),
+    ("model", "kernel_size"): Range(1, 1000),
+    ("model", "pool"): Range(1, 1000),
     ("data", "val_fraction"): Range(0, 1, low_open=True, high_open=True),
     ("data", "n_samples"): Range(2, 10_000_000),
     ("data", "n_features"): Range(1, 100_000),
@@ -223,7 +249,10 @@ RANGES = {
 }
 # Lists: (element type, shortest, longest, range of each element).
 LISTS = {
-    ("model", "sizes"): (int, 2, 64, Range(1, 1_000_000)),
+    ("model", "sizes"): (int, 0, 64, Range(1, 1_000_000)),  # [] or at least 2: _check_model
+    ("model", "hidden"): (int, 0, 64, Range(1, 1_000_000)),
+    ("model", "channels"): (int, 1, 64, Range(1, 100_000)),
+    ("data", "shape"): (int, 0, 3, Range(1, 1_000_000)),  # [] or 3: _check_data
     ("optimizer", "betas"): (float, 2, 2, Range(0, 1, high_open=True)),
 }
 # The built-in losses ([job] loss, torch's names) and the task each fits.
@@ -334,16 +363,40 @@ def _check_name(spec: JobSpec, source: str) -> None:
                         "starting with a letter or digit (e.g. 'digits-lr0.05')")
 
 
+# The keys only kind = "cnn" reads (a custom factory may read them too).
+CNN_KEYS = ("channels", "kernel_size", "padding", "pool")
+
+
 def _check_model(spec: JobSpec, source: str) -> None:
-    model = spec.model
-    if model.kind == "mlp":
-        sizes = model.sizes
-        parameters = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
-        if parameters > MAX_PARAMETERS:
-            raise SpecError(f"{source}: [model] sizes: {sizes} make {parameters:,} "
-                            f"parameters, more than {MAX_PARAMETERS:,}; choose smaller layers")
+    """The rules the data does not decide; builders.build_model checks the widths and the
+    image against the data, in the driver too."""
+    model, where = spec.model, f"{source}: [model]"
     if model.kind == "custom":
-        _check_function_ref(model.factory, f"{source}: [model] factory", "custom models")
+        _check_function_ref(model.factory, f"{where} factory", "custom models")
+        return
+    sizes, defaults = model.sizes, ModelSection()
+    if len(sizes) == 1:
+        raise SpecError(f"{where} sizes: {sizes} is one width; sizes is every width, input "
+                        "first and output last, so at least 2 (or leave sizes out and give "
+                        "the hidden widths alone as hidden = [...])")
+    if sizes and model.hidden != defaults.hidden:
+        raise SpecError(f"{where} hidden: {model.hidden} and sizes = {sizes} both give the "
+                        "layers; keep hidden (the input and output widths come from the data) "
+                        "or sizes (every width, input first), not both")
+    parameters = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
+    if parameters > MAX_PARAMETERS:
+        raise SpecError(f"{where} sizes: {sizes} make {parameters:,} parameters, more than "
+                        f"{MAX_PARAMETERS:,}; choose smaller layers")
+    if model.kind == "mlp":
+        for key in CNN_KEYS:
+            if getattr(model, key) != getattr(defaults, key):
+                raise SpecError(f"{where} {key}: only kind = 'cnn' uses {key}, but kind is "
+                                f"'mlp'; set kind = 'cnn', or drop {key}")
+    if model.kind == "cnn" and model.padding == "same" and model.kernel_size % 2 == 0:
+        raise SpecError(f"{where} kernel_size: padding = 'same' pads kernel_size // 2 on each "
+                        f"side, which needs an odd kernel_size, got {model.kernel_size}; "
+                        f"choose {model.kernel_size - 1} or {model.kernel_size + 1}, or set "
+                        "padding = 'valid'")
 
 
 def _check_function_ref(value: str, where: str, what: str) -> None:
@@ -380,6 +433,9 @@ def _check_task(spec: JobSpec, source: str) -> None:
 
 def _check_data(spec: JobSpec, source: str) -> None:
     d = spec.data
+    if d.shape and len(d.shape) != 3:
+        raise SpecError(f"{source}: [data] shape: expected [channels, height, width], as "
+                        f"[1, 28, 28] for grey 28x28 images, got {d.shape}")
     if d.name == "synthetic" and d.n_samples * d.n_features > MAX_SYNTHETIC_VALUES:
         raise SpecError(f"{source}: [data] n_samples: {d.n_samples} samples x "
                         f"{d.n_features} features is more than {MAX_SYNTHETIC_VALUES:,} "
