@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 import importlib.util
 import math
@@ -23,7 +24,8 @@ from ..nn import functional as F
 from .spec import MAX_PARAMETERS, NEEDS_TENSORBOARDX, JobSpec, SpecError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
-# [job] loss: torch's functions with their defaults (reduction="mean", huber's delta=1.0).
+# [job] loss: torch's functions with their defaults (reduction="mean"); huber's delta is
+# [job] huber_delta (build_loss).
 LOSSES = {"cross_entropy": F.cross_entropy, "nll": F.nll_loss, "mse": F.mse_loss,
           "l1": F.l1_loss, "huber": F.huber_loss}
 
@@ -197,6 +199,8 @@ def build_loss(spec: JobSpec):
     Mean, not sum, as torch's default: DDP averages the ranks' gradients, so a loss that
     is a mean over its samples gives the gradient of the global batch's mean."""
     name = spec.loss()
+    if name == "huber":
+        return functools.partial(F.huber_loss, delta=spec.job.huber_delta)
     return LOSSES[name] if name in LOSSES else load_factory(name, "[job] loss")
 
 

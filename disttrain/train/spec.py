@@ -50,6 +50,9 @@ class JobSection:
     on_nonfinite: str = "stop"  # a step whose loss is NaN or infinite: stop the job, or skip it
     # write TensorBoard scalars beside metrics.jsonl (needs the watch extra: tensorboardX)
     tensorboard: bool = False
+    # loss = "huber": where the loss turns from quadratic to linear (torch's delta); any
+    # other loss refuses a value other than 1.0, rather than ignore it
+    huber_delta: float = 1.0
 
 
 @dataclass
@@ -221,6 +224,7 @@ RANGES = {
     ("job", "checkpoint_every"): Range(0),
     ("job", "keep_checkpoints"): Range(1),
     ("job", "blas_threads"): Range(0, 1024),
+    ("job", "huber_delta"): Range(0, low_open=True),
     ("model", "dropout"): Range(0, 1, high_open=True),
     ("model", "kernel_size"): Range(1, 1000),
     ("model", "pool"): Range(1, 1000),
@@ -425,6 +429,10 @@ def _check_task(spec: JobSpec, source: str) -> None:
                         f"[job] task is {task!r}; for {task} choose "
                         f"{' or '.join(map(repr, fitting))}, or set task = "
                         f"{LOSS_TASKS[loss]!r}")
+    delta = spec.job.huber_delta
+    if delta != JobSection().huber_delta and spec.loss() != "huber":
+        raise SpecError(f"{source}: [job] huber_delta: only loss = 'huber' uses it, but the "
+                        f"loss is {spec.loss()!r}; set loss = 'huber', or drop huber_delta")
     if task == "regression" and not spec.data.path and spec.data.name == "digits":
         raise SpecError(f"{source}: [data] name: 'digits' holds class labels, and a "
                         "regression job needs float targets; use name = 'synthetic' (a "
