@@ -10,11 +10,12 @@ worker group), up to [distributed] max_restarts times.
 Elastic jobs ([distributed] min_workers < workers) lose no work instead: the survivors'
 collectives are aborted, which abandons the step in flight before any optimizer.step, and
 every replica holds the same state after each complete step; so the supervisor takes the
-state of the survivor that got furthest (at most one step ahead of the others) from its
-memory, and a group of the survivors' size goes on from it, with no checkpoint read (a
-resize, not a restart). When CPUs for more workers appear, the group stops at the next
-step every rank agrees on and a larger one goes on from rank 0's state the same way. The
-global batch does not change with the world size, so neither does the training.
+state of a survivor from its memory (the one behind, if one finished the step in flight
+and another did not: at most that step is recomputed), and a group of the survivors' size
+goes on from it, with no checkpoint read (a resize, not a restart). When CPUs for more
+workers appear, the group stops at the next step every rank agrees on and a larger one
+goes on from rank 0's state the same way. The global batch does not change with the world
+size, so neither does the training.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from dataclasses import dataclass, field
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError, RayError
 from ray.util.placement_group import placement_group, remove_placement_group
-from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+from ray.util.scheduling_strategies import (
+    NodeAffinitySchedulingStrategy,
+    PlacementGroupSchedulingStrategy,
+)
 
 from disttrain.train import SpecError
 from disttrain.train.driver import Driver
@@ -89,9 +93,11 @@ class Supervisor:
     """Runs one job to completion on Ray, the driver writing the run directory as it goes."""
 
     def __init__(self, spec, driver: Driver, resume: bool = False, should_stop=None,
-                 loop=None):
+                 loop=None, datasets=None):
         self.spec, self.driver, self.resume = spec, driver, resume
         self.loop = loop  # a user's train_loop(ctx), shipped to every rank by Ray
+        # (train, val) of a Ray Dataset (refs to its blocks), put once for every rank
+        self.datasets = None if datasets is None else ray.put(datasets)
         self.should_stop = should_stop or (lambda: False)
         self.secret = secrets.token_hex(32)  # authenticates ring connections of this job
         self._resizing_since: float | None = None
@@ -101,25 +107,36 @@ class Supervisor:
         d = self.spec.distributed
         restarts = self.driver.run.status.get("restarts", 0)  # carried across --resume
         first = restarts
-        memory = None  # (state, world size, grow after): go on from a replica's memory
+        memory = None  # (state, world size, grow after, nodes): go on from a replica's memory
+        failed_regroups = 0  # groups from memory that failed to start, in a row
         while True:
             attempt = Attempt()
+            from_memory = memory
             try:
                 if memory is not None:
-                    (state, world, attempt.grow_after), memory = memory, None
+                    (state, world, attempt.grow_after, nodes), memory = memory, None
                 else:
-                    state, world = (self.driver.resume_state() if self.resume or
-                                    restarts > first else None), None
-                self._start(attempt, world)
+                    state, world, nodes = (self.driver.resume_state() if self.resume or
+                                           restarts > first else None), None, None
+                self._start(attempt, world, nodes)
+                failed_regroups = 0
                 return self._watch(attempt, state)
             except Resize as resize:  # growing: the group stopped at an agreed step
-                memory = (resize.state, resize.to, 0.0)
+                memory = (resize.state, resize.to, 0.0, None)
                 self._note_resize(attempt.world_size, resize.to, resize.state, resize.reason)
             except (RayError, WorkerLost) as error:  # setup failures count as well
                 kept = self._survivors_state(attempt) if d.least_workers() < d.workers else None
                 if kept is not None and kept[1] >= d.least_workers():
-                    memory = (*kept, time.monotonic() + GROW_COOLDOWN_S)
+                    memory = (kept[0], kept[1], time.monotonic() + GROW_COOLDOWN_S, kept[2])
                     self._note_resize(attempt.world_size, kept[1], kept[0], str(error))
+                    continue
+                if from_memory is not None and not attempt.runs and failed_regroups < 3:
+                    # The group from memory did not start (a node that was going away, say):
+                    # the state is still here, so place it again, anywhere that fits.
+                    failed_regroups += 1
+                    memory = (from_memory[0], from_memory[1], from_memory[2], None)
+                    self.driver.progress.warn(f"the group of {from_memory[1]} did not start "
+                                              f"({error}); placing it again")
                     continue
                 if attempt.actors:
                     self._collect(attempt)  # a checkpoint rank 0 made before the loss counts
@@ -135,8 +152,8 @@ class Supervisor:
                 self._teardown(attempt)
 
     def _survivors_state(self, attempt: Attempt):
-        """(the state of the survivor furthest on, how many survived), or None when the
-        attempt never ran or no replica survived with a state.
+        """(the state of the survivor furthest behind, how many survived, their nodes), or None
+        when the attempt never ran or no replica survived with a state.
 
         The abort that ended the attempt wakes every survivor's collective, so their run()
         calls end (raising) within moments; a rank whose call does not end, or whose actor
@@ -145,10 +162,14 @@ class Supervisor:
             return None
         if attempt.coordinator is not None:
             attempt.coordinator.abort.remote("a worker was lost; the group re-forms")
-        ray.wait(attempt.runs, num_returns=len(attempt.runs), timeout=30)
+        # A survivor's collective is aborted within moments; a rank still in run() after a
+        # heartbeat timeout (and a margin) is as good as lost, on a node that vanished.
+        d = self.spec.distributed
+        ray.wait(attempt.runs, num_returns=len(attempt.runs),
+                 timeout=HEARTBEATS_MISSED * d.heartbeat_s + 5)
         self._collect(attempt)
-        states = []
-        for actor, ref in zip(attempt.actors, attempt.runs):
+        states, nodes = [], []
+        for info, actor, ref in zip(attempt.infos, attempt.actors, attempt.runs):
             try:
                 ray.get(ref, timeout=0)
             except (RayActorError, GetTimeoutError):
@@ -161,9 +182,13 @@ class Supervisor:
                 continue
             if state is not None:
                 states.append(state)
+                nodes.append(info["node_id"])
         if not states:
             return None
-        return max(states, key=lambda s: s.meta["step"]), len(states)
+        # Survivors differ by at most the step in flight (an all-reduce a rank finished while
+        # another did not). Going on from the one behind recomputes that step, and rank 0's
+        # log lines then continue without a gap, whichever rank was ahead.
+        return min(states, key=lambda s: s.meta["step"]), len(states), nodes
 
     def _note_resize(self, old: int, new: int, state, reason: str) -> None:
         """Say it, and keep it in status.json: step, from, to, why."""
@@ -177,9 +202,11 @@ class Supervisor:
         self.driver.run.write_status(state="resizing", resizes=resizes)
         self._resizing_since = time.monotonic()
 
-    def _start(self, attempt: Attempt, world: int | None = None) -> None:
+    def _start(self, attempt: Attempt, world: int | None = None, nodes=None) -> None:
         """Place and start a group of `world` workers (None: the job's workers, or for an
-        elastic job as many as fit once min_workers do)."""
+        elastic job as many as fit once min_workers do). nodes: one Ray node id per worker,
+        for survivors re-forming where they ran: nodes known alive, whereas a placement
+        group could land on a lost node that Ray has not yet declared dead."""
         d = self.spec.distributed
         if world is None:
             world = self._wait_until_placeable() if d.least_workers() < d.workers else d.workers
@@ -187,25 +214,30 @@ class Supervisor:
         attempt.coordinator = create_coordinator(
             world_size=world, timeout_s=d.timeout_s,
             heartbeat_timeout_s=HEARTBEATS_MISSED * d.heartbeat_s)
-        strategy = placement_strategy(d.placement)
-        attempt.group = placement_group([{"CPU": d.cpus_per_worker}] * world,
-                                        strategy=strategy)
-        try:
-            ray.get(attempt.group.ready(), timeout=d.placement_timeout_s)
-        except GetTimeoutError:
-            raise WorkerLost(
-                f"could not place {world} workers x {d.cpus_per_worker} CPU "
-                f"({strategy}) within {d.placement_timeout_s:.0f} s; the cluster has "
-                f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] workers or "
-                "cpus_per_worker") from None
+        if nodes is not None:
+            where = [NodeAffinitySchedulingStrategy(node_id=node, soft=False) for node in nodes]
+        else:
+            strategy = placement_strategy(d.placement)
+            attempt.group = placement_group([{"CPU": d.cpus_per_worker}] * world,
+                                            strategy=strategy)
+            try:
+                ray.get(attempt.group.ready(), timeout=d.placement_timeout_s)
+            except GetTimeoutError:
+                raise WorkerLost(
+                    f"could not place {world} workers x {d.cpus_per_worker} CPU "
+                    f"({strategy}) within {d.placement_timeout_s:.0f} s; the cluster has "
+                    f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] "
+                    "workers or cpus_per_worker") from None
+            where = [PlacementGroupSchedulingStrategy(placement_group=attempt.group,
+                                                      placement_group_bundle_index=i)
+                     for i in range(world)]
         # The ranks' spec: this group's size (the job's min_workers does not concern them)
         spec = self.spec.to_dict()
         spec["distributed"].update(workers=world, min_workers=0)
         actor_class = remote_rank_actor(num_cpus=d.cpus_per_worker)
         attempt.actors = [
-            actor_class.options(scheduling_strategy=PlacementGroupSchedulingStrategy(
-                placement_group=attempt.group, placement_group_bundle_index=i)).remote(
-                i, spec, attempt.coordinator, self.secret, self.loop)
+            actor_class.options(scheduling_strategy=where[i]).remote(
+                i, spec, attempt.coordinator, self.secret, self.loop, self.datasets)
             for i in range(world)
         ]
         infos = self._get([a.join.remote() for a in attempt.actors], attempt,

@@ -23,9 +23,10 @@ class RankActor:
     """One rank of a job on Ray: join the group, then train until done or stopped."""
 
     def __init__(self, worker_index: int, spec_dict: dict, coordinator, secret: str,
-                 loop=None):
+                 loop=None, datasets=None):
         self.index = worker_index
         self.loop = loop  # a user's train_loop(ctx), or None for the job's own loop
+        self.datasets = datasets  # (train, val) handed in (a Ray Dataset's), or None
         self.spec = spec_from_dict(spec_dict)
         self.coordinator = coordinator
         self.secret = secret
@@ -61,7 +62,8 @@ class RankActor:
             return run_rank(self.spec, self.comm, state=state,
                             on_record=lambda r: self._post("record", r),
                             on_checkpoint=lambda s: self._post("checkpoint", s),
-                            should_stop=self._stop.is_set, loop=self.loop, held=self._held)
+                            should_stop=self._stop.is_set, loop=self.loop,
+                            datasets=self.datasets, held=self._held)
         finally:
             self.comm.close()
             self._stop_beating.set()

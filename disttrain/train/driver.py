@@ -57,6 +57,7 @@ class Driver:
         if found is not None:
             self.resumed_from = found[0]
             self.progress.say(f"resumed from {found[0].name} (step {step})")
+            self.run.write_status(resumed_from_step=step)
         self.run.forget_metrics_after(step, warn=self.progress.warn)
         return None if found is None else found[1]
 

@@ -20,12 +20,13 @@ from .loop import Trainer
 
 
 def run_rank(spec, comm, *, state: TrainState | None = None, on_record=None,
-             on_checkpoint=None, should_stop=None, loop=None, held=None) -> dict:
+             on_checkpoint=None, should_stop=None, loop=None, datasets=None, held=None) -> dict:
     """Build this rank's replica over comm, resume from rank 0's state, train; the summary.
 
     Rank 0 emits a record of kind "start" (step, total_steps), then the Trainer's
     ("train", "eval", "trace") to on_record. loop: a user's train_loop(ctx), which builds
     its own model and optimizer and runs each step (context.py), instead of the job's.
+    datasets: (train, val) to train on instead of the [data] table's (a Ray Dataset's).
     held: a dict that gets the Trainer as held["trainer"], so the caller can take the
     replica's state after a failed collective (an elastic job goes on from memory).
     """
@@ -35,7 +36,7 @@ def run_rank(spec, comm, *, state: TrainState | None = None, on_record=None,
     # do not oversubscribe its cores.
     with threadpool_limits(spec.blas_threads()):
         trainer = Trainer(spec, comm, on_record=on_record, on_checkpoint=on_checkpoint,
-                          build_replica=loop is None)
+                          build_replica=loop is None, datasets=datasets)
         if held is not None:
             held["trainer"] = trainer
         should_stop = should_stop or (lambda: False)

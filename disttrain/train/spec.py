@@ -153,7 +153,6 @@ class DistributedSection:
         return self.min_workers or self.workers
 
 
-
 @dataclass
 class JobSpec:
     """A whole job file: one field per TOML table, named as the table."""

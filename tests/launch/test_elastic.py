@@ -9,9 +9,13 @@ within 1e-9 (the world size changes the float rounding of the all-reduce, nothin
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,7 +23,7 @@ import ray
 
 from tests.launch.test_faults import checkpoints, long_job, losses, status, wait_for
 from tests.launch.test_supervision import run_in_thread
-from tests.train.helpers import final_params, run_local, run_on_ray
+from tests.train.helpers import REPO, final_params, run_local, run_on_ray
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -144,5 +148,31 @@ def test_fewer_survivors_than_min_workers_restart_from_the_checkpoint(ray_sessio
     final = status(run_dir)
     assert final["state"] == "done" and final["restarts"] == 1, final
     assert not final.get("resizes"), final["resizes"]
+    assert_close(final_params(run_dir), want_params)
+    assert_each_step_once_with_the_same_losses(run_dir, want_losses)
+
+
+@pytest.mark.parametrize("scenario", ["lose-node", "add-node"])
+def test_nodes_that_leave_or_join_resize_the_group(tmp_path, one_process, scenario):
+    """A whole node removed mid-run (its raylet and processes killed), and a node added to a
+    group that started below its workers, on a ray.cluster_utils.Cluster of its own."""
+    want_params, want_losses = one_process
+    done = subprocess.run([sys.executable, "-m", "tests.launch.elastic_nodes_main",
+                           str(tmp_path), scenario], cwd=REPO, capture_output=True, text=True,
+                          timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    measured = json.loads([line for line in done.stdout.splitlines()
+                           if line.startswith("{")][-1])
+    assert measured["code"] == 0, measured
+    run_dir = Path(measured["run_dir"])
+    final = status(run_dir)
+    assert final["state"] == "done" and final["restarts"] == 0, final
+    if scenario == "lose-node":
+        assert measured["world_before"] == 3
+        assert (final["resizes"][0]["from"], final["resizes"][0]["to"]) == (3, 2), final
+    else:
+        assert measured["world_before"] == 2
+        assert [(r["from"], r["to"]) for r in final["resizes"]] == [(2, 3)], final
+        print(f"grew to 3 workers {measured['grew_after_s']} s after the node joined")
     assert_close(final_params(run_dir), want_params)
     assert_each_step_once_with_the_same_losses(run_dir, want_losses)
