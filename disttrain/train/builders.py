@@ -64,25 +64,28 @@ def build_model(spec: JobSpec, n_features: int, n_outputs: int):
 
 
 def mlp_widths(spec: JobSpec, n_features: int, n_outputs: int) -> list:
-    """Every width of the MLP, input first: [model] sizes as written (checked against the
-    data), or [model] hidden between the data's features and its outputs."""
+    """Every width of the MLP, input first: [model] hidden between the data's features and
+    its outputs, or [model] sizes, with the data's features put first unless it starts
+    with them already (the input width may be left out), checked to end with the outputs."""
     sizes = list(spec.model.sizes)
     if not sizes:
         return _checked_size([n_features, *spec.model.hidden, n_outputs])
-    if sizes[0] != n_features or sizes[-1] != n_outputs:
+    if sizes[-1] != n_outputs:
         outputs = (f"{n_outputs} classes" if spec.job.task == "classification" else
                    f"{n_outputs} target column{'s' if n_outputs > 1 else ''}")
-        raise SpecError(f"[model] sizes: {sizes} must start with the data's {n_features} "
-                        f"features and end with its {outputs}")
-    return sizes
+        raise SpecError(f"[model] sizes: {sizes} must end with the data's {outputs} (and may "
+                        f"start with its {n_features} features)")
+    if len(sizes) == 1 or sizes[0] != n_features:  # the input width left out
+        sizes = [n_features, *sizes]
+    return _checked_size(sizes, name="sizes")
 
 
-def _checked_size(widths: list, conv_parameters: int = 0) -> list:
+def _checked_size(widths: list, conv_parameters: int = 0, name: str = "hidden") -> list:
     """The fully connected widths, unless they and the convolutions make more than
     MAX_PARAMETERS (counted before anything is built); the error names the larger part."""
     linear = sum((a + 1) * b for a, b in zip(widths[:-1], widths[1:]))
     parameters = linear + conv_parameters
-    key = "hidden" if linear >= conv_parameters else "channels"
+    key = name if linear >= conv_parameters else "channels"
     if parameters > MAX_PARAMETERS:
         raise SpecError(f"[model] {key}: the model has {parameters:,} parameters with "
                         f"layers {widths} for this data, more than {MAX_PARAMETERS:,}; choose "

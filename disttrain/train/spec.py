@@ -59,19 +59,19 @@ class JobSection:
 class ModelSection:
     """The [model] table: an MLP, a LeNet-style CNN or a custom factory.
 
-    The fully connected layers are given one of two ways, never both, so that a list means
-    one network only: `hidden`, the widths between input and output, both of which are
-    taken from the data (its features; its classes or target columns); or `sizes`, every
-    width from input to output, checked against the data (the form of older job files).
-    One key for both forms could not tell [64, 10] "64 features -> 10 classes" from "a
-    hidden layer of 64", nor a stale [10, 8, 4] from a short form for 16 features.
+    The fully connected layers are given one of two ways, never both: `hidden`, the widths
+    between input and output, both of which are taken from the data (its features; its
+    classes or target columns); or `sizes`, the widths up to the output, whose first entry
+    is the input only when it equals the data's feature count: with 64 features, [64, 128,
+    10] and [128, 10] are the same network, and [64, 10] is the linear model 64 -> 10. A
+    sizes list that means something else has to be written with hidden.
     """
     kind: str = "mlp"  # mlp | cnn | custom
     # the hidden layers' widths; [] is none (a linear model); the input and output widths
     # come from the data
     hidden: list = field(default_factory=lambda: [128])
-    # instead of hidden (mlp): every width, input first and output last, as [64, 128, 10];
-    # [] uses hidden
+    # instead of hidden (mlp): the widths up to the output, as [64, 128, 10] or [128, 10];
+    # the input width may be left out (it is taken from the data); [] uses hidden
     sizes: list = field(default_factory=list)
     activation: str = "relu"
     dropout: float = 0.0  # after each hidden fully connected layer's activation
@@ -378,10 +378,6 @@ def _check_model(spec: JobSpec, source: str) -> None:
         _check_function_ref(model.factory, f"{where} factory", "custom models")
         return
     sizes, defaults = model.sizes, ModelSection()
-    if len(sizes) == 1:
-        raise SpecError(f"{where} sizes: {sizes} is one width; sizes is every width, input "
-                        "first and output last, so at least 2 (or leave sizes out and give "
-                        "the hidden widths alone as hidden = [...])")
     if sizes and model.hidden != defaults.hidden:
         raise SpecError(f"{where} hidden: {model.hidden} and sizes = {sizes} both give the "
                         "layers; keep hidden (the input and output widths come from the data) "

@@ -108,7 +108,7 @@ KEY_CASES = {
         "[model] factory", ()),
     "n_targets zero": (regression(**{"data.n_targets": "0"}), "[data] n_targets", ()),
     # [model]
-    "sizes do not fit the data": ({"model.sizes": "[10, 8, 4]"}, "[model] sizes", ()),
+    "sizes do not fit the data": ({"model.sizes": "[16, 8, 3]"}, "[model] sizes", ()),
     "sizes with a zero": ({"model.sizes": "[16, 0, 4]"}, "[model] sizes", ()),
     "sizes of one layer": ({"model.sizes": "[16]"}, "[model] sizes", ()),
     "sizes with a string": ({"model.sizes": '[16, "8", 4]'}, "[model] sizes", ()),
@@ -213,7 +213,7 @@ KEY_CASES = {
          "job.batch_size": str(8 * CPUS)}, "[distributed] workers", ()),
     "--oversubscribe lets the machine check pass, the next check fails": (
         ray_job(**{"distributed.workers": str(8 * CPUS), "job.batch_size": str(8 * CPUS),
-                   "model.sizes": "[10, 4]"}), "[model] sizes", ("--oversubscribe",)),
+                   "model.sizes": "[10, 3]"}), "[model] sizes", ("--oversubscribe",)),
     # command-line overrides are checked as the keys they set
     "--workers zero": (ray_job(), "[distributed] workers", ("--workers", "0")),
     "--epochs negative": ({}, "[job] epochs", ("--epochs", "-1")),

@@ -222,8 +222,8 @@ def test_a_model_narrower_than_the_target_columns_is_refused(tmp_path):
                "--run-dir", str(tmp_path / "never"))
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [
-        f"disttrain: error: {tmp_path / 'job.toml'}: [model] sizes: [16, 32, 1] must start "
-        "with the data's 16 features and end with its 2 target columns"]
+        f"disttrain: error: {tmp_path / 'job.toml'}: [model] sizes: [16, 32, 1] must end with "
+        "the data's 2 target columns (and may start with its 16 features)"]
 
 
 # -- a validation file of its own ([data] val_path) ------------------------------------------

@@ -152,14 +152,19 @@ def test_hidden_takes_the_input_and_output_widths_from_the_data():
                                                                                 (16, 4)]
 
 
-def test_sizes_is_every_width_and_is_checked_against_the_data():
+def test_sizes_may_leave_the_input_width_out_and_must_end_with_the_outputs():
+    """Issue 9: `[model] sizes` may leave the input width out; its first entry is the input
+    only when it equals the data's feature count."""
     spec = spec_from_dict({"model": {"sizes": [16, 16, 4]}})
     assert linear_widths(spec, 16, 4) == [(16, 16), (16, 4)]
-    for features, outputs in ((10, 4), (16, 3)):  # a stale list is refused, never reread
-        with pytest.raises(SpecError, match=r"^\[model\] sizes: \[16, 16, 4\] must start "
-                                            rf"with the data's {features} features and end "
-                                            rf"with its {outputs} classes$"):
-            build_model(spec, features, outputs)
+    assert linear_widths(spec, 10, 4) == [(10, 16), (16, 16), (16, 4)]  # input left out
+    short = spec_from_dict({"model": {"sizes": [32, 4]}})
+    assert linear_widths(short, 16, 4) == [(16, 32), (32, 4)]
+    assert linear_widths(spec_from_dict({"model": {"sizes": [4]}}), 16, 4) == [(16, 4)]
+    with pytest.raises(SpecError, match=r"^\[model\] sizes: \[16, 16, 4\] must end with the "
+                                        r"data's 3 classes \(and may start with its 16 "
+                                        r"features\)$"):
+        build_model(spec, 16, 3)
 
 
 @pytest.mark.parametrize("model", [{"sizes": [16, 32, 4]}, {"hidden": [32]}, {}])
@@ -187,7 +192,9 @@ def test_the_examples_still_train_as_they_did():
 # -- one line naming the key, from the driver's check -----------------------------------
 
 BAD_MODELS = {
-    "sizes of one width": ({"model": {"sizes": [10]}}, "[model] sizes: [10] is one width"),
+    "sizes of one width, not the outputs": ({"model": {"sizes": [7]}},
+                                            "[model] sizes: [7] must end with the data's 10 "
+                                            "classes"),
     "sizes and hidden both": ({"model": {"sizes": [64, 32, 10], "hidden": [32]}},
                               "[model] hidden: [32] and sizes = [64, 32, 10] both give"),
     "sizes with a cnn": ({"model": {"kind": "cnn", "sizes": [64, 32, 10]}},
