@@ -176,3 +176,35 @@ def test_nodes_that_leave_or_join_resize_the_group(tmp_path, one_process, scenar
         print(f"grew to 3 workers {measured['grew_after_s']} s after the node joined")
     assert_close(final_params(run_dir), want_params)
     assert_each_step_once_with_the_same_losses(run_dir, want_losses)
+
+
+def test_two_losses_in_a_row_and_a_loss_while_checkpoints_are_written(ray_session, tmp_path,
+                                                                      one_process):
+    """3 workers down to 1 (min_workers 1), one SIGKILL after the other, with a checkpoint
+    written at every step, so each loss can land while the driver writes one."""
+    from disttrain.train.checkpoint import latest_valid_checkpoint
+
+    want_params, want_losses = one_process
+    job = elastic_job("ring", **{"distributed.min_workers": 1, "job.checkpoint_every": 1})
+    run_dir = tmp_path / "twice"
+    thread, outcome = run_in_thread(job, run_dir)
+    for at_step, world in ((60, 3), (200, 2)):
+        wait_for(lambda: status(run_dir).get("step", 0) >= at_step  # noqa: B023
+                 and status(run_dir).get("world_size") == world, 180,  # noqa: B023
+                 f"step {at_step} on {world} workers")
+        victim = next(w for w in status(run_dir)["workers"] if w["rank"] == world - 1)
+        os.kill(victim["pid"], signal.SIGKILL)
+        wait_for(lambda: status(run_dir).get("world_size") == world - 1, 120,  # noqa: B023
+                 f"the group to shrink to {world - 1}")
+    thread.join(timeout=300)
+    assert outcome["code"] == 0
+    final = status(run_dir)
+    assert final["state"] == "done" and final["restarts"] == 0, final
+    resizes = [(r["from"], r["to"]) for r in final["resizes"]]
+    assert resizes[:2] == [(3, 2), (2, 1)], final  # then it may grow back: CPUs are free
+    assert all("became free" in r["reason"] for r in final["resizes"][2:]), final
+    assert_close(final_params(run_dir), want_params)
+    assert_each_step_once_with_the_same_losses(run_dir, want_losses)
+    path, state = latest_valid_checkpoint(run_dir)
+    assert int(state.meta["step"]) == 1200, path
+    assert_close(state.model, want_params)
