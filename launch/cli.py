@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     pack = sub.add_parser("pack")  # fetch's other half, run on the head; unlisted
     pack.add_argument("run_dir")
     bench = sub.add_parser("bench", help="benchmarks, side by side with peers")
-    bench.add_argument("what", choices=["step", "allreduce", "scaling", "recovery"])
+    bench.add_argument("what", choices=["step", "allreduce", "scaling", "recovery", "startup"])
     bench.add_argument("rest", nargs=argparse.REMAINDER, help="options of that benchmark")
     return parser
 

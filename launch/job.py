@@ -49,6 +49,7 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
                             "ring) or locally; mpi ranks read files: choose another backend")
         return run_under_mpiexec(spec, run_dir, resume=resume, quiet=quiet)
     driver = Driver(run_dir, spec, Progress(quiet=quiet))
+    driver.mark("process", process_started())
     stop = threading.Event()
 
     def stopping() -> bool:
@@ -67,6 +68,7 @@ def run_job(spec, run_dir, *, resume=False, address=None, quiet=False, should_st
 
             # ray.init installs its own SIGTERM handler: ours go in after it.
             ensure_ray(address, default_num_cpus(spec))
+            driver.mark("ray")
             with stop_on_signals(stop, on_second, driver.progress):
                 summary = Supervisor(spec, driver, resume=resume, should_stop=stopping,
                                      loop=loop, datasets=datasets).run()
@@ -89,6 +91,19 @@ def _run_here(spec, driver: Driver, resume: bool, should_stop, loop=None,
     return run_rank(spec, LocalCommunicator(spec.distributed.timeout_s), state=state,
                     on_record=driver.on_record, on_checkpoint=driver.on_checkpoint,
                     should_stop=should_stop, loop=loop, datasets=datasets)
+
+
+def process_started() -> float:
+    """This process's start, wall-clock seconds (from /proc: the kernel's record, so the
+    interpreter's start and the imports count)."""
+    try:
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[19])  # starttime, field 22 of stat(5), in clock ticks since boot
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
+                    .splitlines() if line.startswith("btime "))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, StopIteration):
+        return time.time()
 
 
 @contextlib.contextmanager

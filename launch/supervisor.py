@@ -228,6 +228,7 @@ class Supervisor:
                     f"({strategy}) within {d.placement_timeout_s:.0f} s; the cluster has "
                     f"{ray.cluster_resources().get('CPU', 0)} CPUs: lower [distributed] "
                     "workers or cpus_per_worker") from None
+            self.driver.mark("placed")
             where = [PlacementGroupSchedulingStrategy(placement_group=attempt.group,
                                                       placement_group_bundle_index=i)
                      for i in range(world)]
@@ -242,6 +243,7 @@ class Supervisor:
         ]
         infos = self._get([a.join.remote() for a in attempt.actors], attempt,
                           timeout=d.timeout_s + 60)
+        self.driver.mark("joined")
         attempt.infos = sorted(infos, key=lambda info: info["rank"])
         # Worker index i registered with id i, and integer ids get ranks in order.
         assert [i["rank"] for i in infos] == list(range(world)), infos

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 from .checkpoint import (
     TrainState,
@@ -61,6 +62,14 @@ class Driver:
         self.run.forget_metrics_after(step, warn=self.progress.warn)
         return None if found is None else found[1]
 
+    def mark(self, phase: str, at: float | None = None) -> None:
+        """The wall-clock time `phase` of the job's start was first reached, kept in
+        status.json's "startup" (process, ray, placed, joined, started, first_step), so
+        `disttrain bench startup` can split the time to the first step."""
+        startup = self.run.status.get("startup", {})
+        if phase not in startup:
+            self.run.write_status(startup={**startup, phase: time.time() if at is None else at})
+
     def set_workers(self, workers: list) -> None:
         """Record where each rank runs: [{rank, node, pid, ...}]."""
         self.run.write_status(workers=[dict(w, state="running") for w in workers])
@@ -69,6 +78,9 @@ class Driver:
         """Take one record from rank 0 (see run_rank for the kinds)."""
         kind = record["kind"]
         if kind == "start":
+            self.mark("started")
+            if "build_s" in record:  # rank 0's data load and model build (the first start)
+                self.mark("build_s", record["build_s"])
             self.total_steps = record["total_steps"]
             self.run.write_status(state="running", step=record["step"])
             if self.board is not None:
@@ -76,6 +88,8 @@ class Driver:
                     self.board.open(self.path / "tensorboard", record["step"])
             self.progress.start(record["step"], record["total_steps"])
         elif kind in ("train", "eval"):
+            if kind == "train":  # with log_every = 1, the end of the first step
+                self.mark("first_step", record["time"])
             with self._writing("metrics.jsonl"):
                 self.run.append_metrics([record])
                 self.run.write_status(step=record["step"], epoch=record["epoch"])

@@ -11,6 +11,8 @@ writer of the run directory; every rank's timeline reaches it through rank 0.
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from threadpoolctl import threadpool_limits
 
@@ -35,14 +37,16 @@ def run_rank(spec, comm, *, state: TrainState | None = None, on_record=None,
     # One BLAS pool per rank, sized to the CPUs it was given, so ranks sharing a machine
     # do not oversubscribe its cores.
     with threadpool_limits(spec.blas_threads()):
+        built = time.perf_counter()
         trainer = Trainer(spec, comm, on_record=on_record, on_checkpoint=on_checkpoint,
                           build_replica=loop is None, datasets=datasets)
+        built = time.perf_counter() - built
         if held is not None:
             held["trainer"] = trainer
         should_stop = should_stop or (lambda: False)
         try:
             on_record({"kind": "start", "step": int(state.meta["step"]) if state else 0,
-                       "total_steps": trainer.total_steps})
+                       "total_steps": trainer.total_steps, "build_s": built})
             if loop is not None:
                 context = LoopContext(trainer, state, should_stop)
                 loop(context)
