@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -82,12 +84,19 @@ def start_head(root: Path) -> tuple[subprocess.Popen, dict, str]:
     return proc, env, address
 
 
-def stop_head(proc: subprocess.Popen, env: dict) -> None:
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], env=env,
-                   capture_output=True, timeout=120)
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+def stop_head(proc: subprocess.Popen) -> None:
+    """Stop the head and everything it started (its own process group), and nothing else:
+    `ray stop` would stop every Ray on the machine, someone else's test session too."""
+    for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
 
 
 # --- disttrain -----------------------------------------------------------------------------
@@ -197,7 +206,7 @@ def run(args) -> dict:
                     root, "attached", dict(env, RAY_ADDRESS=address)))
                 runs["Ray Train attached"].append(run_ray_train(root, env, address))
         finally:
-            stop_head(proc, env)
+            stop_head(proc)
     medians = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
                for name, rs in runs.items()}
     return {"machine": machine_facts(), "load": load_average(), "threads": thread_note(),

@@ -78,7 +78,7 @@ class Driver:
         """Take one record from rank 0 (see run_rank for the kinds)."""
         kind = record["kind"]
         if kind == "start":
-            self.mark("started")
+            self.mark("started", record.get("time"))  # rank 0's clock, as first_step's
             if "build_s" in record:  # rank 0's data load and model build (the first start)
                 self.mark("build_s", record["build_s"])
             self.total_steps = record["total_steps"]

@@ -46,7 +46,8 @@ def run_rank(spec, comm, *, state: TrainState | None = None, on_record=None,
         should_stop = should_stop or (lambda: False)
         try:
             on_record({"kind": "start", "step": int(state.meta["step"]) if state else 0,
-                       "total_steps": trainer.total_steps, "build_s": built})
+                       "total_steps": trainer.total_steps, "build_s": built,
+                       "time": time.time()})
             if loop is not None:
                 context = LoopContext(trainer, state, should_stop)
                 loop(context)
