@@ -307,6 +307,9 @@ def _status_table(status: dict, run_dir) -> str:
         f"({last.get('samples_per_s', 0):,.0f} samples/s at step {last.get('step', '-')})",
         f"restarts   {status.get('restarts', 0)}" + "".join(
             f"\n  failure  {f}" for f in status.get("failures", [])),
+        f"workers    {status.get('world_size', '-')} now" + "".join(
+            f"\n  resize   step {r['step']}: {r['from']} -> {r['to']} ({r['reason']})"
+            for r in status.get("resizes", [])),
         f"updated    {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(status['updated']))}"
         if "updated" in status else "updated    -",
         "workers    rank  node              pid      state",
@@ -319,7 +322,7 @@ def _status_table(status: dict, run_dir) -> str:
 
 
 # A live driver refreshes status.json's "updated" every 5 s (disttrain.train.driver).
-LIVE_STATES = ("starting", "running", "restarting")
+LIVE_STATES = ("starting", "running", "restarting", "resizing")
 STALE_AFTER_S = 30.0
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 import ray
 
+from disttrain.launch.cli import main as cli_main
 from tests.launch.test_faults import checkpoints, long_job, losses, status, wait_for
 from tests.launch.test_supervision import run_in_thread
 from tests.train.helpers import REPO, final_params, run_local, run_on_ray
@@ -73,7 +74,7 @@ def wait_for_step(run_dir, step: int, timeout: float = 120):
 
 @pytest.mark.parametrize("backend", ["coordinator", "ring"])
 def test_a_sigkilled_worker_shrinks_the_group_in_memory(ray_session, tmp_path, one_process,
-                                                        backend):
+                                                        backend, capsys):
     want_params, want_losses = one_process
     job = elastic_job(backend)
     assert_close(run_on_ray(job, tmp_path / "uninterrupted"), want_params)  # 3 workers
@@ -93,6 +94,9 @@ def test_a_sigkilled_worker_shrinks_the_group_in_memory(ray_session, tmp_path, o
     assert (shrink["from"], shrink["to"]) == (3, 2), final["resizes"]
     assert f"rank 1 (pid {victim['pid']}" in shrink["reason"], shrink
     assert shrink["seconds"] is not None and 60 <= shrink["step"] < 1200, shrink
+    assert cli_main(["status", str(run_dir)]) == 0  # the table a user reads says it too
+    assert f"resize   step {shrink['step']}: 3 -> 2 (rank 1 (pid {victim['pid']}" in (
+        capsys.readouterr().out)
     assert_close(final_params(run_dir), want_params)
     assert_each_step_once_with_the_same_losses(run_dir, want_losses)
 
