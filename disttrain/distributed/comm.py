@@ -53,6 +53,14 @@ class Communicator(Protocol):
     def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         """Overwrite `buf` on every rank with root's `buf`, in place."""
 
+    def reduce_scatter_(self, buf: np.ndarray) -> np.ndarray:
+        """Sum `buf` over all ranks into this rank's chunk of it (chunk_bounds(buf.size,
+        world_size)[rank]), in place; the rest of `buf` is left undefined."""
+
+    def allgather_(self, buf: np.ndarray) -> np.ndarray:
+        """Fill every rank's chunk of `buf` (chunk_bounds) from the rank that owns it, in
+        place; this rank's own chunk is what it sends."""
+
     def allgather(self, obj: Any) -> list:
         """Every rank's `obj` (plain data: numbers, strings, lists, dicts), in rank order."""
 
@@ -61,6 +69,19 @@ class Communicator(Protocol):
 
     def close(self) -> None:
         """Release sockets and threads; safe to call twice."""
+
+
+def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    """Split range(n) into `parts` contiguous pieces the way np.array_split does: the
+    chunks of reduce_scatter_ and allgather_ (rank r owns piece r; the first n % parts
+    pieces are one longer, and a buffer smaller than the world leaves the last empty)."""
+    base, extra = divmod(n, parts)
+    bounds, lo = [], 0
+    for i in range(parts):
+        hi = lo + base + (1 if i < extra else 0)
+        bounds.append((lo, hi))
+        lo = hi
+    return bounds
 
 
 class LocalCommunicator:
@@ -78,6 +99,12 @@ class LocalCommunicator:
     def broadcast_(self, buf: np.ndarray, root: int = 0) -> np.ndarray:
         if root != 0:
             raise ValueError(f"broadcast_ root={root} is not a rank of a world of size 1")
+        return buf
+
+    def reduce_scatter_(self, buf: np.ndarray) -> np.ndarray:
+        return buf
+
+    def allgather_(self, buf: np.ndarray) -> np.ndarray:
         return buf
 
     def allgather(self, obj: Any) -> list:

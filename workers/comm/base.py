@@ -5,7 +5,13 @@ loop) and `seq` (this rank's count of collectives so far), refuses every collect
 once the communicator is closed or broken by a failed one, checks buffers and roots,
 and answers on its own in a world of one. A backend supplies `_allreduce(flat)`,
 `_broadcast(flat, root)`, `_allgather(blob) -> [blob, ...]` and `_barrier()`, called
-only when world_size > 1, with the arguments checked.
+only when world_size > 1, with the arguments checked. `_reduce_scatter(flat)` and
+`_allgather_chunks(flat)` (the sharded optimizer's, chunks as `chunk_bounds`) have
+exact fallbacks on `_allreduce`: a reduce-scatter is an all-reduce whose other chunks
+are not read, and an all-gather is an all-reduce of the buffer zeroed outside this
+rank's chunk (x + 0 == x). A backend overrides them where it has something cheaper
+(MPI: Reduce_scatter and Allgatherv), and inherits the fallback's step and sequence
+checks and timeouts otherwise.
 
 The check: before any data moves, each backend learns what its peers are doing as a
 `Call` (rank, step, seq, kind, and for data the size, dtype and root) — from a
@@ -27,13 +33,20 @@ from typing import Any
 
 import numpy as np
 
-from disttrain.distributed.comm import DEFAULT_TIMEOUT_S, CollectiveError, StepMismatch
+from disttrain.distributed.comm import (  # noqa: F401 - chunk_bounds: the backends' too
+    DEFAULT_TIMEOUT_S,
+    CollectiveError,
+    StepMismatch,
+    chunk_bounds,
+)
 
 # Collective kinds as they travel in shared-memory headers, ring frames and MPI tables.
-KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4, "abort": 9}
+# "allgather" is allgather(obj), plain data; "allgather_" fills a buffer's chunks in place.
+KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4, "reduce_scatter": 5,
+         "allgather_": 6, "abort": 9}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 # Kinds whose ranks must pass buffers of one size and dtype.
-DATA_KINDS = ("allreduce", "broadcast")
+DATA_KINDS = ("allreduce", "broadcast", "reduce_scatter", "allgather_")
 
 
 @dataclass(frozen=True)
@@ -145,6 +158,30 @@ class CommunicatorBase(Breakable):
             self._broadcast(flat, root)
         return buf
 
+    def reduce_scatter_(self, buf: np.ndarray) -> np.ndarray:
+        """Sum `buf` over all ranks into this rank's chunk of it (chunk_bounds), in place;
+        the other chunks are left undefined."""
+        flat = flat_view(buf, "reduce_scatter_")
+        if self.world_size > 1:
+            self._reduce_scatter(flat)
+        return buf
+
+    def allgather_(self, buf: np.ndarray) -> np.ndarray:
+        """Fill every rank's chunk of `buf` (chunk_bounds) from its owner, in place."""
+        flat = flat_view(buf, "allgather_")
+        if self.world_size > 1:
+            self._allgather_chunks(flat)
+        return buf
+
+    def _reduce_scatter(self, flat: np.ndarray) -> None:
+        self._allreduce(flat)  # every chunk summed: this rank's among them
+
+    def _allgather_chunks(self, flat: np.ndarray) -> None:
+        lo, hi = chunk_bounds(flat.size, self.world_size)[self.rank]
+        flat[:lo] = 0
+        flat[hi:] = 0
+        self._allreduce(flat)  # each chunk: its owner's values plus zeros, exactly
+
     def allgather(self, obj: Any) -> list:
         """Every rank's `obj` (plain data, sent as JSON), in rank order."""
         blob = encode_plain(obj)
@@ -209,17 +246,6 @@ def dtype_name(code: str | None) -> str:
         return np.dtype(code).name if code else "?"
     except TypeError:
         return "?"
-
-
-def chunk_bounds(n: int, parts: int) -> list[tuple[int, int]]:
-    """Split range(n) into `parts` contiguous pieces the way np.array_split does."""
-    base, extra = divmod(n, parts)
-    bounds, lo = [], 0
-    for i in range(parts):
-        hi = lo + base + (1 if i < extra else 0)
-        bounds.append((lo, hi))
-        lo = hi
-    return bounds
 
 
 def sum_in_rank_order(arrays: list, out: np.ndarray) -> np.ndarray:

@@ -6,7 +6,8 @@ dtype, root; workers/comm/base.py) polled against a deadline: it is the watchdog
 rank that never arrives gives CollectiveTimeout instead of a hang) and the step check
 (every rank sees every rank's step, so a rank out of step fails with both numbers).
 Once all ranks are known to be in the same collective, the data moves with MPI's own
-blocking Allreduce / Bcast, at full MPI speed.
+blocking Allreduce / Bcast / Reduce_scatter / Allgatherv, at full MPI speed (the last two
+with the chunks of `chunk_bounds`, as every backend's reduce_scatter_ and allgather_).
 """
 
 from __future__ import annotations
@@ -16,7 +17,13 @@ import time
 import numpy as np
 
 from disttrain.distributed.comm import DEFAULT_TIMEOUT_S, CollectiveError, CollectiveTimeout
-from disttrain.workers.comm.base import ROW_FIELDS, Call, CommunicatorBase, check_same_call
+from disttrain.workers.comm.base import (
+    ROW_FIELDS,
+    Call,
+    CommunicatorBase,
+    check_same_call,
+    chunk_bounds,
+)
 
 
 class MPICommunicator(CommunicatorBase):
@@ -38,6 +45,25 @@ class MPICommunicator(CommunicatorBase):
     def _broadcast(self, flat: np.ndarray, root: int) -> None:
         self._enter("broadcast", flat.nbytes, flat.dtype.char, root)
         self._comm.Bcast(flat, root=root)
+
+    def _reduce_scatter(self, flat: np.ndarray) -> None:
+        self._enter("reduce_scatter", flat.nbytes, flat.dtype.char)
+        counts, _ = self._chunks(flat.size)
+        lo, hi = chunk_bounds(flat.size, self.world_size)[self.rank]
+        # IN_PLACE would leave this rank's sum at the front of flat, not at its chunk
+        mine = np.empty(hi - lo, flat.dtype)
+        self._comm.Reduce_scatter(flat, mine, counts, op=self._MPI.SUM)
+        flat[lo:hi] = mine
+
+    def _allgather_chunks(self, flat: np.ndarray) -> None:
+        self._enter("allgather_", flat.nbytes, flat.dtype.char)
+        counts, displs = self._chunks(flat.size)
+        self._comm.Allgatherv(self._MPI.IN_PLACE, [flat, (counts, displs)])
+
+    def _chunks(self, n: int) -> tuple[list, list]:
+        """Every rank's chunk as MPI wants it: (counts, displacements)."""
+        bounds = chunk_bounds(n, self.world_size)
+        return [hi - lo for lo, hi in bounds], [lo for lo, _ in bounds]
 
     def _allgather(self, blob: bytes) -> list:
         mine = np.frombuffer(blob, np.uint8)
