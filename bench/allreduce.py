@@ -12,6 +12,19 @@ runs between nodes, so the two rows give the price of integrity. Every process r
 one BLAS/OpenMP thread (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS = 1; gloo
 ranks also torch.set_num_threads(1)).
 
+What the link carries. Two rows time raw TCP between the same kind of processes as the
+ring (Ray actors), over sockets set up as the ring sets up its own (`tune_socket`, the
+address `node_address` picks), timed the same way, one row per buffer size:
+`tcp-oneway` streams the buffer from rank 0 to rank 1 (rank 1 answers one byte once it
+has it all), the most one direction of the link carries; `tcp-both-ways` has every rank
+send the buffer to the next while it receives one from the previous, the ring's own
+traffic with no reduce (on 2 ranks, exactly the bytes the ring moves). A ring
+all-reduce moves 2(W-1)/W of the buffer each way on every link, so backends are compared
+by bus bandwidth, as NCCL's tests define it: busbw = algbw * 2(W-1)/W for an all-reduce,
+bytes / time for one link's stream. `x oneway` is a row's median busbw over tcp-oneway's
+at the same size (the fraction of the link's one-way speed it reaches), `x gloo` its
+median time's speed-up over gloo.
+
     python -m disttrain.bench.allreduce --backend all --workers 2 --sizes 1,16,64 --iters 20
     disttrain bench allreduce --backend coordinator --sizes 16,64 --rounds 3
 """
@@ -43,14 +56,15 @@ from .common import (
 )
 
 DISTTRAIN = ("coordinator", "ring", "ring-integrity", "mpi")
-REFERENCES = ("mpi4py", "gloo")
+RAW_TCP = ("tcp-oneway", "tcp-both-ways")
+REFERENCES = (*RAW_TCP, "mpi4py", "gloo")
 WARMUP = 3
 CHILD_TIMEOUT_S = 900
 
 
 def run(backend: str, workers: int = 2, sizes_mb=(1, 16, 64), iters: int = 10) -> list[list]:
     """Seconds of each timed all-reduce (slowest rank), one list per size."""
-    if backend in ("coordinator", "ring", "ring-integrity", "coordinator-objstore"):
+    if backend in ("coordinator", "ring", "ring-integrity", "coordinator-objstore", *RAW_TCP):
         return _run_ray(backend, workers, sizes_mb, iters)
     if backend in ("mpi", "mpi4py"):
         return _run_child(backend, workers, sizes_mb, iters)
@@ -125,6 +139,11 @@ class _BenchWorker:
     def setup(self, backend, rank, world_size, coordinator, secret, kw):
         from disttrain.workers.comm import make_communicator
 
+        if backend in RAW_TCP:
+            from disttrain.workers.comm.ring import RayRendezvous
+
+            self.comm = RawTcp(backend, rank, world_size, RayRendezvous(coordinator), secret)
+            return
         self.comm = make_communicator(backend, rank=rank, world_size=world_size,
                                       coordinator=coordinator, secret=secret, timeout_s=120.0,
                                       **kw)
@@ -134,6 +153,103 @@ class _BenchWorker:
 
     def close(self):
         self.comm.close()
+
+
+class RawTcp:
+    """Raw TCP between ranks as the ring connects them (rank r to r+1), for the link's rows.
+
+    `allreduce_(buf)` moves bytes and sums nothing: in "tcp-oneway" rank 0 sends `buf` to
+    rank 1, which answers one byte when it has all of it (so an iteration ends when the
+    bytes have arrived, not when they left); in "tcp-both-ways" every rank sends `buf` to
+    the next while it receives as many bytes from the previous. Connections are set up as
+    the ring's (`tune_socket`) and checked with the job's secret, so a stranger on the port
+    cannot take a rank's place.
+    """
+
+    TIMEOUT_S = 120.0
+
+    def __init__(self, mode: str, rank: int, world_size: int, rendezvous, secret: str):
+        import socket
+
+        from disttrain.workers.comm.ring import node_address, tune_socket
+
+        self.mode, self.rank, self.world_size = mode, rank, world_size
+        token = f"{secret}:{(rank - 1) % world_size}".encode()
+        host = node_address()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        tune_socket(listener)  # accepted sockets inherit the buffer sizes
+        listener.bind((host, 0))
+        listener.listen(8)
+        listener.settimeout(self.TIMEOUT_S)
+        rendezvous.publish_address(rank, host, listener.getsockname()[1])
+        self.next = socket.create_connection(
+            tuple(rendezvous.addresses(self.TIMEOUT_S)[(rank + 1) % world_size]),
+            timeout=self.TIMEOUT_S)
+        tune_socket(self.next)
+        self.next.sendall(f"{secret}:{rank}".encode())
+        while True:  # the previous rank, proven by the secret; anyone else is dropped
+            self.prev, _ = listener.accept()
+            self.prev.settimeout(self.TIMEOUT_S)
+            got = bytearray(len(token))
+            try:
+                self._recv(memoryview(got))
+            except OSError:
+                got = b""
+            if bytes(got) == token:
+                break
+            self.prev.close()
+        listener.close()
+        self._spare: np.ndarray | None = None
+
+    def _recv(self, view: memoryview) -> None:
+        got = 0
+        while got < len(view):
+            n = self.prev.recv_into(view[got:])
+            if n == 0:
+                raise ConnectionResetError("raw TCP peer closed the connection")
+            got += n
+
+    def allreduce_(self, buf: np.ndarray) -> None:
+        """Move buf's bytes as the mode says (the name lets _time_allreduce time it)."""
+        import threading
+
+        view = memoryview(buf).cast("B")
+        if self.mode == "tcp-oneway":
+            if self.rank == 0:
+                self.next.sendall(view)
+            elif self.rank == 1:
+                self._recv(view)
+            if self.rank != 1:  # the acknowledgement goes from rank 1 round to rank 0
+                self._recv(memoryview(bytearray(1)))
+            if self.rank != 0:
+                self.next.sendall(b"k")
+            return
+        if self._spare is None or self._spare.nbytes != buf.nbytes:
+            self._spare = np.empty_like(buf)  # received into, so the sent bytes stay intact
+        failed: list = []
+        sender = threading.Thread(target=self._send, args=(view, failed))
+        sender.start()
+        self._recv(memoryview(self._spare).cast("B"))
+        sender.join()
+        if failed:
+            raise failed[0]
+
+    def _send(self, view: memoryview, failed: list) -> None:
+        try:
+            self.next.sendall(view)
+        except OSError as e:
+            failed.append(e)
+
+    def barrier(self) -> None:
+        """W - 1 rounds of one byte to the next, one from the previous: all have arrived."""
+        for _ in range(self.world_size - 1):
+            self.next.sendall(b"b")
+            self._recv(memoryview(bytearray(1)))
+
+    def close(self) -> None:
+        """Close both connections."""
+        self.next.close()
+        self.prev.close()
 
 
 # --- MPICH through mpi4py, under mpiexec ----------------------------------------------
@@ -192,30 +308,60 @@ def _gloo_child(sizes_mb, iters) -> None:
 
 # --- the report -----------------------------------------------------------------------
 
+def bus_factor(backend: str, workers: int) -> float:
+    """busbw / algbw: 2(W-1)/W for an all-reduce, 1 for a raw stream (its bytes cross one
+    link one way)."""
+    return 1.0 if backend in RAW_TCP else 2 * (workers - 1) / workers
+
+
 def allreduce_row(backend: str, workers: int, size_mb: float, times: list) -> dict:
     """One table row from the per-iteration seconds of one (backend, size)."""
     nbytes = int(size_mb * 2**20)
     stats = timing_stats(times)
     median, best = stats["median"], stats["min"]
+    bus = bus_factor(backend, workers)
     return {"backend": backend, "workers": workers, "size_mb": size_mb, "iters": stats["n"],
             "median_ms": round(median * 1e3, 3), "min_ms": round(best * 1e3, 3),
             "max_ms": round(max(times) * 1e3, 3),
             "algbw_median_gb_s": round(nbytes / median / 1e9, 3),
-            "algbw_best_gb_s": round(nbytes / best / 1e9, 3)}
+            "algbw_best_gb_s": round(nbytes / best / 1e9, 3),
+            "busbw_median_gb_s": round(bus * nbytes / median / 1e9, 3),
+            "busbw_best_gb_s": round(bus * nbytes / best / 1e9, 3)}
+
+
+def add_ratios(rows: list[dict]) -> list[dict]:
+    """Each row's median busbw over tcp-oneway's and its median speed-up over gloo, at the
+    same size (None where that peer did not run)."""
+    def median_of(name, size):
+        return next((r for r in rows if r["backend"] == name and r["size_mb"] == size), None)
+
+    for row in rows:
+        oneway, gloo = median_of("tcp-oneway", row["size_mb"]), median_of("gloo", row["size_mb"])
+        row["vs_tcp_oneway"] = None if oneway is None else round(
+            row["busbw_median_gb_s"] / oneway["busbw_median_gb_s"], 3)
+        row["vs_gloo"] = None if gloo is None else round(gloo["median_ms"] / row["median_ms"], 3)
+    return rows
 
 
 HEADER = ["backend", "workers", "size MB", "iters", "median ms", "min ms", "GB/s med",
-          "GB/s best"]
-WIDTHS = [22, 8, 9, 6, 11, 9, 10, 11]
+          "GB/s best", "bus GB/s", "x oneway", "x gloo"]
+WIDTHS = [22, 8, 9, 6, 11, 9, 10, 11, 10, 10, 8]
 
 
 def format_rows(rows: list[dict]) -> str:
     """Rows as an aligned text table, grouped by size."""
+    def ratio(x):
+        return "-" if x is None else f"{x:.2f}"
+
     body = [[r["backend"], r["workers"], f"{r['size_mb']:g}", r["iters"], f"{r['median_ms']:.2f}",
              f"{r['min_ms']:.2f}", f"{r['algbw_median_gb_s']:.2f}",
-             f"{r['algbw_best_gb_s']:.2f}"]
+             f"{r['algbw_best_gb_s']:.2f}", f"{r['busbw_median_gb_s']:.2f}",
+             ratio(r.get("vs_tcp_oneway")), ratio(r.get("vs_gloo"))]
             for r in sorted(rows, key=lambda r: r["size_mb"])]
-    return format_table(HEADER, body, WIDTHS)
+    return format_table(HEADER, body, WIDTHS) + (
+        "\nGB/s: algorithm bandwidth, bytes / time; bus GB/s: median algbw * 2(W-1)/W for an "
+        "all-reduce (what each link carries each way), bytes / time for a tcp row; x oneway: "
+        "bus GB/s over tcp-oneway's; x gloo: gloo's median time over the row's")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -235,7 +381,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="run every backend this many times, interleaved; the table "
                              "pools the iterations of all rounds")
     parser.add_argument("--references", default=",".join(REFERENCES),
-                        help="peers timed in the same run: mpi4py,gloo (or 'none')")
+                        help="peers timed in the same run: tcp-oneway,tcp-both-ways,mpi4py,"
+                             "gloo (or 'none')")
     parser.add_argument("--json", help="also write the rows and machine info to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -262,7 +409,8 @@ def main(argv: list[str] | None = None) -> int:
             except (subprocess.SubprocessError, RuntimeError, OSError) as e:
                 failures.append(f"{name}: {e}")
     end = machine()
-    rows = [allreduce_row(n, args.workers, mb, ts) for (n, mb), ts in pooled.items() if ts]
+    rows = add_ratios([allreduce_row(n, args.workers, mb, ts)
+                       for (n, mb), ts in pooled.items() if ts])
     print(format_rows(rows))
     print(f"\n{thread_note()} in every process; "
           f"{start['nproc']} cores ({start['usable_cpus']} usable), {start['cpu'] or '?'}; "

@@ -155,7 +155,8 @@ def _recv_by(sock: socket.socket, view: memoryview, deadline: float) -> None:
         got += n
 
 
-def _tune(sock: socket.socket) -> None:
+def tune_socket(sock: socket.socket) -> None:
+    """The ring's socket options: no Nagle delay, buffers sized for its segments."""
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER_BYTES)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER_BYTES)
@@ -229,7 +230,7 @@ class _Listener:
         self.done = threading.Event()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        _tune(self._sock)  # accepted sockets inherit the buffer sizes
+        tune_socket(self._sock)  # accepted sockets inherit the buffer sizes
         try:
             self._sock.bind((bind_host, port))
             self._sock.listen(128)
@@ -405,7 +406,7 @@ class RingCommunicator(CommunicatorBase):
 
     def _dial_once(self, address: tuple, setup_deadline: float):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        _tune(sock)
+        tune_socket(sock)
         deadline = min(setup_deadline, time.monotonic() + HANDSHAKE_TIMEOUT_S)
         try:
             sock.settimeout(max(0.0, deadline - time.monotonic()))
