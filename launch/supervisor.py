@@ -37,6 +37,7 @@ from ray.util.scheduling_strategies import (
 from disttrain.train import SpecError
 from disttrain.train.driver import Driver
 from disttrain.train.loop import NonFiniteError
+from disttrain.train.timeline import resize_event
 from disttrain.workers.coordinator import HEARTBEATS_MISSED, create_coordinator
 from disttrain.workers.ray_rank import remote_rank_actor
 
@@ -44,6 +45,8 @@ POLL_S = 0.5
 # A group that just lost a worker does not grow back for this long: a crash-looping
 # worker, or a node that flaps, must not stop the group every few seconds.
 GROW_COOLDOWN_S = 10.0
+# An elastic job restarting from a checkpoint waits this long for all its workers to fit.
+RESTART_WAITS_FOR_ALL_S = 30.0
 
 
 class JobFailed(RuntimeError):
@@ -118,7 +121,7 @@ class Supervisor:
                 else:
                     state, world, nodes = (self.driver.resume_state() if self.resume or
                                            restarts > first else None), None, None
-                self._start(attempt, world, nodes)
+                self._start(attempt, world, nodes, restarting=restarts > first)
                 failed_regroups = 0
                 return self._watch(attempt, state)
             except Resize as resize:  # growing: the group stopped at an agreed step
@@ -196,20 +199,24 @@ class Supervisor:
         self.driver.run.forget_metrics_after(step, warn=self.driver.progress.warn)
         self.driver.progress.say(f"step {step}: {old} -> {new} workers ({reason}); going on "
                                  "from memory, no checkpoint read")
+        now = time.time()
         resizes = self.driver.run.status.get("resizes", []) + [
-            {"step": step, "from": old, "to": new, "reason": reason, "time": time.time(),
+            {"step": step, "from": old, "to": new, "reason": reason, "time": now,
              "seconds": None}]  # filled in once the new group runs (_start)
+        self.driver.trace.append(resize_event(step, old, new, reason, now))
         self.driver.run.write_status(state="resizing", resizes=resizes)
         self._resizing_since = time.monotonic()
 
-    def _start(self, attempt: Attempt, world: int | None = None, nodes=None) -> None:
+    def _start(self, attempt: Attempt, world: int | None = None, nodes=None,
+               restarting: bool = False) -> None:
         """Place and start a group of `world` workers (None: the job's workers, or for an
         elastic job as many as fit once min_workers do). nodes: one Ray node id per worker,
         for survivors re-forming where they ran: nodes known alive, whereas a placement
         group could land on a lost node that Ray has not yet declared dead."""
         d = self.spec.distributed
         if world is None:
-            world = self._wait_until_placeable() if d.least_workers() < d.workers else d.workers
+            world = (self._wait_until_placeable(RESTART_WAITS_FOR_ALL_S if restarting else 0.0)
+                     if d.least_workers() < d.workers else d.workers)
         attempt.world_size = world
         attempt.coordinator = create_coordinator(
             world_size=world, timeout_s=d.timeout_s,
@@ -262,14 +269,18 @@ class Supervisor:
         free = ray.available_resources().get("CPU", 0.0)
         return int(free / self.spec.distributed.cpus_per_worker + 1e-9)
 
-    def _wait_until_placeable(self) -> int:
+    def _wait_until_placeable(self, all_within_s: float = 0.0) -> int:
         """An elastic job starts once min_workers fit (within placement_timeout_s), with
-        as many as fit up to workers; the rest join as CPUs appear (_maybe_grow)."""
+        as many as fit up to workers; the rest join as CPUs appear (_maybe_grow). A restart
+        from a checkpoint first waits up to all_within_s for all of them, as a job that is
+        not elastic restarts: the CPUs of the group just torn down come back in a moment."""
         d = self.spec.distributed
-        deadline = time.monotonic() + d.placement_timeout_s
+        started = time.monotonic()
         while True:
             fit = min(d.workers, self._placeable())
-            if fit >= d.least_workers() or time.monotonic() > deadline:
+            waited = time.monotonic() - started
+            if fit == d.workers or (fit >= d.least_workers() and waited >= all_within_s) or (
+                    waited > d.placement_timeout_s):
                 return max(fit, d.least_workers())  # too few: placement says so, in one line
             time.sleep(POLL_S)
 

@@ -2,6 +2,7 @@
 
 Each rank is a process row with two tracks: "compute" (zero_grad+forward, backward,
 optimizer.step) and "communication" (each bucket's all-reduce and the exposed wait).
+An elastic job's resizes are instant events across all rows (resize_event).
 Timestamps are wall-clock microseconds since the epoch, so ranks on different hosts line
 up (as far as their clocks agree); spans are measured with perf_counter and shifted.
 """
@@ -22,6 +23,12 @@ def phase_events(rank: int, step: int, compute: list, communication: list) -> li
                  dur=(end - start) * US_PER_S)
             for track, spans in (("compute", compute), ("communication", communication))
             for name, start, end in spans]
+
+
+def resize_event(step: int, old: int, new: int, reason: str, at: float) -> dict:
+    """A global instant ("i") event marking an elastic job's resize at wall-clock `at`."""
+    return {"name": f"resize {old} -> {new} workers", "ph": "i", "s": "g", "pid": "supervisor",
+            "tid": "resizes", "ts": at * US_PER_S, "args": {"step": step, "reason": reason}}
 
 
 def trace_document(events: list) -> dict:

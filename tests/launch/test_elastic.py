@@ -22,7 +22,14 @@ import pytest
 import ray
 
 from disttrain.launch.cli import main as cli_main
-from tests.launch.test_faults import checkpoints, long_job, losses, status, wait_for
+from tests.launch.test_faults import (
+    assert_bit_identical,
+    checkpoints,
+    long_job,
+    losses,
+    status,
+    wait_for,
+)
 from tests.launch.test_supervision import run_in_thread
 from tests.train.helpers import REPO, final_params, run_local, run_on_ray
 
@@ -94,6 +101,10 @@ def test_a_sigkilled_worker_shrinks_the_group_in_memory(ray_session, tmp_path, o
     assert (shrink["from"], shrink["to"]) == (3, 2), final["resizes"]
     assert f"rank 1 (pid {victim['pid']}" in shrink["reason"], shrink
     assert shrink["seconds"] is not None and 60 <= shrink["step"] < 1200, shrink
+    marks = [e for e in json.loads((run_dir / "timeline.json").read_text())["traceEvents"]
+             if e["name"].startswith("resize")]
+    assert [(m["name"], m["args"]["step"]) for m in marks][:1] == [
+        ("resize 3 -> 2 workers", shrink["step"])], marks
     assert cli_main(["status", str(run_dir)]) == 0  # the table a user reads says it too
     assert f"resize   step {shrink['step']}: 3 -> 2 (rank 1 (pid {victim['pid']}" in (
         capsys.readouterr().out)
@@ -142,6 +153,7 @@ def test_fewer_survivors_than_min_workers_restart_from_the_checkpoint(ray_sessio
     job = elastic_job("coordinator", **{"distributed.min_workers": 3,
                                         "distributed.workers": 3})
     job["distributed"]["min_workers"] = 2  # two of three lost at once: one survivor
+    uninterrupted = run_on_ray(job, tmp_path / "uninterrupted")
     run_dir = tmp_path / "two-lost"
     thread, outcome = run_in_thread(job, run_dir)
     wait_for(lambda: checkpoints(run_dir), 120, "the first checkpoint")
@@ -152,6 +164,11 @@ def test_fewer_survivors_than_min_workers_restart_from_the_checkpoint(ray_sessio
     final = status(run_dir)
     assert final["state"] == "done" and final["restarts"] == 1, final
     assert not final.get("resizes"), final["resizes"]
+    # as a job that is not elastic restarts: all 3 workers again, from the checkpoint, so
+    # bit-identical to the run that was never hit, with the same losses
+    assert final["world_size"] == 3
+    assert_bit_identical(final_params(run_dir), uninterrupted)
+    assert losses(run_dir) == losses(tmp_path / "uninterrupted")
     assert_close(final_params(run_dir), want_params)
     assert_each_step_once_with_the_same_losses(run_dir, want_losses)
 
