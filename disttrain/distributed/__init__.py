@@ -7,10 +7,13 @@ from .comm import (
     CollectiveTimeout,
     Communicator,
     LocalCommunicator,
+    chunk_bounds,
 )
 from .ddp import DistributedDataParallel
+from .sharded import ShardedOptimizer
 
 __all__ = [
     "Bucket", "assign_buckets", "DEFAULT_TIMEOUT_S", "CollectiveError", "CollectiveTimeout",
-    "Communicator", "LocalCommunicator", "DistributedDataParallel",
+    "Communicator", "LocalCommunicator", "DistributedDataParallel", "ShardedOptimizer",
+    "chunk_bounds",
 ]

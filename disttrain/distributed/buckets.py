@@ -2,6 +2,11 @@
 
 Because the views are what backward writes into, a full bucket is all-reduced as it
 is, with no gather copy, as PyTorch's DDP does with gradient_as_bucket_view=True.
+
+With the sharded optimizer (sharded.py) each bucket also gets a flat *parameter*
+buffer laid out as its gradients (share_param_buffer): every parameter's .data becomes a
+view into it, so a rank's chunk of the parameters and of their gradients are the same
+[lo, hi) of two flat buffers, and the parameters are all-gathered with no copy either.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ class Bucket:
     buffer: np.ndarray
     views: list
     flags: np.ndarray
+    offsets: list = field(default_factory=list)  # where each parameter starts in the buffer
     ready: set = field(default_factory=set)
+    param_buffer: np.ndarray | None = None  # share_param_buffer: the parameters, flat
+    param_views: list = field(default_factory=list)
 
     @property
     def numel(self) -> int:
@@ -66,11 +74,39 @@ def _make_bucket(index: int, group: list) -> Bucket:
     dtype = group[0][1].data.dtype
     total = sum(p.data.size for _, p in group)
     buffer = np.zeros(total + len(group), dtype=dtype)
-    views, offset = [], 0
+    views, offsets, offset = [], [], 0
     for _, p in group:
         view = buffer[offset:offset + p.data.size].reshape(p.data.shape)
         p.set_grad_buffer(view)  # keeps a gradient the user accumulated before wrapping
         views.append(view)
+        offsets.append(offset)
         offset += p.data.size
     return Bucket(index, [p for _, p in group], [n for n, _ in group], buffer, views,
-                  buffer[total:])
+                  buffer[total:], offsets)
+
+
+def share_param_buffer(bucket: Bucket) -> None:
+    """Move the bucket's parameters into one flat buffer laid out as its gradients: each
+    parameter's .data becomes a view of it (values unchanged, the Parameter objects kept)."""
+    flat = np.empty(bucket.numel, dtype=bucket.buffer.dtype)
+    bucket.param_buffer, bucket.param_views = flat, []
+    for p, offset in zip(bucket.params, bucket.offsets):
+        view = flat[offset:offset + p.data.size].reshape(p.data.shape)
+        np.copyto(view, p.data)
+        p.data = view
+        bucket.param_views.append(view)
+
+
+def restore_param_views(bucket: Bucket) -> None:
+    """Put back any parameter whose .data was replaced by a new array (values copied in):
+    the flat buffer is what the sharded step updates and all-gathers."""
+    for name, p, view in zip(bucket.names, bucket.params, bucket.param_views):
+        if p.data is view:
+            continue
+        if p.data.shape != view.shape or p.data.dtype != view.dtype:
+            raise RuntimeError(
+                f"parameter {name!r} changed to shape {p.data.shape} {p.data.dtype} after "
+                f"DistributedDataParallel was built with a sharded optimizer (it was "
+                f"{view.shape} {view.dtype}); cast or resize the model before wrapping it")
+        np.copyto(view, p.data)
+        p.data = view

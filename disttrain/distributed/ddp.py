@@ -9,7 +9,9 @@ The life of a gradient (docs/gradient.md has every hop):
                           _finish_backward; _launch_ready_buckets queues full buckets
                           in index order
   all-reduce thread       _reduce_loop: _allreduce_mean, the sum / world_size (or each
-                          rank's weighted by its share, when shares are unequal)
+                          rank's weighted by its share, when shares are unequal);
+                          with a sharded optimizer _reduce_scatter_mean instead, the
+                          same mean in this rank's chunk only (sharded.py)
   communicator            each backend's _allreduce sums the buffer in place, in rank
                           order (workers/comm/{star,shm,ring,mpi}.py)
   end of backward         _finish_backward (engine.queue_callback) waits for every
@@ -21,6 +23,13 @@ parameter names and shapes are compared first, so a mismatch is an error naming 
 parameter, not a hang; each bucket's all-reduce starts in a background thread as soon
 as backward has filled it, overlapping the rest of backward; buckets are reduced in
 index order on every rank; no_sync() skips the all-reduce for gradient accumulation.
+
+Sharded (ZeRO stage 1, sharded.ShardedOptimizer calls shard()): each bucket is
+reduce-scattered instead, so a rank holds the averaged gradient only in its own chunk of
+each bucket (chunk_bounds), the part its optimizer steps; one small all-reduce at the end
+of backward then agrees on the used flags (which sit outside the chunks) and on whether
+every rank's chunk is finite (grads_finite), and after the step the optimizer
+all-gathers each bucket's parameter buffer (allgather_params).
 """
 
 from __future__ import annotations
@@ -34,8 +43,8 @@ import numpy as np
 
 from ..autograd import engine
 from ..autograd.tensor import Tensor
-from .buckets import assign_buckets
-from .comm import CollectiveError, CollectiveTimeout, Communicator
+from .buckets import assign_buckets, restore_param_views, share_param_buffer
+from .comm import CollectiveError, CollectiveTimeout, Communicator, chunk_bounds
 
 
 class DistributedDataParallel:
@@ -50,6 +59,8 @@ class DistributedDataParallel:
         self.batch_share: tuple[int, int] | None = None
         self.wait_seconds = 0.0  # time backward's end waited for them: the exposed cost
         self.spans: list | None = None  # (name, start, end) per collective, when a list
+        self.sharded = False  # shard(): reduce-scatter, for a sharded optimizer
+        self.grads_finite = True  # sharded: every rank's chunk finite, agreed after backward
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         _check_same_model(comm, named)
         _broadcast_state(comm, module, broadcast_buffers)
@@ -88,6 +99,35 @@ class DistributedDataParallel:
             yield
         finally:
             self.require_backward_grad_sync = previous
+
+    # -- sharding (ZeRO stage 1) ----------------------------------------------------------
+    def shard(self) -> list:
+        """Switch to the sharded optimizer's protocol: flat parameter buffers beside the
+        gradient buffers, reduce-scatter instead of all-reduce. The buckets."""
+        if not self.sharded:
+            for bucket in self.buckets:
+                share_param_buffer(bucket)
+            self.sharded = True
+        return self.buckets
+
+    def restore_param_views(self) -> None:
+        """Parameters whose .data was replaced go back into their buckets' flat buffers."""
+        for bucket in self.buckets:
+            restore_param_views(bucket)
+
+    def chunk(self, bucket) -> tuple[int, int]:
+        """This rank's [lo, hi) of the bucket's parameters and gradients."""
+        return chunk_bounds(bucket.numel, self.comm.world_size)[self.comm.rank]
+
+    def allgather_params(self) -> None:
+        """Every rank's chunk of every bucket's parameters, from its owner (after a step)."""
+        start = time.perf_counter()
+        for bucket in self.buckets:
+            self.comm.allgather_(bucket.param_buffer)
+        end = time.perf_counter()
+        self.wait_seconds += end - start
+        if self.spans is not None:
+            self.spans.append(("all-gather parameters", start, end))
 
     # -- during backward ---------------------------------------------------------------
     def _on_grad_ready(self, param: Tensor) -> None:
@@ -132,6 +172,8 @@ class DistributedDataParallel:
                 error = self._wait_for_bucket()
                 if error is not None:
                     raise error
+            if self.sharded:
+                self._agree_after_reduce_scatter()
             end = time.perf_counter()
             self.wait_seconds += end - start
             if self.spans is not None:
@@ -166,11 +208,12 @@ class DistributedDataParallel:
                 return
             start, outcome = time.perf_counter(), None
             try:
-                self._allreduce_mean(bucket)
+                (self._reduce_scatter_mean if self.sharded else self._allreduce_mean)(bucket)
             except Exception as error:  # handed to the training thread, which raises it
                 outcome = error
             if self.spans is not None:  # recorded before the training thread can read it
-                self.spans.append((f"all-reduce bucket {bucket.index} "
+                what = "reduce-scatter" if self.sharded else "all-reduce"
+                self.spans.append((f"{what} bucket {bucket.index} "
                                    f"({bucket.buffer.nbytes / 1e6:.3g} MB)", start,
                                    time.perf_counter()))
             self._done.put(outcome)
@@ -186,6 +229,29 @@ class DistributedDataParallel:
             values *= self.batch_share[0]
         self.comm.allreduce_(bucket.buffer)
         values /= self.batch_share[1] if self.batch_share is not None else self.comm.world_size
+
+    def _reduce_scatter_mean(self, bucket) -> None:
+        """_allreduce_mean's result in this rank's chunk of the bucket's gradients only."""
+        values = bucket.buffer[: bucket.numel]
+        if self.batch_share is not None:
+            values *= self.batch_share[0]
+        self.comm.reduce_scatter_(values)
+        lo, hi = self.chunk(bucket)
+        values[lo:hi] /= (self.batch_share[1] if self.batch_share is not None
+                          else self.comm.world_size)
+
+    def _agree_after_reduce_scatter(self) -> None:
+        """One small all-reduce: every bucket's used flags (outside the chunks, so not
+        reduced yet) and, last, the ranks whose chunk holds a NaN or infinity."""
+        mine = [bucket.buffer[slice(*self.chunk(bucket))] for bucket in self.buckets]
+        bad = sum(not np.isfinite(chunk.sum()) for chunk in mine)
+        totals = np.concatenate([b.flags for b in self.buckets] + [[bad]]).astype(np.float64)
+        self.comm.allreduce_(totals)
+        offset = 0
+        for bucket in self.buckets:
+            bucket.flags[...] = totals[offset:offset + bucket.flags.size]
+            offset += bucket.flags.size
+        self.grads_finite = bool(totals[-1] == 0)
 
     def close(self) -> None:
         """Stop the background all-reduce thread."""

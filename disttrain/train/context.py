@@ -59,6 +59,9 @@ class LoopContext:
         if self._trainer.model is None:
             raise RuntimeError("ctx.prepare_optimizer: call ctx.prepare_model(model) first; "
                                "the optimizer must hold that model's parameters")
+        if self._trainer.sharded:
+            raise ValueError("[distributed] shard_optimizer is not supported with a train_loop "
+                             "of your own yet; drop it, or train from the job file's [model]")
         self._trainer.attach_optimizer(optimizer)
         return optimizer
 

@@ -34,7 +34,7 @@ import numpy as np
 from ..autograd import manual_seed, no_grad
 from ..autograd.tensor import Tensor
 from ..data import distributed_loader
-from ..distributed import DistributedDataParallel
+from ..distributed import DistributedDataParallel, ShardedOptimizer
 from ..optim import state_dict_from_arrays, state_dict_to_arrays
 from .builders import (
     build_datasets,
@@ -128,9 +128,18 @@ class Trainer:
         return self.loader.batch_size, batch
 
     def attach_optimizer(self, optimizer) -> None:
-        """The optimizer over the replica, and the job's [scheduler] over it."""
+        """The optimizer over the replica, and the job's [scheduler] over it. With
+        [distributed] shard_optimizer on more than one rank, each rank steps only its
+        shard (ShardedOptimizer, ZeRO stage 1); the scheduler drives the wrapper."""
+        if self.sharded:
+            optimizer = ShardedOptimizer(optimizer, self.ddp)
         self.optimizer = optimizer
         self.scheduler = build_scheduler(self.spec, optimizer)
+
+    @property
+    def sharded(self) -> bool:
+        """Whether the optimizer is sharded over the ranks (then state() is a collective)."""
+        return self.spec.distributed.shard_optimizer and self.world_size > 1
 
     # -- one step ------------------------------------------------------------------------
     def train_step(self, x: np.ndarray, y: np.ndarray) -> float | None:
@@ -183,7 +192,10 @@ class Trainer:
 
         A sum is NaN or infinite when any element is, and costs one pass; it can only
         overflow by itself when the gradients are already huge (about 1e38 / size in
-        float32), a step better not taken either."""
+        float32), a step better not taken either. Sharded, a rank holds the averages only
+        in its chunk: DDP checked every rank's and agreed on the answer."""
+        if self.ddp.sharded:
+            return self.ddp.grads_finite
         return all(np.isfinite(p.grad.data.sum()) for p in self.params if p.grad is not None)
 
     def _not_finite(self, local_loss: float) -> bool:
@@ -339,7 +351,8 @@ class Trainer:
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> TrainState:
-        """This replica's model and optimizer arrays and meta, now."""
+        """This replica's model and optimizer arrays and meta, now. Sharded, a collective
+        (the optimizer state is gathered from every rank, in the unsharded format)."""
         model = {k: np.array(v.data) for k, v in self.model.state_dict().items()}
         optim_arrays, optim_meta = state_dict_to_arrays(self.optimizer.state_dict())
         meta = {"epoch": self.step // self.steps_per_epoch, "world_size": self.world_size,
@@ -358,11 +371,16 @@ class Trainer:
             raise NonFiniteError(f"step {self.step}: the parameters are no longer finite (an "
                                  "update overflowed) and were not saved; lower [optimizer] "
                                  "lr; the last checkpoint is kept")
-        if self.rank == 0:
+        if self.sharded:  # every rank takes part in gathering the optimizer state
+            state = self.state()
+            if self.rank == 0:
+                self.on_checkpoint(state)
+        elif self.rank == 0:
             self.on_checkpoint(self.state())
 
     def load_state(self, model: dict, optim_arrays: dict, meta: dict) -> None:
-        """Continue from a checkpoint: parameters, optimizer state, scheduler and step."""
+        """Continue from a checkpoint: parameters, optimizer state, scheduler and step (a
+        sharded optimizer keeps its slice of the unsharded state; either run may write it)."""
         self.model.load_state_dict(model)
         self.optimizer.load_state_dict(state_dict_from_arrays(optim_arrays, meta["optimizer"]))
         if self.scheduler is not None and meta.get("scheduler"):

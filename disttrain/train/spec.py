@@ -147,6 +147,9 @@ class DistributedSection:
     # on in memory with the survivors when workers are lost (0: equal to workers, not elastic)
     min_workers: int = 0
     placement_timeout_s: float = 60.0  # waiting for CPUs, then the job fails or restarts
+    # ZeRO stage 1: each worker steps and keeps optimizer state for 1/workers of the
+    # parameters (reduce-scatter the gradients, all-gather the parameters); same results
+    shard_optimizer: bool = False
 
     def least_workers(self) -> int:
         """The fewest workers the job runs on: min_workers, or workers when not elastic."""
@@ -460,6 +463,11 @@ def _check_together(spec: JobSpec, source: str) -> None:
             "run on another number of ranks with `disttrain train JOB --resume --workers N`"
             if d.backend == "mpi" else
             f"{source}: [distributed] min_workers: 'local' runs one process; drop min_workers")
+    if d.shard_optimizer and d.least_workers() < d.workers:
+        raise SpecError(
+            f"{source}: [distributed] shard_optimizer: an elastic job (min_workers < workers) "
+            "goes on from a survivor's memory, and with a sharded optimizer no worker holds "
+            "the whole optimizer state; drop min_workers or shard_optimizer")
     if spec.job.batch_size < d.workers:
         raise SpecError(
             f"{source}: [job] batch_size: {spec.job.batch_size} is smaller than [distributed] "
