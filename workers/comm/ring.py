@@ -145,12 +145,29 @@ def same_host(sock: socket.socket) -> bool:
 
 
 def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
+    """Fill view from a blocking socket. MSG_WAITALL lets the kernel wait for all of it: one
+    call (one release of the GIL, no poll) per piece, not one per packet that arrives."""
     got = 0
     while got < len(view):
-        n = sock.recv_into(view[got:])
+        n = sock.recv_into(view[got:], len(view) - got, socket.MSG_WAITALL)
         if n == 0:
             raise ConnectionResetError("connection closed")
         got += n
+
+
+def _kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:
+    """Make a connected socket blocking, with its timeout kept by the kernel.
+
+    Python's own timeout makes a socket non-blocking and polls before every call, so a
+    piece of a few MB costs dozens of poll/recv pairs, each a trip through the GIL that
+    the other thread of the rank contends for; under a loaded machine that trip, not the
+    copying, was the ring's time. SO_RCVTIMEO/SO_SNDTIMEO bound every blocking call alike:
+    a call that gets nothing within timeout_s fails with EAGAIN (BlockingIOError)."""
+    sock.settimeout(None)
+    seconds = int(timeout_s)
+    timeval = struct.pack("ll", seconds, int((timeout_s - seconds) * 1e6))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
 
 
 def _recv_by(sock: socket.socket, view: memoryview, deadline: float) -> None:
@@ -391,7 +408,7 @@ class RingCommunicator(CommunicatorBase):
                 f"ring setup: rank {self._prev} never connected to rank {self.rank} within "
                 f"{self.timeout_s:.1f} s")
         self._recv_sock, self._recv_mac = self._listener.admitted
-        self._recv_sock.settimeout(self.timeout_s)
+        _kernel_timeouts(self._recv_sock, self.timeout_s)
         self.integrity_on["prev"] = self._recv_mac is not None
         self._sender = _Sender(self._send_sock, self._wake_receiver, send_mac)
 
@@ -448,7 +465,7 @@ class RingCommunicator(CommunicatorBase):
         except BaseException:
             sock.close()
             raise
-        sock.settimeout(self.timeout_s)
+        _kernel_timeouts(sock, self.timeout_s)
         return sock, _FrameMac(self._secret, ns, nc) if on else None
 
     def _admit(self, sock: socket.socket, ns: bytes, reply: bytes):
@@ -647,7 +664,7 @@ class RingCommunicator(CommunicatorBase):
             if self._recv_mac is not None:
                 tag = bytearray(_MAC)
                 _recv_exactly(self._recv_sock, memoryview(tag))
-        except TimeoutError:
+        except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO ran out
             raise CollectiveTimeout(
                 f"collective #{self._seq} at step {self.step}: rank {self._prev} sent nothing "
                 f"for {self.timeout_s:.1f} s") from None
