@@ -16,6 +16,10 @@ thread is the ideal setup: one core each. The Ray coordinator, raylet and the gl
 threads share those two cores, so communication competes with compute for CPU.
 
     disttrain bench scaling --workers 1,2 --steps 40 --warmup 10 --backend coordinator
+
+A backend named with "+sharded" (coordinator+sharded, ring+sharded, mpi+sharded) runs the
+same job with [distributed] shard_optimizer = true (ZeRO stage 1), so the table shows it
+beside the unsharded backend measured in the same invocation.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from .common import (
 
 SYSTEMS = ("disttrain", "torch")
 BACKENDS = ("coordinator", "ring", "mpi")
+SHARDED = "+sharded"  # a backend name's suffix: the same job with shard_optimizer = true
 TARGET_SCALING = 1.8
 LR, MOMENTUM = 0.01, 0.9
 CHILD_TIMEOUT_S = 1800
@@ -57,6 +62,7 @@ CHILD_TIMEOUT_S = 1800
 def job_dict(workers: int, backend: str, sizes, batch: int, steps: int, warmup: int,
              log_every: int) -> dict:
     """The benchmark job; one epoch of synthetic data covers the warm-up and timed steps."""
+    backend, sharded = backend.removesuffix(SHARDED), backend.endswith(SHARDED)
     total = warmup + steps
     train = total * batch + batch  # one spare batch: the sampler rounds down to W
     n_val = 2 * batch
@@ -70,7 +76,7 @@ def job_dict(workers: int, backend: str, sizes, batch: int, steps: int, warmup: 
                  "shuffle": True},
         "optimizer": {"name": "sgd", "lr": LR, "momentum": MOMENTUM},
         "distributed": {"backend": backend, "workers": workers, "cpus_per_worker": 1,
-                        "timeout_s": 300, "max_restarts": 0},
+                        "timeout_s": 300, "max_restarts": 0, "shard_optimizer": sharded},
     }
 
 
@@ -296,7 +302,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", default="1,2", help="worker counts, e.g. 1,2")
     parser.add_argument("--backend", default="coordinator",
-                        help=f"disttrain backends, comma-separated, from {', '.join(BACKENDS)}")
+                        help=f"disttrain backends, comma-separated, from {', '.join(BACKENDS)}; "
+                        f"NAME{SHARDED} shards the optimizer (ZeRO stage 1)")
     parser.add_argument("--systems", default=",".join(SYSTEMS),
                         help="disttrain, torch or both")
     parser.add_argument("--sizes", default="784,1024,1024,10", help="MLP layer widths")
@@ -317,8 +324,9 @@ def main(argv: list[str] | None = None) -> int:
     backends = tuple(args.backend.split(","))
     systems = tuple(args.systems.split(","))
     for name in backends:
-        if name not in BACKENDS:
-            parser.error(f"--backend {name!r}: choose from {', '.join(BACKENDS)}")
+        if name.removesuffix(SHARDED) not in BACKENDS:
+            parser.error(f"--backend {name!r}: choose from {', '.join(BACKENDS)}, each "
+                         f"optionally with {SHARDED}")
     for name in systems:
         if name not in SYSTEMS:
             parser.error(f"--systems {name!r}: choose from {', '.join(SYSTEMS)}")
