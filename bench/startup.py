@@ -124,7 +124,7 @@ def run_disttrain(root: Path, name: str, env: dict) -> dict:
 
 def peer_main(address: str, storage: str) -> None:
     """The Ray Train side, in a process of its own: print the phases as one JSON line."""
-    from disttrain.launch.job import process_started
+    from disttrain.train.timeline import process_started
 
     t0 = process_started()
     import ray

@@ -29,6 +29,7 @@ from disttrain.train.driver import Driver
 from disttrain.train.progress import Progress
 from disttrain.train.rundir import mark_failed, read_status
 from disttrain.train.spec import dump_job
+from disttrain.train.timeline import process_started
 
 EXIT_OK, EXIT_FAILED = 0, 1
 PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -91,19 +92,6 @@ def _run_here(spec, driver: Driver, resume: bool, should_stop, loop=None,
     return run_rank(spec, LocalCommunicator(spec.distributed.timeout_s), state=state,
                     on_record=driver.on_record, on_checkpoint=driver.on_checkpoint,
                     should_stop=should_stop, loop=loop, datasets=datasets)
-
-
-def process_started() -> float:
-    """This process's start, wall-clock seconds (from /proc: the kernel's record, so the
-    interpreter's start and the imports count)."""
-    try:
-        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
-        ticks = int(fields[19])  # starttime, field 22 of stat(5), in clock ticks since boot
-        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text()
-                    .splitlines() if line.startswith("btime "))
-        return boot + ticks / os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, IndexError, StopIteration):
-        return time.time()
 
 
 @contextlib.contextmanager
