@@ -13,8 +13,8 @@ one BLAS/OpenMP thread (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS =
 ranks also torch.set_num_threads(1)).
 
 What the link carries. Two rows time raw TCP between the same kind of processes as the
-ring (Ray actors), over sockets set up as the ring sets up its own (`tune_socket`, the
-address `node_address` picks), timed the same way, one row per buffer size:
+ring (Ray actors), over sockets set up as the ring sets up its own (`tune_socket`,
+`kernel_timeouts`, the address `node_address` picks), timed the same way, one row per buffer size:
 `tcp-oneway` streams the buffer from rank 0 to rank 1 (rank 1 answers one byte once it
 has it all), the most one direction of the link carries; `tcp-both-ways` has every rank
 send the buffer to the next while it receives one from the previous, the ring's own
@@ -171,7 +171,7 @@ class RawTcp:
     def __init__(self, mode: str, rank: int, world_size: int, rendezvous, secret: str):
         import socket
 
-        from disttrain.workers.comm.ring import node_address, tune_socket
+        from disttrain.workers.comm.ring import kernel_timeouts, node_address, tune_socket
 
         self.mode, self.rank, self.world_size = mode, rank, world_size
         token = f"{secret}:{(rank - 1) % world_size}".encode()
@@ -186,10 +186,11 @@ class RawTcp:
             tuple(rendezvous.addresses(self.TIMEOUT_S)[(rank + 1) % world_size]),
             timeout=self.TIMEOUT_S)
         tune_socket(self.next)
+        kernel_timeouts(self.next, self.TIMEOUT_S)  # blocking, as the ring's: no poll per call
         self.next.sendall(f"{secret}:{rank}".encode())
         while True:  # the previous rank, proven by the secret; anyone else is dropped
             self.prev, _ = listener.accept()
-            self.prev.settimeout(self.TIMEOUT_S)
+            kernel_timeouts(self.prev, self.TIMEOUT_S)
             got = bytearray(len(token))
             try:
                 self._recv(memoryview(got))
@@ -202,12 +203,9 @@ class RawTcp:
         self._spare: np.ndarray | None = None
 
     def _recv(self, view: memoryview) -> None:
-        got = 0
-        while got < len(view):
-            n = self.prev.recv_into(view[got:])
-            if n == 0:
-                raise ConnectionResetError("raw TCP peer closed the connection")
-            got += n
+        from disttrain.workers.comm.ring import recv_exactly
+
+        recv_exactly(self.prev, view)  # as the ring receives: MSG_WAITALL
 
     def allreduce_(self, buf: np.ndarray) -> None:
         """Move buf's bytes as the mode says (the name lets _time_allreduce time it)."""

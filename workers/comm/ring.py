@@ -144,7 +144,7 @@ def same_host(sock: socket.socket) -> bool:
     return peer == local or ipaddress.ip_address(peer).is_loopback
 
 
-def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
+def recv_exactly(sock: socket.socket, view: memoryview) -> None:
     """Fill view from a blocking socket. MSG_WAITALL lets the kernel wait for all of it: one
     call (one release of the GIL, no poll) per piece, not one per packet that arrives."""
     got = 0
@@ -155,7 +155,7 @@ def _recv_exactly(sock: socket.socket, view: memoryview) -> None:
         got += n
 
 
-def _kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:
+def kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:
     """Make a connected socket blocking, with its timeout kept by the kernel.
 
     Python's own timeout makes a socket non-blocking and polls before every call, so a
@@ -171,7 +171,7 @@ def _kernel_timeouts(sock: socket.socket, timeout_s: float) -> None:
 
 
 def _recv_by(sock: socket.socket, view: memoryview, deadline: float) -> None:
-    """_recv_exactly with one deadline for all of it (a peer that dribbles cannot stretch it)."""
+    """recv_exactly with one deadline for all of it (a peer that dribbles cannot stretch it)."""
     got = 0
     while got < len(view):
         left = deadline - time.monotonic()
@@ -408,7 +408,7 @@ class RingCommunicator(CommunicatorBase):
                 f"ring setup: rank {self._prev} never connected to rank {self.rank} within "
                 f"{self.timeout_s:.1f} s")
         self._recv_sock, self._recv_mac = self._listener.admitted
-        _kernel_timeouts(self._recv_sock, self.timeout_s)
+        kernel_timeouts(self._recv_sock, self.timeout_s)
         self.integrity_on["prev"] = self._recv_mac is not None
         self._sender = _Sender(self._send_sock, self._wake_receiver, send_mac)
 
@@ -465,7 +465,7 @@ class RingCommunicator(CommunicatorBase):
         except BaseException:
             sock.close()
             raise
-        _kernel_timeouts(sock, self.timeout_s)
+        kernel_timeouts(sock, self.timeout_s)
         return sock, _FrameMac(self._secret, ns, nc) if on else None
 
     def _admit(self, sock: socket.socket, ns: bytes, reply: bytes):
@@ -660,10 +660,10 @@ class RingCommunicator(CommunicatorBase):
         """Fill `target` with the next unit; with integrity on, check its tag first."""
         view = memoryview(target).cast("B")
         try:
-            _recv_exactly(self._recv_sock, view)
+            recv_exactly(self._recv_sock, view)
             if self._recv_mac is not None:
                 tag = bytearray(_MAC)
-                _recv_exactly(self._recv_sock, memoryview(tag))
+                recv_exactly(self._recv_sock, memoryview(tag))
         except (TimeoutError, BlockingIOError):  # BlockingIOError: SO_RCVTIMEO ran out
             raise CollectiveTimeout(
                 f"collective #{self._seq} at step {self.step}: rank {self._prev} sent nothing "
