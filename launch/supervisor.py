@@ -110,18 +110,21 @@ class Supervisor:
         d = self.spec.distributed
         restarts = self.driver.run.status.get("restarts", 0)  # carried across --resume
         first = restarts
-        memory = None  # (state, world size, grow after, nodes): go on from a replica's memory
+        # (state, world size, seconds before growing, nodes): go on from a replica's memory
+        memory = None
         failed_regroups = 0  # groups from memory that failed to start, in a row
         while True:
             attempt = Attempt()
             from_memory = memory
             try:
                 if memory is not None:
-                    (state, world, attempt.grow_after, nodes), memory = memory, None
+                    (state, world, cooldown, nodes), memory = memory, None
                 else:
-                    state, world, nodes = (self.driver.resume_state() if self.resume or
-                                           restarts > first else None), None, None
+                    state, world, cooldown, nodes = (self.driver.resume_state() if self.resume
+                                                     or restarts > first else None), None, 0, None
                 self._start(attempt, world, nodes, restarting=restarts > first)
+                # counted from when the group runs: its start can take longer than that
+                attempt.grow_after = time.monotonic() + cooldown
                 failed_regroups = 0
                 return self._watch(attempt, state)
             except Resize as resize:  # growing: the group stopped at an agreed step
@@ -130,7 +133,7 @@ class Supervisor:
             except (RayError, WorkerLost) as error:  # setup failures count as well
                 kept = self._survivors_state(attempt) if d.least_workers() < d.workers else None
                 if kept is not None and kept[1] >= d.least_workers():
-                    memory = (kept[0], kept[1], time.monotonic() + GROW_COOLDOWN_S, kept[2])
+                    memory = (kept[0], kept[1], GROW_COOLDOWN_S, kept[2])
                     self._note_resize(attempt.world_size, kept[1], kept[0], str(error))
                     continue
                 if from_memory is not None and not attempt.runs and failed_regroups < 3:
