@@ -84,15 +84,20 @@ def run_and_kill(job: dict, run_dir: Path, kill_at: int) -> dict:
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError(f"the job ended before step {kill_at}: {proc.communicate()[1]}")
         time.sleep(0.01)
-    victim = next(w for w in _status(run_dir)["workers"] if w["rank"] == 1)
+    before_kill = _status(run_dir)
+    victim = next(w for w in before_kill["workers"] if w["rank"] == 1)
     os.kill(victim["pid"], signal.SIGKILL)
     killed = time.time()
+    # The newest step logged before the kill: metrics.jsonl's records timed before it, or
+    # status.json's step as read just before it (a restart drops metrics.jsonl's records
+    # past its checkpoint and logs those steps again; status.json lags by a drain, 0.5 s).
+    last = before_kill["step"]
     _, err = proc.communicate(timeout=CHILD_TIMEOUT_S)
     if proc.returncode != 0:
         raise RuntimeError(f"the job failed after the kill: {err[-2000:]}")
     records = [r for r in read_metrics(run_dir) if r.get("kind") == "train"]
     before = [r for r in records if r["time"] < killed]
-    last = max(r["step"] for r in before)
+    last = max([last, *(r["step"] for r in before)])
     after = next(r for r in records if r["step"] > last)
     final = _status(run_dir)
     resizes = final.get("resizes", [])
