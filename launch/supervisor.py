@@ -132,6 +132,8 @@ class Supervisor:
                 self._note_resize(attempt.world_size, resize.to, resize.state, resize.reason)
             except (RayError, WorkerLost) as error:  # setup failures count as well
                 kept = self._survivors_state(attempt) if d.least_workers() < d.workers else None
+                if attempt.actors:  # rank 0's records and a checkpoint made before the loss
+                    self._collect(attempt)
                 if kept is not None and kept[1] >= d.least_workers():
                     memory = (kept[0], kept[1], GROW_COOLDOWN_S, kept[2])
                     self._note_resize(attempt.world_size, kept[1], kept[0], str(error))
@@ -144,8 +146,6 @@ class Supervisor:
                     self.driver.progress.warn(f"the group of {from_memory[1]} did not start "
                                               f"({error}); placing it again")
                     continue
-                if attempt.actors:
-                    self._collect(attempt)  # a checkpoint rank 0 made before the loss counts
                 restarts += 1
                 self.driver.progress.warn(f"attempt {restarts} failed: {error}")
                 failures = self.driver.run.status.get("failures", []) + [str(error)]
@@ -163,7 +163,7 @@ class Supervisor:
 
         The abort that ended the attempt wakes every survivor's collective, so their run()
         calls end (raising) within moments; a rank whose call does not end, or whose actor
-        is gone, is lost. What rank 0 produced before the loss goes to the driver first."""
+        is gone, is lost. The caller hands what rank 0 produced to the driver after this."""
         if not attempt.runs:
             return None
         if attempt.coordinator is not None:
@@ -173,7 +173,6 @@ class Supervisor:
         d = self.spec.distributed
         ray.wait(attempt.runs, num_returns=len(attempt.runs),
                  timeout=HEARTBEATS_MISSED * d.heartbeat_s + 5)
-        self._collect(attempt)
         states, nodes = [], []
         for info, actor, ref in zip(attempt.infos, attempt.actors, attempt.runs):
             try:

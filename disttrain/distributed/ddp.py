@@ -224,21 +224,28 @@ class DistributedDataParallel:
         Each rank's gradient is of its mean loss over its own samples. With equal shares
         the global mean's gradient is their average; with unequal ones (W not dividing the
         batch), each rank's is weighted by its share: sum_r n_r * g_r / B."""
-        values = bucket.buffer[: bucket.numel]
-        if self.batch_share is not None:
-            values *= self.batch_share[0]
+        values = self._weighed(bucket)
         self.comm.allreduce_(bucket.buffer)
-        values /= self.batch_share[1] if self.batch_share is not None else self.comm.world_size
+        values /= self._divisor()
 
     def _reduce_scatter_mean(self, bucket) -> None:
         """_allreduce_mean's result in this rank's chunk of the bucket's gradients only."""
+        values = self._weighed(bucket)
+        self.comm.reduce_scatter_(values)
+        lo, hi = self.chunk(bucket)
+        values[lo:hi] /= self._divisor()
+
+    def _weighed(self, bucket) -> np.ndarray:
+        """The bucket's gradients, each multiplied by this rank's share when shares differ."""
         values = bucket.buffer[: bucket.numel]
         if self.batch_share is not None:
             values *= self.batch_share[0]
-        self.comm.reduce_scatter_(values)
-        lo, hi = self.chunk(bucket)
-        values[lo:hi] /= (self.batch_share[1] if self.batch_share is not None
-                          else self.comm.world_size)
+        return values
+
+    def _divisor(self) -> int:
+        """What the sum over ranks is divided by: the global batch (unequal shares, already
+        weighed), else the world size."""
+        return self.batch_share[1] if self.batch_share is not None else self.comm.world_size
 
     def _agree_after_reduce_scatter(self) -> None:
         """One small all-reduce: every bucket's used flags (outside the chunks, so not
