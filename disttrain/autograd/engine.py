@@ -211,9 +211,37 @@ def _accumulate_leaf(leaf, grad: np.ndarray, fresh: bool) -> None:
             leaf._grad = Tensor._make(grad if fresh else np.array(grad))
     else:
         leaf._grad.data += grad
+    _after_accumulate(leaf)
+
+
+def _after_accumulate(leaf) -> None:
     if leaf._post_accumulate_hooks:
         for hook in list(leaf._post_accumulate_hooks.values()):
             hook(leaf)
+
+
+def _write_into_buffer(node: Node, i: int, leaf, g: np.ndarray, waiting: dict) -> bool:
+    """The first gradient of a leaf with a gradient buffer (a DDP bucket's view), written
+    there by the rule's own matmul or sum (Rule.into), not computed and then copied.
+
+    Only when this edge is the leaf's whole gradient so far: .grad None, no hook that
+    could replace the gradient, and, for a hooked leaf, no other edge gathered into it
+    yet (edges still to come add into .grad as usual). False: the engine runs the vjp.
+    """
+    into = node.rule.into
+    if (into is None or into[i] is None or leaf._grad is not None
+            or leaf._grad_buffer is None or leaf._hooks):
+        return False
+    entry = waiting.get(id(leaf)) if waiting else None
+    if entry is not None and (entry.edges != 1 or entry.grad is not None):
+        return False
+    if not into[i](leaf._grad_buffer, g, node.out, *node.saved, **node.params):
+        return False
+    if entry is not None:
+        del waiting[id(leaf)]
+    leaf._grad = Tensor._make(leaf._grad_buffer)
+    _after_accumulate(leaf)
+    return True
 
 
 def _gather_leaf(entry: _HookedLeaf, grad: np.ndarray, fresh: bool, waiting: dict) -> None:
@@ -278,7 +306,7 @@ def _run_node(node: Node, g: np.ndarray, pending: dict, retain_graph: bool,
         if not isinstance(t, Tensor) or not t._requires_grad:
             continue
         vjp = rule.vjps[i]
-        if vjp is None:
+        if vjp is None or (t.grad_fn is None and _write_into_buffer(node, i, t, g, waiting)):
             continue
         gi = vjp(g, node.out, *args, **node.params) if rule.saves else vjp(g, **node.params)
         if gi.shape != t.data.shape:

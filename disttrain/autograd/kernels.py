@@ -132,6 +132,17 @@ def conv2d_grad_weight(g, w, *, cols, stride, padding, x_shape):
     return (_grad_rows(g) @ cols.T).reshape(w.shape)
 
 
+def conv2d_grad_weight_into(dest, g, w, *, cols, stride, padding, x_shape) -> bool:
+    """conv2d_grad_weight written into dest (a gradient buffer of w's shape) by the
+    matmul itself; False, with nothing written, if dest cannot take it."""
+    rows = _grad_rows(g)
+    if (dest.dtype != np.result_type(rows, cols) or not dest.flags.c_contiguous
+            or dest.shape != w.shape):
+        return False
+    np.matmul(rows, cols.T, out=dest.reshape(rows.shape[0], cols.shape[0]))
+    return True
+
+
 def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
     """dL/dx: the column gradient w^T . g added back where each tap read (col2im)."""
     n, c, h, wd = x_shape

@@ -5,6 +5,13 @@ gradient flows), and which saved values the vjps read ("x" the inputs, "o" the o
 A vjp that reads saved values is called vjp(g, out, *inputs, **params); one that reads
 none is called vjp(g, **params). Broadcasting is undone by the engine (engine.sum_to),
 never here. Every other op in disttrain is written from these.
+
+A row may also give `into`: per input, None or into(dest, g, out, *inputs, **params),
+the same product written straight into `dest` (a leaf's gradient buffer, e.g. its view
+in a DDP bucket) by the matmul or sum itself, so the gradient is never made and then
+copied. It returns False, having written nothing, when it cannot (dtype or shape), and
+the engine then runs the vjp. Only the weight and bias gradients of the layers that
+hold most parameters have one: there the copy is a step's largest.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ class Rule(NamedTuple):
     # modified in place when that vjp will not run, as PyTorch saves only what it needs.
     reads: tuple | None = None
     saves: bool = False  # uses_inputs or uses_out, stored: the engine reads it on every node
+    into: tuple | None = None  # per input: None or into(dest, g, out, *inputs, **params)
 
 
 class PerInput:
@@ -125,13 +133,34 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return a.reshape(-1, a.shape[-1])
 
 
+def _matmul_into(dest: np.ndarray, a: np.ndarray, b: np.ndarray) -> bool:
+    """dest[...] = a @ b, with dest (any shape of a.rows x b.cols elements, contiguous)
+    as the matmul's own output: numpy hands it to BLAS as it would a fresh array."""
+    if (dest.dtype != np.result_type(a, b) or not dest.flags.c_contiguous
+            or dest.size != a.shape[0] * b.shape[1]):
+        return False
+    np.matmul(a, b, out=dest.reshape(a.shape[0], b.shape[1]))
+    return True
+
+
+def _sum_rows_into(dest: np.ndarray, rows: np.ndarray) -> bool:
+    """dest[...] = rows.sum(0), the same reduction written into dest."""
+    if dest.dtype != rows.dtype or dest.shape != rows.shape[1:]:
+        return False
+    np.sum(rows, axis=0, out=dest)
+    return True
+
+
 def _cat_vjp(i, g, dim, bounds):
     return g[(slice(None),) * (dim % g.ndim) + (slice(bounds[i], bounds[i + 1]),)]
 
 
-def rule(name: str, *vjps, uses: str = "", reads: tuple | None = None) -> Rule:
+def rule(name: str, *vjps, uses: str = "", reads: tuple | None = None,
+         into: tuple | None = None) -> Rule:
     """A Rule of vjps; uses holds "x" if they read the inputs, "o" if the output."""
-    return Rule(name, vjps, "x" in uses, "o" in uses, reads, bool(uses))
+    if into is not None and not uses:
+        raise ValueError(f"{name}: an into() reads the saved inputs, so uses must hold 'x'")
+    return Rule(name, vjps, "x" in uses, "o" in uses, reads, bool(uses), into)
 
 
 RULES = {r.name: r for r in (
@@ -163,7 +192,9 @@ RULES = {r.name: r for r in (
     # x @ w.T + b in one node, as torch's addmm: every gradient comes out fresh and
     # row-major, with no transposed view for the weight's leaf to copy.
     rule("Addmm", lambda g, o, x, w, b: g @ w, lambda g, o, x, w, b: _rows(g).T @ _rows(x),
-         lambda g, o, x, w, b: _rows(g).sum(0), uses="x", reads=((1,), (0,), ())),
+         lambda g, o, x, w, b: _rows(g).sum(0), uses="x", reads=((1,), (0,), ()),
+         into=(None, lambda d, g, o, x, w, b: _matmul_into(d, _rows(g).T, _rows(x)),
+               lambda d, g, o, x, w, b: _sum_rows_into(d, _rows(g)))),
     rule("Sum", lambda g, shape, dim, keepdim: _unreduce(g, shape, dim, keepdim)),
     rule("Amax", lambda g, o, x, dim, keepdim: _amax_vjp(g, o, x, dim, keepdim), uses="xo"),
     rule("Max", _pick_vjp),
@@ -179,6 +210,7 @@ RULES = {r.name: r for r in (
     Rule("Cat", PerInput(_cat_vjp), False, False),
     rule("Conv2d", lambda g, o, x, w, **p: kernels.conv2d_grad_input(g, w, **p),
          lambda g, o, x, w, **p: kernels.conv2d_grad_weight(g, w, **p),
-         uses="x"),
+         uses="x", into=(None, lambda d, g, o, x, w, **p: kernels.conv2d_grad_weight_into(
+             d, g, w, **p))),
     rule("MaxPool2d", kernels.max_pool2d_grad),
 )}
