@@ -3,6 +3,8 @@
     star   the coordinator actor's star and object-store paths (backend "coordinator")
     shm    the shared-memory group of the ranks on one node, and its negotiation (used by star)
     ring   ring all-reduce over TCP between workers (backend "ring")
+    hier   the ring across nodes: shared memory in a node, a ring of node leaders
+           (backend "ring" with hierarchical=True or "auto")
     mpi    mpi4py under mpiexec (backend "mpi")
     base   what they all share: bookkeeping, the one "same collective?" check, helpers
 
@@ -42,15 +44,26 @@ def _coordinator(rank, world_size, coordinator, secret, timeout_s, **kw) -> Comm
 
 
 def _ring(rank, world_size, coordinator, secret, timeout_s, **kw) -> Communicator:
-    """Ring all-reduce over TCP between workers, found via the coordinator or a rendezvous."""
+    """Ring all-reduce over TCP between workers, found via the coordinator or a rendezvous;
+    hierarchical=True or "auto": shared memory within each node, the ring between nodes."""
     from disttrain.workers.comm.ring import RayRendezvous, RingCommunicator
 
     rendezvous = kw.pop("rendezvous", None)
+    hierarchical = kw.pop("hierarchical", False)
+    if hierarchical not in (True, False, "auto"):
+        raise ValueError(f"backend 'ring': hierarchical must be True, False or 'auto', got "
+                         f"{hierarchical!r}")
     if rendezvous is None and world_size > 1:
         if coordinator is None:
             raise ValueError("backend 'ring' needs coordinator=<actor handle> or "
                              "rendezvous=<object with publish_address/addresses>")
         rendezvous = RayRendezvous(coordinator)
+    if hierarchical and world_size > 1:
+        from disttrain.workers.comm.hier import HierarchicalCommunicator
+
+        return HierarchicalCommunicator(rank, world_size, rendezvous, secret,
+                                        timeout_s=timeout_s, hierarchical=hierarchical, **kw)
+    kw.pop("node", None)  # only the hierarchical mode groups ranks by node
     return RingCommunicator(rank, world_size, rendezvous, secret, timeout_s=timeout_s, **kw)
 
 

@@ -1,0 +1,92 @@
+"""One rank of a hierarchical-ring test job, in a process of its own (run by test_hier.py).
+
+    python -m tests.workers.hier_main SCRIPT RANK WORLD NODES FOLDER [TIMEOUT_S]
+
+NODES is every rank's node name, comma-separated ("a,a,b,b": ranks 0 and 1 play one node,
+2 and 3 another, with shared memory within each); FOLDER holds the control ring's
+rendezvous (tests.workers.helpers.DirRendezvous). Prints JSON lines: "ready" once the
+communicator works, then the script's results, or {"error", "message", "after_s"}.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+
+from disttrain.distributed.comm import CollectiveError
+from disttrain.workers.comm import make_communicator
+from disttrain.workers.comm.base import chunk_bounds
+from tests.workers.helpers import DirRendezvous, digest, int_data, random_data
+
+SIZES = (1, 7, 1001, 100_003)
+
+
+def collectives(comm) -> dict:
+    """Every collective on both dtypes; digests for the test to compare with numpy's."""
+    out: dict = {}
+    for dtype in ("float32", "float64"):
+        for n in SIZES:
+            comm.step += 1
+            out[f"ints/{dtype}/{n}"] = digest(comm.allreduce_(int_data(comm.rank, n, dtype)))
+            out[f"random/{dtype}/{n}"] = digest(comm.allreduce_(random_data(comm.rank, n, dtype)))
+            for root in range(comm.world_size):
+                out[f"broadcast/{dtype}/{n}/{root}"] = digest(
+                    comm.broadcast_(int_data(comm.rank, n, dtype), root))
+    n = 1001
+    lo, hi = chunk_bounds(n, comm.world_size)[comm.rank]
+    scattered = comm.reduce_scatter_(int_data(comm.rank, n, "float64"))
+    out["reduce_scatter"] = scattered[lo:hi].tolist()
+    gathered = np.zeros(n)
+    gathered[lo:hi] = comm.rank + 1
+    out["allgather_"] = digest(comm.allgather_(gathered))
+    out["allgather"] = comm.allgather({"rank": comm.rank, "values": [comm.rank, 1.5, None]})
+    comm.barrier()
+    out["after_barrier"] = comm.allgather(comm.rank)
+    return out
+
+
+def until_error(comm) -> dict:
+    """All-reduce 8 MB until a collective fails (the test kills a rank meanwhile)."""
+    data = np.ones(1 << 20)
+    for _ in range(100_000):
+        comm.step += 1
+        comm.allreduce_(data)
+        data[:] = 1.0
+    return {"finished": True}
+
+
+def out_of_step(comm) -> dict:
+    """Rank 1 is one step ahead of the others in its all-reduce."""
+    comm.step = 5 + (comm.rank == comm.world_size - 1)
+    comm.allreduce_(np.ones(1000))
+    return {"finished": True}
+
+
+SCRIPTS = {"collectives": collectives, "until_error": until_error, "out_of_step": out_of_step}
+
+
+def main(argv: list) -> None:
+    script, rank, world, nodes, folder = argv[:5]
+    rank, world, nodes = int(rank), int(world), nodes.split(",")
+    timeout_s = float(argv[5]) if len(argv) > 5 else 30.0
+    comm = make_communicator("ring", rank=rank, world_size=world,
+                             rendezvous=DirRendezvous(folder, world), secret="s3cret",
+                             timeout_s=timeout_s, hierarchical=True, node=nodes[rank],
+                             host="127.0.0.1")
+    print(json.dumps({"ready": True, "mode": comm.mode}), flush=True)
+    started = time.monotonic()
+    try:
+        result = SCRIPTS[script](comm)
+    except CollectiveError as e:
+        result = {"error": type(e).__name__, "message": str(e),
+                  "after_s": time.monotonic() - started}
+    finally:
+        comm.close()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,165 @@
+"""The hierarchical ring: numpy's answers, and failures that end every rank, never a hang.
+
+Ranks are real processes (tests/workers/hier_main.py) that play nodes by name: ranks
+given one node name share a shared-memory group on this machine, as ranks of one node do,
+and only their leaders meet on the ring. A job across real network namespaces is in
+tests/launch/test_hosts.py; one on Ray, trained, in tests/train/test_equivalence.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from disttrain.workers.comm.base import chunk_bounds, sum_in_rank_order
+from disttrain.workers.comm.hier import plan
+from tests.workers.helpers import digest, int_data
+
+REPO = Path(__file__).resolve().parents[2]
+SPLITS = {2: "a,b", 3: "a,b,a", 4: "a,a,b,b"}  # two "nodes"; for 3 the leaders are 0 and 1
+
+
+class Job:
+    """Rank processes of one hierarchical job, started at once; lines read as JSON."""
+
+    def __init__(self, tmp_path, script: str, nodes: str, timeout_s: float = 30.0):
+        world = len(nodes.split(","))
+        folder = tmp_path / "rendezvous"
+        folder.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(REPO), "OPENBLAS_NUM_THREADS": "1"}
+        self.procs = [subprocess.Popen(
+            [sys.executable, "-m", "tests.workers.hier_main", script, str(r), str(world),
+             nodes, str(folder), str(timeout_s)],
+            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            for r in range(world)]
+
+    def line(self, rank: int, timeout_s: float) -> dict:
+        """The next JSON line of `rank`; fails (does not hang) after timeout_s."""
+        proc = self.procs[rank]
+        ready, _, _ = select.select([proc.stdout], [], [], timeout_s)
+        assert ready, f"rank {rank} said nothing within {timeout_s} s"
+        text = proc.stdout.readline()
+        assert text, f"rank {rank} exited: {proc.stderr.read()[-3000:]}"
+        return json.loads(text)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+
+
+@pytest.fixture
+def job_factory(tmp_path):
+    jobs = []
+
+    def start(script, nodes, timeout_s=30.0):
+        folder = tmp_path / str(len(jobs))
+        folder.mkdir()
+        jobs.append(Job(folder, script, nodes, timeout_s))
+        return jobs[-1]
+
+    yield start
+    for job in jobs:
+        job.close()
+
+
+def test_plan_is_the_same_decision_for_every_layout():
+    def infos(nodes, shm=True):
+        return [{"node": n, "shm": shm} for n in nodes]
+
+    assert plan(infos("aabb"), True).nodes == ((0, 1), (2, 3))
+    assert plan(infos("abab"), True).nodes == ((0, 2), (1, 3))
+    assert plan(infos("aabb"), True).mode == "hier"
+    assert plan(infos("aabb"), "auto").mode == "hier"
+    assert plan(infos("aaaa"), True).mode == "shm"  # one node: no ring at all
+    assert plan(infos("aaaa"), "auto").mode == "flat"  # auto: on only across nodes
+    assert plan(infos("abcd"), True).mode == "flat"  # one rank per node: nothing to share
+    assert plan(infos("aabb", shm=False), True).mode == "flat"  # no shared memory here
+
+
+# (every rank's node, the mode they agree on): two nodes on 2, 3 and 4 ranks; one node
+@pytest.mark.parametrize("nodes,mode", [("a,b", "flat"), ("a,a", "shm"), ("a,b,a", "hier"),
+                                        ("a,a,b,b", "hier"), ("a,b,b,b", "hier")])
+def test_collectives_give_numpys_answers(job_factory, nodes, mode):
+    world = len(nodes.split(","))
+    job = job_factory("collectives", nodes)
+    modes = {job.line(r, 60)["mode"] for r in range(world)}
+    assert modes == {mode}
+    results = [job.line(r, 180) for r in range(world)]
+    for r, res in enumerate(results):
+        assert "error" not in res, res
+        for key, value in res.items():
+            kind, *rest = key.split("/")
+            if kind == "ints":
+                dtype, n = rest[0], int(rest[1])
+                arrays = [int_data(p, n, dtype) for p in range(world)]
+                assert value == digest(sum_in_rank_order(arrays, np.empty_like(arrays[0]))), key
+            elif kind == "random":  # rounding may differ from numpy's; never between ranks
+                assert value == results[0][key], key
+            elif kind == "broadcast":
+                dtype, n, root = rest[0], int(rest[1]), int(rest[2])
+                assert value == digest(int_data(root, n, dtype)), key
+        lo, hi = chunk_bounds(1001, world)[r]
+        total = sum(int_data(p, 1001, "float64") for p in range(world))
+        assert res["reduce_scatter"] == total[lo:hi].tolist()
+        expected = np.concatenate([np.full(b - a, p + 1.0)
+                                   for p, (a, b) in enumerate(chunk_bounds(1001, world))])
+        assert res["allgather_"] == digest(expected)
+        assert res["allgather"] == [{"rank": p, "values": [p, 1.5, None]} for p in range(world)]
+        assert res["after_barrier"] == list(range(world))
+
+
+def test_same_job_gives_the_same_bits_run_to_run(job_factory):
+    runs = []
+    for _ in range(2):
+        job = job_factory("collectives", SPLITS[3])
+        for r in range(3):
+            job.line(r, 60)
+        runs.append([job.line(r, 180) for r in range(3)])
+    random_keys = [k for k in runs[0][0] if k.startswith("random/")]
+    assert random_keys
+    for k in random_keys:
+        assert runs[0][0][k] == runs[1][0][k], k
+
+
+# victim: a leader (0 leads node a, 2 leads node b) or a non-leader (1, 3), on 4 ranks
+@pytest.mark.parametrize("victim", [0, 1, 2, 3])
+def test_sigkill_mid_collective_fails_every_survivor(job_factory, victim):
+    timeout_s = 10.0
+    job = job_factory("until_error", SPLITS[4], timeout_s=timeout_s)
+    for r in range(4):
+        job.line(r, 60)
+    time.sleep(0.5)  # a few all-reduces of 8 MB in
+    os.kill(job.procs[victim].pid, signal.SIGKILL)
+    killed = time.monotonic()
+    for r in (r for r in range(4) if r != victim):
+        res = job.line(r, timeout_s + 20)  # the collective timeout, plus start-up slack
+        assert res.get("error") in ("PeerLost", "CollectiveAborted", "CollectiveTimeout"), res
+        assert time.monotonic() - killed < timeout_s + 20
+    for r in range(4):
+        if r != victim:
+            assert job.procs[r].wait(10) == 0
+
+
+def test_out_of_step_rank_is_named(job_factory):
+    job = job_factory("out_of_step", SPLITS[4], timeout_s=20.0)
+    for r in range(4):
+        job.line(r, 60)
+    for r in range(4):
+        res = job.line(r, 60)
+        assert res.get("error") in ("StepMismatch", "CollectiveAborted"), res
+        # rank 3 is at step 6, everyone else at step 5; named in the job's rank numbers
+        assert "step 5" in res["message"] and "step 6" in res["message"], res
+        assert "rank 3" in res["message"], res

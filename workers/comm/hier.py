@@ -1,0 +1,350 @@
+"""HierarchicalCommunicator: the ring backend across nodes as NCCL and Horovod run it.
+
+Across nodes a flat ring sends every rank's share over the network, even between two
+ranks on one machine. Here the ranks of a node first sum in shared memory, one leader
+per node (its lowest rank) runs the ring with the other leaders, and each leader hands
+the result back to its node through shared memory: 2(N-1)/N of the buffer crosses the
+network per node instead of per rank, and the copies within a node cost no TCP.
+
+Three parts, each an existing communicator:
+
+    control  a flat RingCommunicator over every rank, on the job's rendezvous: the setup
+             exchanges, allgather(obj) and barrier (small, latency-bound), and everything
+             when the mode is "flat". NCCL keeps such a bootstrap ring too.
+    local    a ShmGroup per node with more than one rank (workers/comm/shm.py); local
+             rank i of a node is its i-th lowest rank.
+    leaders  a RingCommunicator over the leaders, leader k being the lowest rank of the
+             k-th node (nodes in order of their lowest rank). Its addresses go round the
+             control ring, so it never touches the job's rendezvous (its own namespace).
+
+Setup, on every rank alike: one allgather of (node, shared memory supported) over the
+control ring decides the mode, the same on every rank:
+
+    flat  the control ring does everything: hierarchical = "auto" on one node or one rank
+          per node, shared memory unsupported (not Linux on x86-64) on some node, or a
+          node whose group could not be set up (every rank learns it in one more exchange)
+    shm   one node: shared memory only, no leaders' ring
+    hier  several nodes, some with more than one rank
+
+then each node's leader creates its group and the names go round (one allgather), the
+others attach, all say whether that worked (one allgather), and the leaders form their
+ring (one allgather of their addresses).
+
+Collectives:
+
+    allreduce  node sum in shared memory (((x0 + x1) + x2) ..., local rank order) -> the
+               leaders' ring all-reduce (its fixed chunk order) -> broadcast from the leader
+               in shared memory. Fixed orders, so the same job gives the same bits every
+               run; they differ from the flat ring's only in rounding.
+    broadcast  the root's node: shared-memory broadcast from the root -> the leaders' ring
+               from the root's node -> the other nodes: shared-memory broadcast from the
+               leader.
+    allgather, barrier   the control ring.
+    reduce_scatter_, allgather_   CommunicatorBase's fallbacks on the allreduce above.
+
+Every part runs with this communicator's step and sequence number, so the step and
+"same collective?" checks of shared memory and of both rings name the collective as the
+caller counts it, and the ranks they name are translated to the job's ranks.
+
+Failures: every part has the timeout. A part that fails breaks every part of this rank:
+the shared-memory group is marked failed (the node's other ranks, waiting there for the
+leader, wake with the reason), and both rings are broken (an abort frame with the reason,
+then closed), so the other nodes' leaders fail and fail their nodes. A SIGKILLed
+non-leader is seen by its leader in shared memory (pidfd), a SIGKILLed leader by its node
+(pidfd) and by its ring neighbours (connection reset). A rank in an allgather or barrier
+while others are in an allreduce or broadcast waits on another part than they do: that
+ends in a CollectiveTimeout naming the ranks that never arrived, not in a mismatch error.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from disttrain.distributed.comm import DEFAULT_TIMEOUT_S, CollectiveError
+from disttrain.workers.comm.base import CommunicatorBase
+from disttrain.workers.comm.ring import RingCommunicator
+from disttrain.workers.comm.shm import ShmGroup, _job_id, _node_key, new_token, supported
+
+MODES = ("flat", "shm", "hier")
+# Reasons this module hands to another rank are already in the job's rank numbers: they
+# travel between these marks, which the translation of a part's rank numbers skips.
+_KEEP, _END = "\x02", "\x03"
+_RANKS = re.compile(r"\b(rank )(\d+)|\b(ranks )\[([\d, ]*)\]")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Which ranks share a node, and the mode every rank derived from that."""
+
+    nodes: tuple  # the ranks of each node, nodes in order of their lowest rank
+    mode: str
+
+    def place(self, rank: int) -> tuple:
+        """(node index, local rank) of `rank`."""
+        for k, members in enumerate(self.nodes):
+            if rank in members:
+                return k, members.index(rank)
+        raise ValueError(f"rank {rank} is on no node of {self.nodes}")
+
+
+def plan(infos: list, hierarchical: bool | str) -> Layout:
+    """The layout from every rank's {"node", "shm"}; the same on every rank."""
+    nodes: dict = {}
+    for rank, info in enumerate(infos):
+        nodes.setdefault(info["node"], []).append(rank)
+    groups = tuple(tuple(m) for m in nodes.values())  # dicts keep first-seen = rank order
+    shared = any(len(m) > 1 for m in groups)
+    if not shared or not all(i["shm"] for i in infos):
+        mode = "flat"  # nothing to share, or a node that cannot
+    elif len(groups) == 1:
+        mode = "flat" if hierarchical == "auto" else "shm"
+    else:
+        mode = "hier"
+    return Layout(groups, mode)
+
+
+class HierarchicalCommunicator(CommunicatorBase):
+    """The ring backend with shared memory inside each node (see the module docstring).
+
+    `hierarchical`: True, or "auto" (on only with several nodes, some with more than one
+    rank). `node`: this rank's node identity, by default shm's _node_key() (host, Ray node,
+    boot id); tests pass their own to make one machine play several nodes. The rest is
+    RingCommunicator's, for both rings (the leaders' ring takes a free port).
+    """
+
+    noun = "hierarchical ring"
+
+    def __init__(self, rank: int, world_size: int, rendezvous, secret: bytes | str,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, *, hierarchical: bool | str = True,
+                 node: str | None = None, **ring_options):
+        super().__init__(rank, world_size, timeout_s)
+        self._control: RingCommunicator | None = None
+        self._leaders: RingCommunicator | None = None
+        self._group: ShmGroup | None = None
+        self.mode = "flat"
+        try:
+            self._control = RingCommunicator(rank, world_size, rendezvous, secret,
+                                              timeout_s, **ring_options)
+            infos = self._exchange({"node": node or _node_key(), "shm": supported()})
+            self.layout = plan(infos, hierarchical)
+            self._node, self._local = self.layout.place(rank)
+            self._members = self.layout.nodes[self._node]
+            if self.layout.mode != "flat":
+                self._join_node()
+            if self.mode == "hier":
+                ring_options.pop("port", None)
+                self._join_leaders(secret, ring_options)
+        except BaseException as e:
+            self._break_all(f"setup of the hierarchical ring failed: {type(e).__name__}: {e}")
+            self.close()
+            raise
+
+    # --- setup ------------------------------------------------------------------------
+
+    def _exchange(self, obj) -> list:
+        """Every rank's `obj` over the control ring (setup only)."""
+        return self._control.allgather(obj)
+
+    def _join_node(self) -> None:
+        """The node's leader creates its group, the others attach; all agree or go flat."""
+        alone = len(self._members) == 1
+        token = group = None
+        if not alone and self._local == 0:
+            try:
+                token = new_token(_job_id())
+                group = ShmGroup(0, len(self._members), token, create=True)
+            except (OSError, CollectiveError):
+                token = group = None
+        tokens = self._exchange(token)
+        if not alone and self._local != 0 and tokens[self._members[0]] is not None:
+            try:
+                group = ShmGroup(self._local, len(self._members), tokens[self._members[0]],
+                                 create=False)
+            except (OSError, CollectiveError, ValueError):
+                group = None
+        oks = self._exchange(alone or group is not None)
+        if not all(oks):  # some node has no group: every rank stays on the flat ring
+            if group is not None:
+                group.close()  # unlinks what the leader created
+            return
+        self._group = group
+        if group is not None:
+            group.join(self.timeout_s)  # then the names are unlinked
+        self.mode = self.layout.mode
+
+    def _join_leaders(self, secret, ring_options: dict) -> None:
+        """The leaders' ring; the other ranks take part in its address exchange only."""
+        if self._local == 0:
+            self._leaders = RingCommunicator(
+                self._node, len(self.layout.nodes), _ControlRendezvous(self), secret,
+                self.timeout_s, **ring_options)
+        else:
+            self._exchange(None)
+
+    # --- collectives ------------------------------------------------------------------
+
+    def _allreduce(self, flat: np.ndarray) -> None:
+        self._collective("allreduce", self._hier_allreduce, flat)
+
+    def _broadcast(self, flat: np.ndarray, root: int) -> None:
+        self._collective("broadcast", self._hier_broadcast, flat, root)
+
+    def _allgather(self, blob: bytes) -> list:
+        return self._collective("allgather", self._control_call, "_allgather", blob)
+
+    def _barrier(self) -> None:
+        self._collective("barrier", self._control_call, "_barrier")
+
+    def _hier_allreduce(self, flat: np.ndarray) -> None:
+        if self.mode == "flat":
+            return self._control_call("_allreduce", flat)
+        if self._group is not None:
+            self._in_node("allreduce_", flat)
+        if self.mode == "hier":
+            if self._leaders is not None:
+                self._across("allreduce_", flat)
+            if self._group is not None:
+                self._in_node("broadcast_", flat, 0)
+
+    def _hier_broadcast(self, flat: np.ndarray, root: int) -> None:
+        if self.mode == "flat":
+            return self._control_call("_broadcast", flat, root)
+        root_node, root_local = self.layout.place(root)
+        if self._group is not None and self._node == root_node:
+            self._in_node("broadcast_", flat, root_local)
+        if self.mode == "hier":
+            if self._leaders is not None:
+                self._across("broadcast_", flat, root_node)
+            if self._group is not None and self._node != root_node:
+                self._in_node("broadcast_", flat, 0)
+
+    # --- the parts --------------------------------------------------------------------
+
+    def _in_node(self, op: str, flat: np.ndarray, *root) -> None:
+        """One ShmGroup collective, named as this collective; its local ranks translated."""
+        try:
+            ok = getattr(self._group, op)(flat, *root, step=self.step, seq=self._seq,
+                                          timeout_s=self.timeout_s)
+        except CollectiveError as e:
+            raise _renamed(e, self._members, f"node {self._node}'s shared memory") from None
+        if not ok:  # the same on every rank of the node; the leader breaks the ring
+            raise CollectiveError(
+                f"{self._my_call(op.rstrip('_')).where()}: node {self._node}'s shared memory "
+                f"(/dev/shm) cannot hold {flat.nbytes} bytes; make /dev/shm larger (Docker: "
+                "--shm-size) or set [distributed] hierarchical = false")
+
+    def _across(self, op: str, flat: np.ndarray, *root) -> None:
+        """One collective on the leaders' ring; its ranks (node indices) translated."""
+        ring = self._leaders
+        _numbered(ring, self.step, self._seq)
+        try:
+            getattr(ring, op)(flat, *root)
+        except CollectiveError as e:
+            leaders = [m[0] for m in self.layout.nodes]
+            raise _renamed(e, leaders, "the leaders' ring") from None
+
+    def _control_call(self, op: str, *args):
+        """A collective of the control ring, which numbers ranks as the job does."""
+        # The ring's backend method itself (the arguments are checked, the object already
+        # encoded): its entry counts the collective and refuses if the ring is broken.
+        _numbered(self._control, self.step, self._seq)
+        return getattr(self._control, op)(*args)
+
+    # --- failure ----------------------------------------------------------------------
+
+    def _collective(self, kind: str, run, *args):
+        self._next_seq(kind)
+        try:
+            return run(*args)
+        except CollectiveError as e:
+            error = type(e)(_unmarked(str(e)))
+            self._break_all(str(error), kind=type(e).__name__)
+            raise error from None
+        except BaseException as e:
+            self._break_all(f"{type(e).__name__}: {e}")
+            raise
+
+    def _break_all(self, reason: str, kind: str = "CollectiveAborted") -> None:
+        """Break every part, so that every rank waiting in one of them learns `reason`."""
+        self._broken = self._broken or reason
+        kept = _KEEP + _unmarked(reason) + _END
+        group = self._group
+        if group is not None and not group._closed and group._broken is None:
+            group._fail(f"{kind}|{kept}")  # the node's ranks raise `kind` with the reason
+        for ring in (self._leaders, self._control):
+            if ring is not None and not ring._closed and ring._broken is None \
+                    and ring._sender is not None:
+                ring._break(kept)  # an abort frame to the next rank, then closed
+
+    def _release(self) -> None:
+        for part in (self._group, self._leaders, self._control):
+            if part is not None:
+                part.close()
+
+    # --- what callers of the plain ring may look at -----------------------------------
+
+    @property
+    def listen_address(self):
+        """The control ring's listener address."""
+        return None if self._control is None else self._control.listen_address
+
+    @property
+    def integrity_on(self) -> dict:
+        """Frame tags on the control ring's connections (the leaders' ring decides alike)."""
+        return self._control.integrity_on
+
+
+class _ControlRendezvous:
+    """The leaders' ring's rendezvous: its addresses go round the control ring, in which
+    every rank takes part (the others with None)."""
+
+    def __init__(self, owner: HierarchicalCommunicator):
+        self._owner = owner
+        self._mine = None
+
+    def publish_address(self, rank: int, host: str, port: int) -> None:
+        """Remember this leader's address until addresses() sends it round."""
+        self._mine = [host, port]
+
+    def addresses(self, timeout_s: float | None = None) -> list:
+        """Every leader's address, in node order."""
+        rows = self._owner._exchange(self._mine)
+        return [tuple(rows[members[0]]) for members in self._owner.layout.nodes]
+
+
+def _numbered(ring: RingCommunicator, step: int, seq: int) -> None:
+    """Make the ring's next collective carry `seq` (its entry adds one) and `step`, so its
+    frame checks compare this communicator's numbers, not the ring's own count."""
+    ring._seq = seq - 1
+    ring.step = step
+
+
+def _renamed(error: CollectiveError, ranks, where: str) -> CollectiveError:
+    """`error` of a part whose rank i is the job's rank ranks[i], in the job's numbers."""
+    def job_rank(i: str) -> str:
+        i = int(i)
+        return str(ranks[i]) if i < len(ranks) else f"?{i}"
+
+    def sub(m: re.Match) -> str:
+        if m.group(2) is not None:
+            return m.group(1) + job_rank(m.group(2))
+        inner = ", ".join(job_rank(x) for x in m.group(4).split(",") if x.strip())
+        return f"{m.group(3)}[{inner}]"
+
+    text, out = str(error), []
+    while text:  # translate outside the kept marks only
+        head, _, rest = text.partition(_KEEP)
+        out.append(_RANKS.sub(sub, head))
+        kept, _, text = rest.partition(_END)
+        out.append(kept)
+    message = "".join(out)
+    if _KEEP in str(error):  # a reason relayed from another rank: already complete
+        return type(error)(message)
+    return type(error)(f"{where}: {message}")
+
+
+def _unmarked(text: str) -> str:
+    return text.replace(_KEEP, "").replace(_END, "")
