@@ -18,7 +18,7 @@ train: $(STAMP)
 # tests/deploy needs a Docker engine: only test-deploy runs it.
 test: $(STAMP)
 	$(VENV)/bin/ruff check disttrain workers launch tests bench
-	$(PY) -m pytest -q --ignore=tests/deploy
+	$(PY) -m pytest -q --ignore=tests/deploy --durations=30
 
 # The image and the compose stack on a real Docker engine (docker/test-deploy.sh installs
 # docker.io, starts dockerd and builds a base image when needed; root, about 5-8 minutes).
