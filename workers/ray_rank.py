@@ -51,6 +51,8 @@ class RankActor:
         # notices a dead or frozen rank on the ring too.
         start_heartbeats(self.coordinator, rank, d.heartbeat_s, self._stop_beating)
         options = {"heartbeat_interval_s": None} if d.backend == "coordinator" else {}
+        if d.backend == "ring" and d.hierarchical:
+            options["hierarchical"] = d.hierarchical
         self.comm = make_communicator(d.backend, rank=rank, world_size=d.workers,
                                       coordinator=self.coordinator, secret=self.secret,
                                       timeout_s=d.timeout_s, **options)

@@ -150,6 +150,10 @@ class DistributedSection:
     # ZeRO stage 1: each worker steps and keeps optimizer state for 1/workers of the
     # parameters (reduce-scatter the gradients, all-gather the parameters); same results
     shard_optimizer: bool = False
+    # Backend ring across nodes: sum within each node in shared memory and run the ring
+    # between one leader per node. true, false, or "auto": on when the job spans more than
+    # one node and some node has more than one worker (off by default: see README Backends)
+    hierarchical: bool | str = False
 
     def least_workers(self) -> int:
         """The fewest workers the job runs on: min_workers, or workers when not elastic."""
@@ -253,6 +257,8 @@ RANGES = {
     ("distributed", "bucket_cap_mb"): Range(0, 4096, low_open=True),
     ("distributed", "max_restarts"): Range(0, 1000),
 }
+# Keys that take true, false or the string "auto".
+FLAG_OR_AUTO = {("distributed", "hierarchical")}
 # Lists: (element type, shortest, longest, range of each element).
 LISTS = {
     ("model", "sizes"): (int, 0, 64, Range(1, 1_000_000)),  # [] or at least 2: _check_model
@@ -312,6 +318,10 @@ def _coerce(value, default, section, key, source):
     """Check value has the default's type (ints are accepted where floats are expected,
     floats must be finite); lists are checked element by element against LISTS."""
     where = f"{source}: [{section}] {key}"
+    if (section, key) in FLAG_OR_AUTO:
+        if value is True or value is False or value == "auto":
+            return value
+        raise SpecError(f"{where}: expected true, false or \"auto\", got {_short.repr(value)}")
     if isinstance(default, list):
         if not isinstance(value, list):
             raise SpecError(f"{where}: expected a list like {default!r}, got "
@@ -468,6 +478,11 @@ def _check_together(spec: JobSpec, source: str) -> None:
             f"{source}: [distributed] shard_optimizer: an elastic job (min_workers < workers) "
             "goes on from a survivor's memory, and with a sharded optimizer no worker holds "
             "the whole optimizer state; drop min_workers or shard_optimizer")
+    if d.hierarchical is not False and d.backend != "ring":
+        raise SpecError(
+            f"{source}: [distributed] hierarchical: only backend 'ring' has a hierarchical "
+            f"mode, and the backend is {d.backend!r} (the coordinator backend already uses "
+            "shared memory within a node); set backend = 'ring' or drop hierarchical")
     if spec.job.batch_size < d.workers:
         raise SpecError(
             f"{source}: [job] batch_size: {spec.job.batch_size} is smaller than [distributed] "

@@ -66,6 +66,16 @@ def test_ray_backends_match_one_process(ray_session, tmp_path, reference, refere
         small_job(**{"job.max_steps": 1}), tmp_path / "one-step").items()) > 1e-3
 
 
+@pytest.mark.ray
+@pytest.mark.parametrize("workers", [3, 4])
+def test_hierarchical_ring_matches_one_process(ray_session, tmp_path, reference, workers):
+    """On the session's one node the hierarchical ring is shared memory plus the control
+    ring; across two nodes (leaders' ring too) see tests/launch/test_hosts.py."""
+    job = small_job(**{"distributed.backend": "ring", "distributed.hierarchical": True,
+                       "distributed.workers": workers})
+    assert_params_close(run_on_ray(job, tmp_path), reference, atol=1e-9)
+
+
 @pytest.mark.mpi
 @pytest.mark.parametrize("workers", [1, 2, 3, 5])
 def test_mpi_backend_matches_one_process(tmp_path, reference, reference_dir, workers):

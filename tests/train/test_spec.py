@@ -154,3 +154,26 @@ def test_a_custom_loss_file_resolves_from_the_job_files_folder(tmp_path):
     assert load_job(job).job.loss == "mypackage.losses:smooth"
     job.write_text('[job]\nloss = "nll"\n')
     assert load_job(job).job.loss == "nll"
+
+
+@pytest.mark.parametrize("value", [True, False, "auto"])
+def test_hierarchical_takes_true_false_or_auto_on_the_ring(value):
+    spec = spec_from_dict(small_job(**{"distributed.backend": "ring",
+                                       "distributed.hierarchical": value}))
+    assert spec.distributed.hierarchical == value
+
+
+@pytest.mark.parametrize("value", ["yes", "Auto", 1, 0.5])
+def test_hierarchical_refuses_anything_else_in_one_line(value):
+    job = small_job(**{"distributed.backend": "ring", "distributed.hierarchical": value})
+    with pytest.raises(SpecError, match=r'^job.toml: \[distributed\] hierarchical: expected '
+                                        r'true, false or "auto", got '):
+        spec_from_dict(job, source="job.toml")
+
+
+def test_hierarchical_is_the_rings_alone():
+    job = small_job(**{"distributed.backend": "coordinator", "distributed.hierarchical": True})
+    with pytest.raises(SpecError, match=r"\[distributed\] hierarchical: only backend 'ring' "
+                                        r"has a hierarchical mode, and the backend is "
+                                        r"'coordinator'.*set backend = 'ring' or drop"):
+        spec_from_dict(job, source="job.toml")

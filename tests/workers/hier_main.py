@@ -1,11 +1,13 @@
 """One rank of a hierarchical-ring test job, in a process of its own (run by test_hier.py).
 
-    python -m tests.workers.hier_main SCRIPT RANK WORLD NODES FOLDER [TIMEOUT_S]
+    python -m tests.workers.hier_main SCRIPT RANK WORLD NODES FOLDER [TIMEOUT_S [HOST]]
 
 NODES is every rank's node name, comma-separated ("a,a,b,b": ranks 0 and 1 play one node,
 2 and 3 another, with shared memory within each); FOLDER holds the control ring's
-rendezvous (tests.workers.helpers.DirRendezvous). Prints JSON lines: "ready" once the
-communicator works, then the script's results, or {"error", "message", "after_s"}.
+rendezvous (tests.workers.helpers.DirRendezvous); HOST the address this rank's listeners
+bind to and advertise (127.0.0.1; a namespace's own address across hosts). Prints JSON
+lines: "ready" once the communicator works, then the script's results, or {"error",
+"message", "after_s"}.
 """
 
 from __future__ import annotations
@@ -72,10 +74,11 @@ def main(argv: list) -> None:
     script, rank, world, nodes, folder = argv[:5]
     rank, world, nodes = int(rank), int(world), nodes.split(",")
     timeout_s = float(argv[5]) if len(argv) > 5 else 30.0
+    host = argv[6] if len(argv) > 6 else "127.0.0.1"
     comm = make_communicator("ring", rank=rank, world_size=world,
                              rendezvous=DirRendezvous(folder, world), secret="s3cret",
                              timeout_s=timeout_s, hierarchical=True, node=nodes[rank],
-                             host="127.0.0.1")
+                             host=host)
     print(json.dumps({"ready": True, "mode": comm.mode}), flush=True)
     started = time.monotonic()
     try:
