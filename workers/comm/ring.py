@@ -9,6 +9,15 @@ chunk c is summed from its owner round the ring, ((x_c + x_c+1) + x_c+2) + ..., 
 pieces a frame is cut into (an eighth of it, 512 KB to 4 MB; see `_piece`) only decide
 how much is added at a time, never in which order.
 
+The sharded optimizer's reduce_scatter_ and allgather_ are the two phases on their own,
+each moving (W-1)/W of the buffer out of every rank (the all-reduce: twice that). Rank r
+must end the reduce-scatter holding its own chunk (`chunk_bounds`)[r], so that phase's
+schedule is the all-reduce's shifted back one chunk: chunk c is summed from rank c+1
+round the ring and finished at its owner, ((x_c+1 + x_c+2) + ...) + x_c, an order of its
+own, as fixed as the all-reduce's. The all-gather starts from each rank's own chunk.
+Their frames carry their own kinds, so a rank in one and a peer in another collective
+fail at the first header with the error that names both.
+
 Where the time goes, on one machine: loopback TCP costs a copy into the kernel and one out
 of it, both on the CPU, and on 2 ranks every rank sends and receives the whole buffer at
 once, so the ring can go no faster than a raw stream both ways between the same processes
@@ -204,6 +213,7 @@ class _Sender:
         self.on_error = on_error
         self.mac = mac
         self.error: BaseException | None = None
+        self.bytes_sent = 0  # written by this thread only; read between collectives
         self._queue: queue.Queue = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True, name="ring-sender")
         self._thread.start()
@@ -230,8 +240,10 @@ class _Sender:
             elif self.error is None:
                 try:
                     self.sock.sendall(item)
+                    self.bytes_sent += len(item)
                     if self.mac is not None:
                         self.sock.sendall(self.mac.tag(item))
+                        self.bytes_sent += _MAC
                 except OSError as e:
                     self.error = e
                     self.on_error()
@@ -394,6 +406,12 @@ class RingCommunicator(CommunicatorBase):
                 self.close()
                 raise
 
+    @property
+    def bytes_sent(self) -> int:
+        """Bytes this rank has written to the next rank so far (headers, payload, tags):
+        diagnostics, e.g. that a reduce-scatter moves half an all-reduce's bytes."""
+        return 0 if self._sender is None else self._sender.bytes_sent
+
     # --- setup ------------------------------------------------------------------------
 
     def _connect(self, rendezvous, host: str, bind_host: str | None, port: int) -> None:
@@ -489,6 +507,12 @@ class RingCommunicator(CommunicatorBase):
     def _broadcast(self, flat: np.ndarray, root: int) -> None:
         self._collective("broadcast", lambda: self._ring_broadcast(flat, root))
 
+    def _reduce_scatter(self, flat: np.ndarray) -> None:
+        self._collective("reduce_scatter", lambda: self._ring_reduce_scatter(flat))
+
+    def _allgather_chunks(self, flat: np.ndarray) -> None:
+        self._collective("allgather_", lambda: self._ring_allgather_chunks(flat))
+
     def _allgather(self, blob: bytes) -> list:
         return self._collective("allgather", lambda: self._ring_allgather(blob, "allgather"))
 
@@ -516,37 +540,79 @@ class RingCommunicator(CommunicatorBase):
     def _ring_allreduce(self, flat: np.ndarray) -> None:
         w, r = self.world_size, self.rank
         bounds = chunk_bounds(flat.size, w)
-        widest = max(hi - lo for lo, hi in bounds)
-        scratch = self._scratch(min(self._piece(flat, widest), widest), flat.dtype)
-        # Reduce-scatter: after step s, chunk (r - s - 1) holds the sum of s + 2 ranks.
+        scratch = self._first_scratch(flat, bounds)
+        # Reduce-scatter: after step s, chunk (r - s - 1) holds the sum of s + 2 ranks; the
+        # last one finished (chunk r + 1) is forwarded too, which starts the all-gather.
         self._send_frame("allreduce", flat, *bounds[r])
         for s in range(w - 1):
-            lo, hi = bounds[(r - s - 1) % w]
-            nbytes = (hi - lo) * flat.itemsize
-            seg = self._recv_header("allreduce", flat, nbytes)  # the sender's piece
-            self._open_frame("allreduce", flat, nbytes, seg)  # forwarded as received
-            if seg > scratch.size:
-                scratch = self._scratch(min(seg, widest), flat.dtype)
-            for a in range(lo, hi, seg):
-                b = min(a + seg, hi)
-                part = scratch[: b - a]
-                self._recv_into(part)
-                np.add(flat[a:b], part, out=flat[a:b])
-                self._forward(flat[a:b])
+            scratch = self._add_chunk("allreduce", flat, bounds[(r - s - 1) % w], scratch,
+                                      forward=True)
         # All-gather: pass the finished chunks around; the last one received is not sent on.
         for s in range(w - 1):
-            lo, hi = bounds[(r - s) % w]
-            nbytes = (hi - lo) * flat.itemsize
-            seg = self._recv_header("allreduce", flat, nbytes)
-            last = s == w - 2
-            if not last:
-                self._open_frame("allreduce", flat, nbytes, seg)
-            for a in range(lo, hi, seg):
-                b = min(a + seg, hi)
-                self._recv_into(flat[a:b])
-                if not last:
-                    self._forward(flat[a:b])
+            self._take_chunk("allreduce", flat, bounds[(r - s) % w], forward=s < w - 2)
         self._sender.drain(self.timeout_s)
+
+    def _ring_reduce_scatter(self, flat: np.ndarray) -> None:
+        # The all-reduce's first phase shifted back one chunk, so that the chunk rank r
+        # finishes, and keeps, is its own (chunk_bounds)[r]: it starts by sending chunk
+        # r - 1 and at step s adds chunk (r - s - 2), never forwarding the last. Chunk c
+        # is summed from rank c + 1 round the ring to its owner, (W-1)/W of the buffer
+        # leaving each rank instead of the all-reduce's 2(W-1)/W.
+        w, r = self.world_size, self.rank
+        bounds = chunk_bounds(flat.size, w)
+        scratch = self._first_scratch(flat, bounds)
+        self._send_frame("reduce_scatter", flat, *bounds[(r - 1) % w])
+        for s in range(w - 1):
+            scratch = self._add_chunk("reduce_scatter", flat, bounds[(r - s - 2) % w], scratch,
+                                      forward=s < w - 2)
+        self._sender.drain(self.timeout_s)
+
+    def _ring_allgather_chunks(self, flat: np.ndarray) -> None:
+        # The all-reduce's second phase, started from this rank's own chunk.
+        w, r = self.world_size, self.rank
+        bounds = chunk_bounds(flat.size, w)
+        self._send_frame("allgather_", flat, *bounds[r])
+        for s in range(w - 1):
+            self._take_chunk("allgather_", flat, bounds[(r - s - 1) % w], forward=s < w - 2)
+        self._sender.drain(self.timeout_s)
+
+    def _first_scratch(self, flat: np.ndarray, bounds: list) -> np.ndarray:
+        """Room for one piece of the widest chunk (grown by _add_chunk if a peer's are bigger)."""
+        widest = max(hi - lo for lo, hi in bounds)
+        return self._scratch(min(self._piece(flat, widest), widest), flat.dtype)
+
+    def _add_chunk(self, kind: str, flat: np.ndarray, chunk: tuple, scratch: np.ndarray, *,
+                   forward: bool) -> np.ndarray:
+        """Receive the previous rank's partial sum of `chunk` and add it into `flat`, piece by
+        piece, forwarding each sum as soon as it is made; returns the (maybe grown) scratch."""
+        lo, hi = chunk
+        nbytes = (hi - lo) * flat.itemsize
+        seg = self._recv_header(kind, flat, nbytes)  # the sender's piece
+        if forward:
+            self._open_frame(kind, flat, nbytes, seg)  # forwarded as received
+        if seg > scratch.size:
+            scratch = self._scratch(min(seg, hi - lo), flat.dtype)
+        for a in range(lo, hi, seg):
+            b = min(a + seg, hi)
+            part = scratch[: b - a]
+            self._recv_into(part)
+            np.add(flat[a:b], part, out=flat[a:b])
+            if forward:
+                self._forward(flat[a:b])
+        return scratch
+
+    def _take_chunk(self, kind: str, flat: np.ndarray, chunk: tuple, *, forward: bool) -> None:
+        """Receive a finished `chunk` straight into `flat`, forwarding each piece as it lands."""
+        lo, hi = chunk
+        nbytes = (hi - lo) * flat.itemsize
+        seg = self._recv_header(kind, flat, nbytes)
+        if forward:
+            self._open_frame(kind, flat, nbytes, seg)
+        for a in range(lo, hi, seg):
+            b = min(a + seg, hi)
+            self._recv_into(flat[a:b])
+            if forward:
+                self._forward(flat[a:b])
 
     def _ring_broadcast(self, flat: np.ndarray, root: int) -> None:
         forwards = self._next != root
