@@ -269,10 +269,10 @@ def _serve(rank: int, world_size: int, token: str | None, conn, timeout_s: float
             if cmd == "join":
                 group.join(timeout_s)
                 out = None
-            elif cmd == "allreduce":
+            elif cmd in ("allreduce", "reduce_scatter"):
                 n, step, seq = args
                 buf = random_data(rank, n, "float64")
-                group.allreduce_(buf, step=step, seq=seq, timeout_s=timeout_s)
+                getattr(group, cmd + "_")(buf, step=step, seq=seq, timeout_s=timeout_s)
                 out = buf
             elif cmd == "names":
                 out = group.names

@@ -24,6 +24,20 @@ precedes their sum and result regions read only after the barrier that follows i
 what the next collective writes before its first barrier is its own slot: so 1 + the
 number of blocks barriers suffice.
 
+Reduce-scatter (the sharded optimizer's, chunks as `chunk_bounds`): every rank writes its
+header and copies its buffer into its slot, and reaches the first barrier (headers
+checked as above); then each rank sums exactly its own chunk from all slots, in rank
+order, straight into its own buffer (the same ((b0 + b1) + b2) + ... per element, so
+the bits of the all-reduce's), and reaches a second barrier, after which no rank reads
+a peer's slot: nothing of the other chunks is summed or copied out. All-gather: each
+rank copies only its own chunk into the same place of its slot, first barrier, every
+rank copies the peers' chunks out of their slots, second barrier. Broadcast: the root
+copies its buffer into its slot, first barrier, the others copy it out, second barrier.
+In these three, as in the all-reduce, a rank writes nothing but its own slot before the
+first barrier and reads peers' slots only between the first and the last, so the next
+collective's writes never meet this one's reads. A buffer that does not fit grows the
+segment after the header check, before anything is read, in every collective alike.
+
 Waiting: poll the peers' counters in a short spin, then os.sched_yield(), then sleeps
 growing to 0.5 ms. While waiting the rank checks, every few milliseconds, whether a
 peer's process is gone (pidfd, or /proc), the peers' failed flags (a rank that fails
@@ -32,10 +46,14 @@ optional `on_wait` callback (the communicator uses it to poll the coordinator's 
 flag). A dead peer yields a PeerLost naming it, a missing one a CollectiveTimeout
 naming it; never a hang.
 
-Memory ordering: a rank writes its data and header with numpy, then stores its counter
-(one aligned 8-byte store); a reader loads the counter first, then the header and data.
-That is correct under x86-64's total store order (stores are not reordered with older
-stores, loads not with older loads) and the numpy calls are opaque to the compiler.
+Memory ordering: in every collective a rank writes its data and header with numpy, then
+stores its counter (one aligned 8-byte store); a reader loads the counter first, then the
+header and data. That is correct under x86-64's total store order (stores are not
+reordered with older stores, loads not with older loads) and the numpy calls are opaque
+to the compiler. The second barrier of the reduce-scatter, all-gather and broadcast is
+the same publication the other way round: a rank's loads from a peer's slot come before
+its counter store (x86 does not reorder a store with older loads), and the peer
+overwrites its slot only after loading that counter.
 Weaker architectures (arm64) would need fences Python cannot issue, so `supported()`
 is False there and the communicator keeps its star and object-store paths.
 
@@ -59,6 +77,7 @@ collective at this sequence number or later: that rank will never arrive here.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import hashlib
 import mmap
@@ -245,6 +264,21 @@ class ShmGroup(Breakable):
         self._begin("broadcast", step, seq, timeout_s, on_wait)
         return self._guarded(self._broadcast, flat, root, step, seq)
 
+    def reduce_scatter_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float,
+                        on_wait=None) -> bool:
+        """Sum the 1-D `flat` over all ranks into this rank's chunk of it (chunk_bounds), in
+        rank order, in place; the other chunks keep this rank's values. False as in
+        allreduce_."""
+        self._begin("reduce_scatter", step, seq, timeout_s, on_wait)
+        return self._guarded(self._reduce_scatter, flat, step, seq)
+
+    def allgather_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float,
+                   on_wait=None) -> bool:
+        """Fill every rank's chunk of the 1-D `flat` (chunk_bounds) from its owner, in place;
+        False as in allreduce_."""
+        self._begin("allgather_", step, seq, timeout_s, on_wait)
+        return self._guarded(self._allgather_chunks, flat, step, seq)
+
     def _allreduce(self, flat, step, seq) -> bool:
         # Pipelined in blocks that stay in cache between the copy in, the peer's sum and
         # the copy out: after barrier k every rank has copied block k in and summed its
@@ -294,21 +328,61 @@ class ShmGroup(Breakable):
         if hi < b:
             np.copyto(slot[hi:b], flat[hi:b])
 
-    def _broadcast(self, flat, root, step, seq) -> bool:
-        fits = self._announce("broadcast", step, seq, flat, root)
-        if fits and self.rank == root:
-            np.copyto(self._slot(root, flat), flat)
+    def _reduce_scatter(self, flat, step, seq) -> bool:
+        # Not pipelined: each rank reads only its own chunk of every slot, once, so there is
+        # no block for a cache to keep between one rank's copy and another's read.
+        if not self._publish("reduce_scatter", step, seq, flat, self._slot_in):
+            return False
+        lo, hi = self._chunk(flat)
+        sum_in_rank_order([self._slot(p, flat)[lo:hi] for p in range(self.world_size)],
+                          out=flat[lo:hi])
+        self._barrier()  # every peer is done reading this rank's slot
+        return True
+
+    def _allgather_chunks(self, flat, step, seq) -> bool:
+        if not self._publish("allgather_", step, seq, flat, self._chunk_in):
+            return False
+        for p in self._peers():
+            lo, hi = chunk_bounds(flat.size, self.world_size)[p]
+            np.copyto(flat[lo:hi], self._slot(p, flat)[lo:hi])
+        self._barrier()  # every peer is done reading this rank's slot
+        return True
+
+    def _publish(self, kind, step, seq, flat, write, root=-1) -> bool:
+        """Announce, write(flat) into this rank's slot, and meet at the first barrier
+        (checked headers; a bigger segment first if `flat` did not fit): then every rank's
+        slot holds what it wrote. False, on every rank, if no segment can hold `flat`."""
+        fits = self._announce(kind, step, seq, flat, root)
+        if fits:
+            write(flat)
         self._barrier()
         self._check_headers()
         if not fits:
             if not self._grow(flat.nbytes):
                 return False
-            if self.rank == root:
-                np.copyto(self._slot(root, flat), flat)
+            write(flat)
             self._barrier()
+        return True
+
+    def _chunk(self, flat) -> tuple:
+        return chunk_bounds(flat.size, self.world_size)[self.rank]
+
+    def _slot_in(self, flat) -> None:
+        """All of flat into this rank's slot (its own chunk too: the sum goes into flat)."""
+        np.copyto(self._slot(self.rank, flat), flat)
+
+    def _chunk_in(self, flat) -> None:
+        """This rank's chunk of flat into the same place of its slot."""
+        lo, hi = self._chunk(flat)
+        np.copyto(self._slot(self.rank, flat)[lo:hi], flat[lo:hi])
+
+    def _broadcast(self, flat, root, step, seq) -> bool:
+        write = self._slot_in if self.rank == root else _nothing
+        if not self._publish("broadcast", step, seq, flat, write, root):
+            return False
         if self.rank != root:
             np.copyto(flat, self._slot(root, flat))
-        self._barrier()
+        self._barrier()  # every peer is done reading root's slot
         return True
 
     # --- pieces -----------------------------------------------------------------------
@@ -499,6 +573,10 @@ class ShmGroup(Breakable):
             self._ctl.close()
 
 
+def _nothing(flat) -> None:
+    """What a rank that is not the root writes before a broadcast's first barrier."""
+
+
 def _unlink_name(name: str) -> None:
     """shm_unlink `name` (created here) and drop it from this process's resource tracker."""
     try:
@@ -530,6 +608,7 @@ class ShmPath:
         self.min_bytes = min_bytes
         self.state = None if (enabled and world_size > 1) else "off"
         self.names: list = []  # every segment this rank created or mapped (diagnostics)
+        self.taken: collections.Counter = collections.Counter()  # collectives done, by kind
         self._coord = coordinator
         self._exchange = exchange
         self._group: ShmGroup | None = None
@@ -547,16 +626,33 @@ class ShmPath:
 
     def allreduce_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float) -> bool:
         """ShmGroup.allreduce_, watching the coordinator while it waits."""
-        self._call = Call(self.rank, step, seq, "allreduce (shared memory)")
-        return self._group.allreduce_(flat, step=step, seq=seq, timeout_s=timeout_s,
-                                      on_wait=self._on_wait)
+        return self._run("allreduce", flat, step=step, seq=seq, timeout_s=timeout_s)
 
     def broadcast_(self, flat: np.ndarray, root: int, *, step: int, seq: int,
                    timeout_s: float) -> bool:
         """ShmGroup.broadcast_, watching the coordinator while it waits."""
-        self._call = Call(self.rank, step, seq, "broadcast (shared memory)")
-        return self._group.broadcast_(flat, root, step=step, seq=seq, timeout_s=timeout_s,
-                                      on_wait=self._on_wait)
+        return self._run("broadcast", flat, root, step=step, seq=seq, timeout_s=timeout_s)
+
+    def reduce_scatter_(self, flat: np.ndarray, *, step: int, seq: int,
+                        timeout_s: float) -> bool:
+        """ShmGroup.reduce_scatter_, watching the coordinator while it waits."""
+        return self._run("reduce_scatter", flat, step=step, seq=seq, timeout_s=timeout_s)
+
+    def allgather_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float) -> bool:
+        """ShmGroup.allgather_, watching the coordinator while it waits."""
+        return self._run("allgather_", flat, step=step, seq=seq, timeout_s=timeout_s)
+
+    def _run(self, kind: str, flat: np.ndarray, *args, step: int, seq: int,
+             timeout_s: float) -> bool:
+        """The group's collective `kind` (as in KINDS); counted in `taken` if it went
+        through shared memory."""
+        self._call = Call(self.rank, step, seq, f"{kind} (shared memory)")
+        method = getattr(self._group, kind.rstrip("_") + "_")
+        done = method(flat, *args, step=step, seq=seq, timeout_s=timeout_s,
+                      on_wait=self._on_wait)
+        if done:
+            self.taken[kind] += 1
+        return done
 
     def close(self) -> None:
         """Unmap the group, if there is one."""

@@ -3,18 +3,22 @@
 The coordinator is the control plane: rendezvous, step and sequence checks, heartbeats
 and abort. The data path depends on where the ranks are:
 
-* Every rank on one node (the usual case): shared memory, for every all-reduce and
-  broadcast (workers/comm/shm.py: the segment, and ShmPath, which agrees on it with the
-  peers through the coordinator on the first one). From then on the ranks synchronise
-  through counters in the segment (microseconds, not an actor round trip of a
-  millisecond or more). Rank r sums slice r of every rank's buffer in rank order.
+* Every rank on one node (the usual case): shared memory, for every all-reduce,
+  broadcast, reduce-scatter and all-gather of chunks (workers/comm/shm.py: the segment,
+  and ShmPath, which agrees on it with the peers through the coordinator on the first
+  one). From then on the ranks synchronise through counters in the segment
+  (microseconds, not an actor round trip of a millisecond or more). Rank r sums slice r
+  of every rank's buffer in rank order; in a reduce-scatter that slice is its own chunk
+  and nothing else is summed or copied back, and an all-gather moves only the chunks.
   While waiting, a rank watches its peers' processes, the deadline and (every half
   second) the coordinator's abort flag.
 * Ranks on several nodes, or `shared_memory=False`: small buffers go to the
   coordinator, which sums them in rank order (the star path, one round trip). Large
   ones never pass through it: every rank `ray.put`s its buffer once and the coordinator
   only swaps ObjectRefs; rank r sums slice r of all buffers, read zero-copy in rank
-  order, and the ranks swap the summed slices the same way.
+  order, and the ranks swap the summed slices the same way. Reduce-scatter and
+  all-gather of chunks take the base class's exact fallbacks there: an all-reduce
+  each.
 
 Every path adds each element as ((b0 + b1) + b2) + ..., so the bits are the star sum's.
 """
@@ -105,6 +109,20 @@ class CoordinatorCommunicator(CommunicatorBase):
             arr = value if isinstance(value, np.ndarray) else self._fetch([value], [root])[0]
             self._check_arrived(root, "broadcast", arr, flat)
             np.copyto(flat, arr)
+
+    def _reduce_scatter(self, flat: np.ndarray) -> None:
+        if self._shm.takes(flat, "reduce_scatter_", self.timeout_s) and self._shm.reduce_scatter_(
+                flat, step=self.step, seq=self._next_seq("reduce_scatter"),
+                timeout_s=self.timeout_s):
+            return
+        super()._reduce_scatter(flat)  # an all-reduce: star or object store
+
+    def _allgather_chunks(self, flat: np.ndarray) -> None:
+        if self._shm.takes(flat, "allgather_", self.timeout_s) and self._shm.allgather_(
+                flat, step=self.step, seq=self._next_seq("allgather_"),
+                timeout_s=self.timeout_s):
+            return
+        super()._allgather_chunks(flat)
 
     def _allgather(self, blob: bytes) -> list:
         return self._exchange("allgather", blob)
