@@ -27,10 +27,11 @@ from tests.workers.test_conformance import backend_and_options, run_mpi
 RAY_BACKENDS = ("coordinator", "coordinator-objstore", "ring")
 
 
-def start_group(ray, backend: str, world_size: int, timeout_s: float, **coordinator_kw):
+def start_group(ray, backend: str, world_size: int, timeout_s: float, rank_actor=RankActor,
+                **coordinator_kw):
     """Fresh rank actors (these tests may kill them) with communicators built."""
     coordinator = create_coordinator(world_size, timeout_s=timeout_s, **coordinator_kw)
-    actor = ray.remote(num_cpus=0, max_restarts=0)(RankActor)
+    actor = ray.remote(num_cpus=0, max_restarts=0)(rank_actor)
     group = [actor.remote() for _ in range(world_size)]
     name, kw = backend_and_options(backend)
     addresses = ray.get([a.build.remote(name, r, world_size, coordinator, "s3cret", timeout_s,
