@@ -27,6 +27,11 @@ median time's speed-up over gloo.
 
     python -m disttrain.bench.allreduce --backend all --workers 2 --sizes 1,16,64 --iters 20
     disttrain bench allreduce --backend coordinator --sizes 16,64 --rounds 3
+
+Across two hosts (`--hosts 2`, bench/allreduce_hosts.py): two network namespaces joined by
+a veth pair, `--per-host` ranks in each, the flat and the hierarchical ring beside gloo:
+
+    disttrain bench allreduce --hosts 2 --per-host 2 --sizes 16,64 --iters 10
 """
 
 from __future__ import annotations
@@ -383,9 +388,14 @@ def main(argv: list[str] | None = None) -> int:
                              "gloo (or 'none')")
     parser.add_argument("--json", help="also write the rows and machine info to this file")
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    from . import allreduce_hosts
+
+    allreduce_hosts.add_arguments(parser)
     args = parser.parse_args(argv)
     sizes = [float(s) for s in args.sizes.split(",")]
     sizes = [int(s) if s.is_integer() else s for s in sizes]
+    if args.hosts:
+        return allreduce_hosts.main(args, sizes)
     if args.child in ("mpi", "mpi4py"):
         _mpi_child(args.child, sizes, args.iters)
         return 0
