@@ -28,7 +28,9 @@ control ring decides the mode, the same on every rank:
 
 then each node's leader creates its group and the names go round (one allgather), the
 others attach, all say whether that worked (one allgather), and the leaders form their
-ring (one allgather of their addresses).
+ring (one allgather of their addresses). `NodePath` holds the local and leaders' parts
+and needs only an `exchange(obj) -> [every rank's obj]` for its setup, so another
+communicator with an exchange of its own (the coordinator's) can take it up as well.
 
 Collectives:
 
@@ -54,6 +56,11 @@ non-leader is seen by its leader in shared memory (pidfd), a SIGKILLed leader by
 (pidfd) and by its ring neighbours (connection reset). A rank in an allgather or barrier
 while others are in an allreduce or broadcast waits on another part than they do: that
 ends in a CollectiveTimeout naming the ranks that never arrived, not in a mismatch error.
+
+Private parts used on purpose: ShmGroup._fail (mark the group failed with a reason: its
+own failure path, which shm.py has no public name for), RingCommunicator._break (its
+abort frame and close) and the rings' `_seq` (so their frames carry this communicator's
+sequence number).
 """
 
 from __future__ import annotations
@@ -106,47 +113,35 @@ def plan(infos: list, hierarchical: bool | str) -> Layout:
     return Layout(groups, mode)
 
 
-class HierarchicalCommunicator(CommunicatorBase):
-    """The ring backend with shared memory inside each node (see the module docstring).
+class NodePath:
+    """Shared memory within each node and the leaders' ring, for one rank.
 
-    `hierarchical`: True, or "auto" (on only with several nodes, some with more than one
-    rank). `node`: this rank's node identity, by default shm's _node_key() (host, Ray node,
-    boot id); tests pass their own to make one machine play several nodes. The rest is
-    RingCommunicator's, for both rings (the leaders' ring takes a free port).
+    Set up over `exchange(obj) -> [every rank's obj]`, which every rank calls at the same
+    points: the control ring's allgather here; any communicator's exchange would do (the
+    coordinator's, for instance). `mode` is "flat" (nothing set up: the caller keeps its
+    own path), "shm" or "hier". The collectives take the caller's step and sequence number
+    and raise errors that name the job's ranks; on any failure the caller calls `break_`.
     """
 
-    noun = "hierarchical ring"
-
-    def __init__(self, rank: int, world_size: int, rendezvous, secret: bytes | str,
-                 timeout_s: float = DEFAULT_TIMEOUT_S, *, hierarchical: bool | str = True,
-                 node: str | None = None, **ring_options):
-        super().__init__(rank, world_size, timeout_s)
-        self._control: RingCommunicator | None = None
-        self._leaders: RingCommunicator | None = None
-        self._group: ShmGroup | None = None
+    def __init__(self, rank: int, world_size: int, exchange, secret: bytes | str,
+                 timeout_s: float, *, hierarchical: bool | str = True, node: str | None = None,
+                 ring_options: dict | None = None):
+        self.rank, self.world_size, self.timeout_s = rank, world_size, timeout_s
         self.mode = "flat"
-        try:
-            self._control = RingCommunicator(rank, world_size, rendezvous, secret,
-                                              timeout_s, **ring_options)
-            infos = self._exchange({"node": node or _node_key(), "shm": supported()})
-            self.layout = plan(infos, hierarchical)
-            self._node, self._local = self.layout.place(rank)
-            self._members = self.layout.nodes[self._node]
-            if self.layout.mode != "flat":
-                self._join_node()
-            if self.mode == "hier":
-                ring_options.pop("port", None)
-                self._join_leaders(secret, ring_options)
-        except BaseException as e:
-            self._break_all(f"setup of the hierarchical ring failed: {type(e).__name__}: {e}")
-            self.close()
-            raise
+        self._exchange = exchange
+        self._group: ShmGroup | None = None
+        self._leaders: RingCommunicator | None = None
+        infos = exchange({"node": node or _node_key(), "shm": supported()})
+        self.layout = plan(infos, hierarchical)
+        self.node, self._local = self.layout.place(rank)
+        self._members = self.layout.nodes[self.node]
+        if self.layout.mode != "flat":
+            self._join_node()
+        if self.mode == "hier":
+            options = {k: v for k, v in (ring_options or {}).items() if k != "port"}
+            self._join_leaders(secret, options)
 
     # --- setup ------------------------------------------------------------------------
-
-    def _exchange(self, obj) -> list:
-        """Every rank's `obj` over the control ring (setup only)."""
-        return self._control.allgather(obj)
 
     def _join_node(self) -> None:
         """The node's leader creates its group, the others attach; all agree or go flat."""
@@ -166,7 +161,7 @@ class HierarchicalCommunicator(CommunicatorBase):
             except (OSError, CollectiveError, ValueError):
                 group = None
         oks = self._exchange(alone or group is not None)
-        if not all(oks):  # some node has no group: every rank stays on the flat ring
+        if not all(oks):  # some node has no group: every rank keeps the flat path
             if group is not None:
                 group.close()  # unlinks what the leader created
             return
@@ -179,72 +174,133 @@ class HierarchicalCommunicator(CommunicatorBase):
         """The leaders' ring; the other ranks take part in its address exchange only."""
         if self._local == 0:
             self._leaders = RingCommunicator(
-                self._node, len(self.layout.nodes), _ControlRendezvous(self), secret,
+                self.node, len(self.layout.nodes), _ExchangeRendezvous(self), secret,
                 self.timeout_s, **ring_options)
         else:
             self._exchange(None)
 
     # --- collectives ------------------------------------------------------------------
 
-    def _allreduce(self, flat: np.ndarray) -> None:
-        self._collective("allreduce", self._hier_allreduce, flat)
-
-    def _broadcast(self, flat: np.ndarray, root: int) -> None:
-        self._collective("broadcast", self._hier_broadcast, flat, root)
-
-    def _allgather(self, blob: bytes) -> list:
-        return self._collective("allgather", self._control_call, "_allgather", blob)
-
-    def _barrier(self) -> None:
-        self._collective("barrier", self._control_call, "_barrier")
-
-    def _hier_allreduce(self, flat: np.ndarray) -> None:
-        if self.mode == "flat":
-            return self._control_call("_allreduce", flat)
+    def allreduce_(self, flat: np.ndarray, step: int, seq: int) -> None:
+        """Sum over every rank: in the node, across the leaders, back to the node."""
         if self._group is not None:
-            self._in_node("allreduce_", flat)
+            self._in_node("allreduce_", flat, step, seq)
         if self.mode == "hier":
             if self._leaders is not None:
-                self._across("allreduce_", flat)
+                self._across("allreduce_", flat, step, seq)
             if self._group is not None:
-                self._in_node("broadcast_", flat, 0)
+                self._in_node("broadcast_", flat, step, seq, 0)
 
-    def _hier_broadcast(self, flat: np.ndarray, root: int) -> None:
-        if self.mode == "flat":
-            return self._control_call("_broadcast", flat, root)
+    def broadcast_(self, flat: np.ndarray, root: int, step: int, seq: int) -> None:
+        """Root's buffer to its node, across the leaders, then to the other nodes."""
         root_node, root_local = self.layout.place(root)
-        if self._group is not None and self._node == root_node:
-            self._in_node("broadcast_", flat, root_local)
+        if self._group is not None and self.node == root_node:
+            self._in_node("broadcast_", flat, step, seq, root_local)
         if self.mode == "hier":
             if self._leaders is not None:
-                self._across("broadcast_", flat, root_node)
-            if self._group is not None and self._node != root_node:
-                self._in_node("broadcast_", flat, 0)
+                self._across("broadcast_", flat, step, seq, root_node)
+            if self._group is not None and self.node != root_node:
+                self._in_node("broadcast_", flat, step, seq, 0)
 
-    # --- the parts --------------------------------------------------------------------
-
-    def _in_node(self, op: str, flat: np.ndarray, *root) -> None:
-        """One ShmGroup collective, named as this collective; its local ranks translated."""
+    def _in_node(self, op: str, flat: np.ndarray, step: int, seq: int, *root) -> None:
+        """One ShmGroup collective; its local ranks translated to the job's."""
         try:
-            ok = getattr(self._group, op)(flat, *root, step=self.step, seq=self._seq,
+            ok = getattr(self._group, op)(flat, *root, step=step, seq=seq,
                                           timeout_s=self.timeout_s)
         except CollectiveError as e:
-            raise _renamed(e, self._members, f"node {self._node}'s shared memory") from None
+            raise _renamed(e, self._members, f"node {self.node}'s shared memory") from None
         if not ok:  # the same on every rank of the node; the leader breaks the ring
             raise CollectiveError(
-                f"{self._my_call(op.rstrip('_')).where()}: node {self._node}'s shared memory "
-                f"(/dev/shm) cannot hold {flat.nbytes} bytes; make /dev/shm larger (Docker: "
-                "--shm-size) or set [distributed] hierarchical = false")
+                f"{op.rstrip('_')} at step {step} (collective #{seq}): node {self.node}'s "
+                f"shared memory (/dev/shm) cannot hold {flat.nbytes} bytes; make /dev/shm "
+                "larger (Docker: --shm-size) or set [distributed] hierarchical = false")
 
-    def _across(self, op: str, flat: np.ndarray, *root) -> None:
+    def _across(self, op: str, flat: np.ndarray, step: int, seq: int, *root) -> None:
         """One collective on the leaders' ring; its ranks (node indices) translated."""
-        ring = self._leaders
-        _numbered(ring, self.step, self._seq)
+        _numbered(self._leaders, step, seq)
         try:
-            getattr(ring, op)(flat, *root)
+            getattr(self._leaders, op)(flat, *root)
         except CollectiveError as e:
             leaders = [m[0] for m in self.layout.nodes]
             raise _renamed(e, leaders, "the leaders' ring") from None
+
+    # --- failure and teardown ---------------------------------------------------------
+
+    def break_(self, reason: str, kind: str = "CollectiveAborted") -> None:
+        """Wake every rank waiting on this path with `reason` (raised as `kind` in the
+        node): the group is marked failed and the leaders' ring gets an abort frame."""
+        kept = _KEEP + _unmarked(reason) + _END
+        group = self._group
+        if group is not None and not group._closed and group._broken is None:
+            group._fail(f"{kind}|{kept}")
+        _break_ring(self._leaders, kept)
+
+    def close(self) -> None:
+        """Unmap the group and close the leaders' ring."""
+        for part in (self._group, self._leaders):
+            if part is not None:
+                part.close()
+
+
+class HierarchicalCommunicator(CommunicatorBase):
+    """The ring backend with shared memory inside each node (see the module docstring).
+
+    `hierarchical`: True, or "auto" (on only with several nodes, some with more than one
+    rank). `node`: this rank's node identity, by default shm's _node_key() (host, Ray node,
+    boot id); tests pass their own to make one machine play several nodes. The rest is
+    RingCommunicator's, for both rings (the leaders' ring takes a free port).
+    """
+
+    noun = "hierarchical ring"
+
+    def __init__(self, rank: int, world_size: int, rendezvous, secret: bytes | str,
+                 timeout_s: float = DEFAULT_TIMEOUT_S, *, hierarchical: bool | str = True,
+                 node: str | None = None, **ring_options):
+        super().__init__(rank, world_size, timeout_s)
+        self._control: RingCommunicator | None = None
+        self._path: NodePath | None = None
+        try:
+            self._control = RingCommunicator(rank, world_size, rendezvous, secret,
+                                              timeout_s, **ring_options)
+            self._path = NodePath(rank, world_size, self._control.allgather, secret, timeout_s,
+                                  hierarchical=hierarchical, node=node,
+                                  ring_options=ring_options)
+        except BaseException as e:
+            self._break_all(f"setup of the hierarchical ring failed: {type(e).__name__}: {e}")
+            self.close()
+            raise
+
+    @property
+    def mode(self) -> str:
+        """"flat", "shm" or "hier", the same on every rank (see the module docstring)."""
+        return "flat" if self._path is None else self._path.mode
+
+    @property
+    def layout(self) -> Layout:
+        """The ranks of each node, as every rank agreed."""
+        return self._path.layout
+
+    # --- collectives ------------------------------------------------------------------
+
+    def _allreduce(self, flat: np.ndarray) -> None:
+        if self.mode == "flat":
+            self._collective("allreduce", lambda: self._control_call("_allreduce", flat))
+        else:
+            self._collective("allreduce",
+                             lambda: self._path.allreduce_(flat, self.step, self._seq))
+
+    def _broadcast(self, flat: np.ndarray, root: int) -> None:
+        if self.mode == "flat":
+            self._collective("broadcast", lambda: self._control_call("_broadcast", flat, root))
+        else:
+            self._collective("broadcast",
+                             lambda: self._path.broadcast_(flat, root, self.step, self._seq))
+
+    def _allgather(self, blob: bytes) -> list:
+        return self._collective("allgather", lambda: self._control_call("_allgather", blob))
+
+    def _barrier(self) -> None:
+        self._collective("barrier", lambda: self._control_call("_barrier"))
 
     def _control_call(self, op: str, *args):
         """A collective of the control ring, which numbers ranks as the job does."""
@@ -255,10 +311,10 @@ class HierarchicalCommunicator(CommunicatorBase):
 
     # --- failure ----------------------------------------------------------------------
 
-    def _collective(self, kind: str, run, *args):
+    def _collective(self, kind: str, run):
         self._next_seq(kind)
         try:
-            return run(*args)
+            return run()
         except CollectiveError as e:
             error = type(e)(_unmarked(str(e)))
             self._break_all(str(error), kind=type(e).__name__)
@@ -270,17 +326,12 @@ class HierarchicalCommunicator(CommunicatorBase):
     def _break_all(self, reason: str, kind: str = "CollectiveAborted") -> None:
         """Break every part, so that every rank waiting in one of them learns `reason`."""
         self._broken = self._broken or reason
-        kept = _KEEP + _unmarked(reason) + _END
-        group = self._group
-        if group is not None and not group._closed and group._broken is None:
-            group._fail(f"{kind}|{kept}")  # the node's ranks raise `kind` with the reason
-        for ring in (self._leaders, self._control):
-            if ring is not None and not ring._closed and ring._broken is None \
-                    and ring._sender is not None:
-                ring._break(kept)  # an abort frame to the next rank, then closed
+        if self._path is not None:
+            self._path.break_(reason, kind)
+        _break_ring(self._control, _KEEP + _unmarked(reason) + _END)
 
     def _release(self) -> None:
-        for part in (self._group, self._leaders, self._control):
+        for part in (self._path, self._control):
             if part is not None:
                 part.close()
 
@@ -297,12 +348,12 @@ class HierarchicalCommunicator(CommunicatorBase):
         return self._control.integrity_on
 
 
-class _ControlRendezvous:
-    """The leaders' ring's rendezvous: its addresses go round the control ring, in which
+class _ExchangeRendezvous:
+    """The leaders' ring's rendezvous: its addresses go round the path's exchange, in which
     every rank takes part (the others with None)."""
 
-    def __init__(self, owner: HierarchicalCommunicator):
-        self._owner = owner
+    def __init__(self, path: NodePath):
+        self._path = path
         self._mine = None
 
     def publish_address(self, rank: int, host: str, port: int) -> None:
@@ -311,8 +362,15 @@ class _ControlRendezvous:
 
     def addresses(self, timeout_s: float | None = None) -> list:
         """Every leader's address, in node order."""
-        rows = self._owner._exchange(self._mine)
-        return [tuple(rows[members[0]]) for members in self._owner.layout.nodes]
+        rows = self._path._exchange(self._mine)
+        return [tuple(rows[members[0]]) for members in self._path.layout.nodes]
+
+
+def _break_ring(ring: RingCommunicator | None, reason: str) -> None:
+    """The ring's own failure path, if it is still whole: an abort frame, then closed."""
+    if ring is not None and not ring._closed and ring._broken is None \
+            and ring._sender is not None:
+        ring._break(reason)
 
 
 def _numbered(ring: RingCommunicator, step: int, seq: int) -> None:
