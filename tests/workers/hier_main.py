@@ -61,13 +61,21 @@ def until_error(comm) -> dict:
 
 
 def out_of_step(comm) -> dict:
-    """Rank 1 is one step ahead of the others in its all-reduce."""
+    """The last rank is one step ahead of the others in its all-reduce."""
     comm.step = 5 + (comm.rank == comm.world_size - 1)
     comm.allreduce_(np.ones(1000))
     return {"finished": True}
 
 
-SCRIPTS = {"collectives": collectives, "until_error": until_error, "out_of_step": out_of_step}
+def node_out_of_step(comm) -> dict:
+    """The second half of the ranks (a whole node, in a,a,b,b) is one step ahead."""
+    comm.step = 5 + (comm.rank >= comm.world_size // 2)
+    comm.allreduce_(np.ones(1000))
+    return {"finished": True}
+
+
+SCRIPTS = {"collectives": collectives, "until_error": until_error, "out_of_step": out_of_step,
+           "node_out_of_step": node_out_of_step}
 
 
 def main(argv: list) -> None:

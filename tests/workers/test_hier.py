@@ -168,3 +168,15 @@ def test_out_of_step_rank_is_named(job_factory):
         # rank 3 is at step 6, everyone else at step 5; named in the job's rank numbers
         assert "step 5" in res["message"] and "step 6" in res["message"], res
         assert "rank 3" in res["message"], res
+
+
+def test_node_out_of_step_is_named_across_the_leaders_ring(job_factory):
+    job = job_factory("node_out_of_step", SPLITS[4], timeout_s=20.0)
+    for r in range(4):
+        job.line(r, 60)
+    for r in range(4):
+        res = job.line(r, 60)
+        assert res.get("error") in ("StepMismatch", "CollectiveAborted"), res
+        # node b (ranks 2, 3) is at step 6, node a at step 5: their leaders are named
+        assert "step 5" in res["message"] and "step 6" in res["message"], res
+        assert "rank 0" in res["message"] and "rank 2" in res["message"], res
