@@ -42,7 +42,8 @@ Collectives:
                from the root's node -> the other nodes: shared-memory broadcast from the
                leader.
     allgather, barrier   the control ring.
-    reduce_scatter_, allgather_   CommunicatorBase's fallbacks on the allreduce above.
+    reduce_scatter_, allgather_   CommunicatorBase's fallbacks on the allreduce above
+               (in mode "flat", the control ring's own).
 
 Every part runs with this communicator's step and sequence number, so the step and
 "same collective?" checks of shared memory and of both rings name the collective as the
@@ -295,6 +296,19 @@ class HierarchicalCommunicator(CommunicatorBase):
         else:
             self._collective("broadcast",
                              lambda: self._path.broadcast_(flat, root, self.step, self._seq))
+
+    def _reduce_scatter(self, flat: np.ndarray) -> None:
+        if self.mode == "flat":  # the ring's own, one phase of its all-reduce
+            self._collective("reduce_scatter",
+                             lambda: self._control_call("_reduce_scatter", flat))
+        else:
+            super()._reduce_scatter(flat)  # the hierarchical all-reduce, read in part
+
+    def _allgather_chunks(self, flat: np.ndarray) -> None:
+        if self.mode == "flat":
+            self._collective("allgather_", lambda: self._control_call("_allgather_chunks", flat))
+        else:
+            super()._allgather_chunks(flat)
 
     def _allgather(self, blob: bytes) -> list:
         return self._collective("allgather", lambda: self._control_call("_allgather", blob))
