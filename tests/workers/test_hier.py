@@ -180,3 +180,12 @@ def test_node_out_of_step_is_named_across_the_leaders_ring(job_factory):
         # node b (ranks 2, 3) is at step 6, node a at step 5: their leaders are named
         assert "step 5" in res["message"] and "step 6" in res["message"], res
         assert "rank 0" in res["message"] and "rank 2" in res["message"], res
+
+
+def test_make_communicator_names_the_values_hierarchical_takes():
+    from disttrain.workers.comm import make_communicator
+
+    with pytest.raises(ValueError, match=r"backend 'ring': hierarchical must be True, False "
+                                         r"or 'auto', got 'yes'"):
+        make_communicator("ring", rank=0, world_size=2, rendezvous=object(), secret="s",
+                          hierarchical="yes")
