@@ -189,11 +189,14 @@ def _ddp_step_medians(dist, sizes, batch: int, steps: int, warmup: int, blocks: 
 # --- the tables -------------------------------------------------------------------------------
 
 def with_scaling(rows: list[dict]) -> list[dict]:
-    """Add 'scaling': samples/s over the same system+backend's 1-worker samples/s."""
-    base = {(r["system"], r["backend"]): r["samples_per_s"] for r in rows if r["workers"] == 1}
+    """Add 'scaling': samples/s over the same system+backend's 1-worker samples/s; and
+    'ceiling': the scaling the same runs would reach if communication cost nothing, the
+    1-worker compute time over this row's (each worker computes 1/W of the batch)."""
+    base = {(r["system"], r["backend"]): r for r in rows if r["workers"] == 1}
     for r in rows:
         one = base.get((r["system"], r["backend"]))
-        r["scaling"] = r["samples_per_s"] / one if one else None
+        r["scaling"] = r["samples_per_s"] / one["samples_per_s"] if one else None
+        r["ceiling"] = one["compute_ms"] / r["compute_ms"] if one and r["compute_ms"] else None
     return rows
 
 
@@ -206,7 +209,7 @@ def summarize_repeats(runs: list[list[dict]]) -> list[dict]:
     out = []
     for (system, backend, workers), rs in groups.items():
         row = {"system": system, "backend": backend, "workers": workers, "repeats": len(rs)}
-        for key in ("samples_per_s", "step_ms", "compute_ms", "comm_ms", "scaling"):
+        for key in ("samples_per_s", "step_ms", "compute_ms", "comm_ms", "scaling", "ceiling"):
             values = [r[key] for r in rs if r.get(key) is not None]
             row[key] = statistics.median(values) if values else None
             row[key + "_min"] = min(values) if values else None
@@ -217,26 +220,29 @@ def summarize_repeats(runs: list[list[dict]]) -> list[dict]:
 
 def format_rows(rows: list[dict]) -> str:
     header = ["system", "backend", "workers", "samples/s", "step ms", "compute ms",
-              "comm wait ms", "scaling"]
+              "comm wait ms", "scaling", "ceiling"]
     body = []
     for r in rows:
         scaling = "" if r.get("scaling") is None or r["workers"] == 1 else (
             f"{r['scaling']:.2f}" + (" (ok)" if r["scaling"] >= TARGET_SCALING else " (MISS)"))
+        ceiling = "" if r.get("ceiling") is None or r["workers"] == 1 else f"{r['ceiling']:.2f}"
         body.append([r["system"], r["backend"], r["workers"], f"{r['samples_per_s']:.0f}",
                      f"{r['step_ms']:.1f}", f"{r['compute_ms']:.1f}", f"{r['comm_ms']:.1f}",
-                     scaling])
+                     scaling, ceiling])
     return format_table(header, body)
 
 
 def format_summary(rows: list[dict]) -> str:
-    header = ["system", "backend", "workers", "samples/s med [min-max]", "scaling med [min-max]"]
+    header = ["system", "backend", "workers", "samples/s med [min-max]", "scaling med [min-max]",
+              "ceiling med [min-max]"]
     body = []
     for r in rows:
-        scaling = "" if r["workers"] == 1 or r["scaling"] is None else (
-            f"{r['scaling']:.2f} [{r['scaling_min']:.2f}-{r['scaling_max']:.2f}]")
+        spread = [("" if r["workers"] == 1 or r[key] is None else
+                   f"{r[key]:.2f} [{r[key + '_min']:.2f}-{r[key + '_max']:.2f}]")
+                  for key in ("scaling", "ceiling")]
         body.append([r["system"], r["backend"], r["workers"],
                      f"{r['samples_per_s']:.0f} [{r['samples_per_s_min']:.0f}-"
-                     f"{r['samples_per_s_max']:.0f}]", scaling])
+                     f"{r['samples_per_s_max']:.0f}]", *spread])
     return format_table(header, body)
 
 
@@ -292,7 +298,9 @@ def report(result: dict) -> str:
               f"This machine has {os.cpu_count() or 1} cores: 2 workers x 1 BLAS thread is the "
               "ideal setup, one core each, with the coordinator/raylet/gloo threads on the same "
               "cores. 'comm wait' is the all-reduce time backward's end waited for "
-              "(disttrain: measured by DDP; torch: step minus no_sync step)."]
+              "(disttrain: measured by DDP; torch: step minus no_sync step). 'ceiling' is "
+              "the scaling with communication free: 1-worker compute ms over W-worker "
+              "compute ms, measured in the same runs."]
     return "\n".join(lines)
 
 

@@ -75,17 +75,21 @@ def test_step_implementations_do_equal_work():
 
 def test_scaling_tables_from_rows():
     rows = [{"system": s, "backend": b, "workers": w, "samples_per_s": sps, "step_ms": 1.0,
-             "compute_ms": 0.8, "comm_ms": 0.2}
-            for s, b, w, sps in (("disttrain", "coordinator", 1, 100.0),
-                                 ("disttrain", "coordinator", 2, 190.0),
-                                 ("torch", "gloo", 1, 100.0), ("torch", "gloo", 2, 150.0))]
+             "compute_ms": compute, "comm_ms": 0.2}
+            for s, b, w, sps, compute in (("disttrain", "coordinator", 1, 100.0, 0.8),
+                                          ("disttrain", "coordinator", 2, 190.0, 0.5),
+                                          ("torch", "gloo", 1, 100.0, 0.9),
+                                          ("torch", "gloo", 2, 150.0, 0.6))]
     rows = scaling.with_scaling(rows)
     assert [round(r["scaling"], 2) for r in rows] == [1.0, 1.9, 1.0, 1.5]
+    # The ceiling: the 1-worker compute time over this row's (0.8 / 0.5, 0.9 / 0.6).
+    assert [round(r["ceiling"], 2) for r in rows] == [1.0, 1.6, 1.0, 1.5]
     table = scaling.format_rows(rows)
-    assert "1.90 (ok)" in table and "1.50 (MISS)" in table
+    assert "1.90 (ok)" in table and "1.50 (MISS)" in table and "1.60" in table
     summary = scaling.summarize_repeats([rows, rows])
     assert len(summary) == 4 and all(r["repeats"] == 2 for r in summary)
-    assert "samples/s med [min-max]" in scaling.format_summary(summary)
+    text = scaling.format_summary(summary)
+    assert "samples/s med [min-max]" in text and "1.60 [1.60-1.60]" in text
 
 
 def test_scaling_job_covers_the_steps_in_one_epoch():
