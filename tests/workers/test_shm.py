@@ -528,18 +528,79 @@ def test_ranks_on_different_nodes_take_the_object_store_path(ray_session):
             assert out.tobytes() == expected.tobytes()
 
 
+def mixed_expected() -> dict:
+    """What multinode_shm_main's script must give on 4 ranks: numpy's rank-order sums of
+    integer-valued floats (exact on every path), root's buffer, chunks."""
+    from disttrain.workers.comm.base import chunk_bounds
+    from tests.workers.helpers import int_data
+
+    n, world = 300_001, 4
+
+    def total(dtype, size=n):
+        return sum_in_rank_order([int_data(r, size, dtype) for r in range(world)],
+                                 np.empty(size, dtype))
+
+    whole = total("float64")
+    gathered = np.concatenate([int_data(r, n, "float64")[lo:hi]
+                               for r, (lo, hi) in enumerate(chunk_bounds(n, world))])
+    out = {"allreduce": digest(whole), "allreduce32": digest(total("float32")),
+           "small": digest(total("float64", 1001)), "allgather": digest(gathered)}
+    out.update({f"broadcast{root}": digest(int_data(root, n, "float64"))
+                for root in range(world)})
+    return out
+
+
 @pytest.mark.ray
 @pytest.mark.slow
-def test_two_node_cluster_takes_the_object_store_path_across_nodes():
+def test_two_node_cluster_paths_results_and_failures():
     # A cluster of its own needs a driver of its own: the session's Ray is already joined.
+    from disttrain.workers.comm.base import chunk_bounds
+    from tests.workers.helpers import int_data
+
     done = subprocess.run([sys.executable, "-m", "tests.workers.multinode_shm_main"],
-                          cwd=REPO, capture_output=True, text=True, timeout=400,
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr[-4000:]
-    across, within = [json.loads(line) for line in done.stdout.splitlines()
-                      if line.startswith("{")]
+    reports = {r["name"]: r for r in (json.loads(line) for line in done.stdout.splitlines()
+                                      if line.startswith("{"))}
+    across, within, mixed = reports["across"], reports["within"], reports["mixed"]
     expected = digest(sum_in_rank_order([random_data(r, 300_001, "float64") for r in (0, 1)],
                                         np.empty(300_001)))
-    assert len(set(across["nodes"])) == 2 and across["paths"] == ["off", "off"], across
-    assert len(set(within["nodes"])) == 1 and within["paths"] == ["on", "on"], within
+    # One rank per node: nothing to share, so the object store, bit for bit the star sum.
+    assert len(set(across["nodes"])) == 2, across
+    assert [p["path"] for p in across["paths"]] == ["object store"] * 2, across
+    assert [p["shm"] for p in across["paths"]] == ["off", "off"], across
+    assert len(set(within["nodes"])) == 1 and [p["path"] for p in within["paths"]] == \
+        ["shm", "shm"], within
     assert across["digests"] == within["digests"] == [expected, expected]
+
+    # Two ranks on each of two nodes: shared memory per node, the leaders' ring between.
+    assert len(set(mixed["nodes"])) == 2, mixed
+    assert [p["path"] for p in mixed["paths"]] == ["hier"] * 4, mixed
+    assert len(set(mixed["digests"])) == 1, mixed  # the same bits on every rank
+    want = mixed_expected()
+    for rank, got in enumerate(mixed["script"]):
+        for key, value in want.items():
+            assert got[key] == value, (rank, key)
+        lo, hi = chunk_bounds(300_001, 4)[rank]
+        chunk = sum_in_rank_order([int_data(r, 300_001, "float64")[lo:hi] for r in range(4)],
+                                  np.empty(hi - lo))
+        assert got["reduce_scatter"] == digest(chunk), rank
+        assert got["objects"] == [0, 1, 2, 3]
+    assert len({s["random"] for s in mixed["script"]}) == 1
+    for p in mixed["paths_after"]:  # allreduce, 2 x allreduce, 4 broadcasts, reduce_scatter,
+        assert p["taken"]["hier"] == 1 + 3 + 4 + 2, p  # allgather_; the small one: star
+        assert p["taken"]["star"] == 1 and "object store" not in p["taken"], p
+    # Without the job's secret there is no leaders' ring: the object store, as before.
+    assert [p["path"] for p in reports["mixed-no-secret"]["paths"]] == ["object store"] * 4
+
+    # A SIGKILLed rank, a leader or not, fails every survivor within the timeout.
+    for name in ("kill-nonleader", "kill-leader"):
+        report = reports[name]
+        assert [p["path"] for p in report["paths"]] == ["hier"] * 4, report
+        for result in report["results"]:
+            assert result["error"] is not None, report
+            assert result["error"].split(":")[0] in (
+                "PeerLost", "CollectiveAborted", "CollectiveTimeout"), report
+            # Within multinode_shm_main's KILL_TIMEOUT_S (15 s), and the 1 s before the kill.
+            assert result["after_s"] < 15.0 + 1.0 + 2.0, report

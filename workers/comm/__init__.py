@@ -1,6 +1,7 @@
 """Communicators, one module per data path, and the factory every rank builds its own with.
 
-    star   the coordinator actor's star and object-store paths (backend "coordinator")
+    star   the coordinator actor's star and object-store paths (backend "coordinator"),
+           and hier's NodePath across nodes
     shm    the shared-memory group of the ranks on one node, and its negotiation (used by star)
     ring   ring all-reduce over TCP between workers (backend "ring")
     hier   the ring across nodes: shared memory in a node, a ring of node leaders
@@ -32,7 +33,8 @@ def make_communicator(backend: str, *, rank: int, world_size: int, coordinator=N
 
 
 def _coordinator(rank, world_size, coordinator, secret, timeout_s, **kw) -> Communicator:
-    """Sync via the coordinator actor (shared memory on one node); alone: local."""
+    """Sync via the coordinator actor (shared memory on one node, and with `secret` per node
+    across nodes, its leaders in a ring); alone: local."""
     if coordinator is None and world_size > 1:
         raise ValueError("backend 'coordinator' needs coordinator=<the job's coordinator "
                          "actor handle> (workers.coordinator.create_coordinator)")
@@ -40,7 +42,8 @@ def _coordinator(rank, world_size, coordinator, secret, timeout_s, **kw) -> Comm
         return LocalCommunicator(timeout_s)
     from disttrain.workers.comm.star import CoordinatorCommunicator
 
-    return CoordinatorCommunicator(coordinator, rank, world_size, timeout_s=timeout_s, **kw)
+    return CoordinatorCommunicator(coordinator, rank, world_size, timeout_s=timeout_s,
+                                   secret=secret, **kw)
 
 
 def _ring(rank, world_size, coordinator, secret, timeout_s, **kw) -> Communicator:

@@ -58,10 +58,12 @@ non-leader is seen by its leader in shared memory (pidfd), a SIGKILLed leader by
 while others are in an allreduce or broadcast waits on another part than they do: that
 ends in a CollectiveTimeout naming the ranks that never arrived, not in a mismatch error.
 
-Private parts used on purpose: ShmGroup._fail (mark the group failed with a reason: its
-own failure path, which shm.py has no public name for), RingCommunicator._break (its
-abort frame and close) and the rings' `_seq` (so their frames carry this communicator's
-sequence number).
+Failing a part goes through its public names: ShmGroup.fail (the group's own failure
+path: the reason in its row, the failed flag set) and RingCommunicator.abort (its abort
+frame, then closed). One private part is still used on purpose: the rings' `_seq` and
+`step`, set before each collective (`_numbered`), so their frames carry this
+communicator's sequence number; a public way would be a parameter on every ring
+collective, for this one caller.
 """
 
 from __future__ import annotations
@@ -121,7 +123,8 @@ class NodePath:
     points: the control ring's allgather here; any communicator's exchange would do (the
     coordinator's, for instance). `mode` is "flat" (nothing set up: the caller keeps its
     own path), "shm" or "hier". The collectives take the caller's step and sequence number
-    and raise errors that name the job's ranks; on any failure the caller calls `break_`.
+    and raise errors that name the job's ranks (raise `plain_error(e)`); on any failure the
+    caller calls `break_`.
     """
 
     def __init__(self, rank: int, world_size: int, exchange, secret: bytes | str,
@@ -140,7 +143,12 @@ class NodePath:
             self._join_node()
         if self.mode == "hier":
             options = {k: v for k, v in (ring_options or {}).items() if k != "port"}
-            self._join_leaders(secret, options)
+            try:
+                self._join_leaders(secret, options)
+            except BaseException as e:  # the node's other ranks must not wait for this one
+                self.break_(f"setup of the leaders' ring failed: {type(e).__name__}: {e}")
+                self.close()
+                raise
 
     # --- setup ------------------------------------------------------------------------
 
@@ -231,10 +239,10 @@ class NodePath:
         """Wake every rank waiting on this path with `reason` (raised as `kind` in the
         node): the group is marked failed and the leaders' ring gets an abort frame."""
         kept = _KEEP + _unmarked(reason) + _END
-        group = self._group
-        if group is not None and not group._closed and group._broken is None:
-            group._fail(f"{kind}|{kept}")
-        _break_ring(self._leaders, kept)
+        if self._group is not None:
+            self._group.fail(kept, kind)
+        if self._leaders is not None:
+            self._leaders.abort(kept)
 
     def close(self) -> None:
         """Unmap the group and close the leaders' ring."""
@@ -330,7 +338,7 @@ class HierarchicalCommunicator(CommunicatorBase):
         try:
             return run()
         except CollectiveError as e:
-            error = type(e)(_unmarked(str(e)))
+            error = plain_error(e)
             self._break_all(str(error), kind=type(e).__name__)
             raise error from None
         except BaseException as e:
@@ -342,7 +350,8 @@ class HierarchicalCommunicator(CommunicatorBase):
         self._broken = self._broken or reason
         if self._path is not None:
             self._path.break_(reason, kind)
-        _break_ring(self._control, _KEEP + _unmarked(reason) + _END)
+        if self._control is not None:
+            self._control.abort(_KEEP + _unmarked(reason) + _END)
 
     def _release(self) -> None:
         for part in (self._path, self._control):
@@ -380,13 +389,6 @@ class _ExchangeRendezvous:
         return [tuple(rows[members[0]]) for members in self._path.layout.nodes]
 
 
-def _break_ring(ring: RingCommunicator | None, reason: str) -> None:
-    """The ring's own failure path, if it is still whole: an abort frame, then closed."""
-    if ring is not None and not ring._closed and ring._broken is None \
-            and ring._sender is not None:
-        ring._break(reason)
-
-
 def _numbered(ring: RingCommunicator, step: int, seq: int) -> None:
     """Make the ring's next collective carry `seq` (its entry adds one) and `step`, so its
     frame checks compare this communicator's numbers, not the ring's own count."""
@@ -416,6 +418,11 @@ def _renamed(error: CollectiveError, ranks, where: str) -> CollectiveError:
     if _KEEP in str(error):  # a reason relayed from another rank: already complete
         return type(error)(message)
     return type(error)(f"{where}: {message}")
+
+
+def plain_error(error: CollectiveError) -> CollectiveError:
+    """A NodePath error as its caller raises it: the marks around relayed reasons removed."""
+    return type(error)(_unmarked(str(error)))
 
 
 def _unmarked(text: str) -> str:

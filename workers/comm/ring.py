@@ -773,6 +773,13 @@ class RingCommunicator(CommunicatorBase):
         except OSError:
             pass
 
+    def abort(self, reason: str) -> None:
+        """Fail the whole ring with `reason`: the next rank gets an abort frame, then this
+        rank's connections close (its previous rank sees them reset). Once only; nothing
+        if the ring is already closed, broken or was never connected."""
+        if not self._closed and self._broken is None and self._sender is not None:
+            self._break(reason)
+
     def _break(self, reason: str) -> None:
         """Tell the next rank why, so the whole ring fails with the first cause, then close."""
         self._broken = reason

@@ -544,6 +544,12 @@ class ShmGroup(Breakable):
             self._reasons[self.rank, : len(data)] = np.frombuffer(data, np.uint8)
             self._table[self._row, _FAILED] = 1
 
+    def fail(self, reason: str, kind: str = "CollectiveAborted") -> None:
+        """Mark this rank failed with `reason`, so the group's ranks waiting on it (or
+        entering a collective later) raise `kind` with it; once only, never when closed."""
+        if not self._closed and self._broken is None:
+            self._fail(f"{kind}|{reason}")
+
     # --- teardown ---------------------------------------------------------------------
 
     def _unlink(self) -> None:
@@ -609,6 +615,7 @@ class ShmPath:
         self.world_size = world_size
         self.min_bytes = min_bytes
         self.state = None if (enabled and world_size > 1) else "off"
+        self.spread = False  # the ranks turned out to be on several nodes
         self.names: list = []  # every segment this rank created or mapped (diagnostics)
         self.taken: collections.Counter = collections.Counter()  # collectives done, by kind
         self._coord = coordinator
@@ -674,6 +681,7 @@ class ShmPath:
         try:
             info = {"node": _node_key(), "supported": supported(), "token": token}
             infos = self._exchange(f"{op} (shared-memory setup)", info)
+            self.spread = len({i["node"] for i in infos}) > 1
             usable = (infos[0]["token"] is not None
                       and all(i["supported"] and i["node"] == infos[0]["node"] for i in infos))
             if usable and self.rank != 0:

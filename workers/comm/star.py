@@ -25,6 +25,7 @@ Every path adds each element as ((b0 + b1) + b2) + ..., so the bits are the star
 
 from __future__ import annotations
 
+import collections
 import threading
 
 import numpy as np
@@ -44,6 +45,7 @@ from disttrain.workers.comm.base import (
     chunk_bounds,
     sum_in_rank_order,
 )
+from disttrain.workers.comm.hier import NodePath, plain_error
 from disttrain.workers.comm.shm import ShmPath
 from disttrain.workers.coordinator import start_heartbeats
 
@@ -61,16 +63,22 @@ class CoordinatorCommunicator(CommunicatorBase):
     def __init__(self, coordinator, rank: int, world_size: int,
                  timeout_s: float = DEFAULT_TIMEOUT_S, heartbeat_interval_s: float | None = 1.0,
                  inline_bytes: int = INLINE_BYTES, shared_memory: bool = True,
-                 shm_min_bytes: int = 0):
+                 shm_min_bytes: int = 0, secret: bytes | str | None = None):
         """`shared_memory=False` (the same on every rank) keeps the star and object-store
-        paths even when all ranks share a node; buffers under `shm_min_bytes` take the
-        star path anyway. `heartbeat_interval_s=None`: the caller heartbeats for this rank
-        (a RankActor does, for every backend)."""
+        paths wherever the ranks are; buffers under `shm_min_bytes` take the star path
+        anyway. `secret`, the job's, lets ranks on several nodes take the hierarchical
+        path (its leaders' ring authenticates with it); without it they take the object
+        store. `heartbeat_interval_s=None`: the caller heartbeats for this rank (a
+        RankActor does, for every backend)."""
         super().__init__(rank, world_size, timeout_s)
         self.inline_bytes = inline_bytes
         self._coord = coordinator
+        self._secret = secret
         self._shm = ShmPath(rank, world_size, coordinator, self._exchange,
                             enabled=shared_memory, min_bytes=shm_min_bytes)
+        self._node_path: NodePath | None = None
+        self._hier_state = None if (secret and shared_memory) else "off"
+        self.paths_taken: collections.Counter = collections.Counter()  # by path name
         self._stop = threading.Event()
         if world_size > 1 and heartbeat_interval_s is not None:
             start_heartbeats(coordinator, rank, heartbeat_interval_s, self._stop)
@@ -84,23 +92,46 @@ class CoordinatorCommunicator(CommunicatorBase):
     def _shm_state(self) -> str | None:
         return self._shm.state
 
+    @property
+    def path(self) -> str | None:
+        """Where buffers above `inline_bytes` go: "shm", "hier" (shared memory per node and
+        a ring of node leaders), "object store", or None until the first one decided it."""
+        if self._shm.state == "on":
+            return "shm"
+        if self._hier_state == "hier":
+            return "hier"
+        if self._shm.state == "off" and (self._hier_state == "off" or not self._shm.spread):
+            return "object store"
+        return None
+
     # --- the collectives --------------------------------------------------------------
 
     def _allreduce(self, flat: np.ndarray) -> None:
         if self._shm.takes(flat, "allreduce_", self.timeout_s) and self._shm.allreduce_(
                 flat, step=self.step, seq=self._next_seq("allreduce"),
                 timeout_s=self.timeout_s):
-            return
-        if flat.nbytes <= self.inline_bytes:  # the coordinator checks sizes and sums
+            self.paths_taken["shm"] += 1
+        elif flat.nbytes <= self.inline_bytes:  # the coordinator checks sizes and sums
             np.copyto(flat, self._request("allreduce", self._coord.allreduce, flat))
+            self.paths_taken["star"] += 1
+        elif self._hierarchical():
+            self._across_nodes("allreduce", lambda seq: self._node_path.allreduce_(
+                flat, self.step, seq))
         else:
             self._allreduce_split(flat)
+            self.paths_taken["object store"] += 1
 
     def _broadcast(self, flat: np.ndarray, root: int) -> None:
         if self._shm.takes(flat, "broadcast_", self.timeout_s) and self._shm.broadcast_(
                 flat, root, step=self.step, seq=self._next_seq("broadcast"),
                 timeout_s=self.timeout_s):
+            self.paths_taken["shm"] += 1
             return
+        if flat.nbytes > self.inline_bytes and self._hierarchical():
+            self._across_nodes("broadcast", lambda seq: self._node_path.broadcast_(
+                flat, root, self.step, seq))
+            return
+        self.paths_taken["star" if flat.nbytes <= self.inline_bytes else "object store"] += 1
         payload = None
         if self.rank == root:
             payload = flat if flat.nbytes <= self.inline_bytes else [ray.put(flat)]
@@ -115,7 +146,7 @@ class CoordinatorCommunicator(CommunicatorBase):
                 flat, step=self.step, seq=self._next_seq("reduce_scatter"),
                 timeout_s=self.timeout_s):
             return
-        super()._reduce_scatter(flat)  # an all-reduce: star or object store
+        super()._reduce_scatter(flat)  # an all-reduce: star, hierarchical or object store
 
     def _allgather_chunks(self, flat: np.ndarray) -> None:
         if self._shm.takes(flat, "allgather_", self.timeout_s) and self._shm.allgather_(
@@ -133,12 +164,63 @@ class CoordinatorCommunicator(CommunicatorBase):
     def _release(self) -> None:
         """Stop heartbeating and tell the coordinator this rank left cleanly."""
         self._stop.set()
+        if self._node_path is not None:
+            self._node_path.close()
         self._shm.close()
         if self.world_size > 1:
             try:
                 self._coord.leave.remote(self.rank)
             except Exception:  # the coordinator may already be gone at shutdown
                 pass
+
+    # --- across nodes: shared memory per node, a ring of node leaders ----------------
+
+    def _hierarchical(self) -> bool:
+        """Whether a buffer above inline_bytes goes through NodePath: once shared memory is
+        off because the ranks are on several nodes, the first such buffer (the same point
+        on every rank) sets it up, and its mode decides for good."""
+        if self._hier_state is None and self._shm.state == "off" and self._shm.spread:
+            try:
+                path = NodePath(self.rank, self.world_size,
+                                lambda obj: self._exchange("hierarchical setup", obj),
+                                self._secret, self.timeout_s, hierarchical="auto")
+            except CollectiveError as e:
+                self._fail_across_nodes(plain_error(e))
+            except BaseException as e:
+                self._fail_across_nodes(CollectiveError(f"{type(e).__name__}: {e}"), e)
+            if path.mode == "hier":
+                self._node_path, self._hier_state = path, "hier"
+            else:  # one rank per node: nothing to share, the object store it is
+                path.close()
+                self._hier_state = "off"
+        return self._hier_state == "hier"
+
+    def _across_nodes(self, kind: str, run) -> None:
+        """run(seq), one NodePath collective; a failure breaks every part and the job."""
+        seq = self._next_seq(kind)
+        try:
+            run(seq)
+        except CollectiveError as e:
+            self._fail_across_nodes(plain_error(e))
+        except BaseException as e:
+            self._fail_across_nodes(CollectiveError(f"{type(e).__name__}: {e}"), e)
+        self.paths_taken["hier"] += 1
+
+    def _fail_across_nodes(self, error: CollectiveError, cause: BaseException | None = None):
+        """Wake every rank: those in shared memory on this node (the group fails), the other
+        nodes (the leaders' ring gets an abort frame and closes), and those waiting on the
+        coordinator (it aborts the job, as a missed heartbeat would); then raise."""
+        reason = str(error)
+        self._broken = self._broken or reason
+        if self._node_path is not None:
+            self._node_path.break_(reason, type(error).__name__)
+        try:
+            self._coord.abort.remote(f"rank {self.rank} failed across nodes: {reason}")
+        except Exception:  # noqa: BLE001 - the coordinator may be gone: nothing to wake
+            pass
+        if cause is not None:
+            raise cause
+        raise error from None
 
     # --- the split all-reduce ---------------------------------------------------------
 
