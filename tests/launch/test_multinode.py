@@ -1,8 +1,11 @@
-"""A two-node Ray cluster (ray.cluster_utils.Cluster), one worker per node, passes the
-equivalence test: its parameters equal a one-process run's within 1e-9."""
+"""A two-node Ray cluster (ray.cluster_utils.Cluster) passes the equivalence test: its
+parameters equal a one-process run's within 1e-9, with one worker per node (the
+coordinator backend's object-store path, the ring) and with two (the coordinator
+backend's hierarchical path: shared memory per node, a ring of the node leaders)."""
 
 from __future__ import annotations
 
+import collections
 import json
 import subprocess
 import sys
@@ -10,23 +13,42 @@ import sys
 import numpy as np
 import pytest
 
+from tests.launch.multinode_main import WIDE
 from tests.train.helpers import REPO, final_params, run_local, small_job
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-def test_two_node_cluster_matches_one_process(tmp_path):
+def run_cluster(tmp_path, *args) -> list:
+    """multinode_main's JSON lines, one per backend."""
     # A cluster of its own needs a driver of its own: the session's Ray is already joined.
     done = subprocess.run([sys.executable, "-m", "tests.launch.multinode_main", str(tmp_path),
-                           "coordinator", "ring"], cwd=REPO, capture_output=True, text=True,
-                          timeout=400)
+                           *args], cwd=REPO, capture_output=True, text=True, timeout=400)
     assert done.returncode == 0, done.stderr[-4000:]
-    runs = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
-    assert [r["backend"] for r in runs] == ["coordinator", "ring"]
-    reference = run_local(small_job(), tmp_path / "reference")
+    return [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+
+
+def assert_matches_one_process(runs: list, tmp_path, job: dict) -> None:
+    reference = run_local(job, tmp_path / "reference")
     for run in runs:
-        assert len(set(run["nodes"])) == 2, run  # one worker on each node
         got = final_params(run["run_dir"])
         for name in reference:
             np.testing.assert_allclose(got[name], reference[name], rtol=0, atol=1e-9,
                                        err_msg=f"{run['backend']} {name}")
+
+
+def test_two_node_cluster_matches_one_process(tmp_path):
+    runs = run_cluster(tmp_path, "coordinator", "ring")
+    assert [r["backend"] for r in runs] == ["coordinator", "ring"]
+    for run in runs:
+        assert len(set(run["nodes"])) == 2, run  # one worker on each node
+    assert_matches_one_process(runs, tmp_path, small_job())
+
+
+def test_two_nodes_of_two_workers_coordinator_takes_the_hierarchical_path(tmp_path):
+    (run,) = run_cluster(tmp_path, "--per-node", "2", "--wide", "coordinator")
+    assert sorted(collections.Counter(run["nodes"]).values()) == [2, 2], run
+    for p in run["paths"]:
+        assert p["path"] == "hier" and p["taken"].get("hier", 0) > 0, run
+        assert "object store" not in p["taken"], run
+    assert_matches_one_process([run], tmp_path, small_job(**WIDE))
