@@ -30,7 +30,8 @@ then each node's leader creates its group and the names go round (one allgather)
 others attach, all say whether that worked (one allgather), and the leaders form their
 ring (one allgather of their addresses). `NodePath` holds the local and leaders' parts
 and needs only an `exchange(obj) -> [every rank's obj]` for its setup, so another
-communicator with an exchange of its own (the coordinator's) can take it up as well.
+communicator with an exchange of its own takes it up as well: the coordinator's
+(star.py), with hierarchical = "auto", for its large buffers across nodes.
 
 Collectives:
 

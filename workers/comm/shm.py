@@ -68,11 +68,15 @@ Negotiation (ShmPath, for the coordinator communicator in star.py): on the first
 all-reduce or broadcast, which every rank makes at the same point, rank 0 creates a
 group whose name holds a fresh secret; the ranks exchange (node, supported, token)
 through the coordinator, attach if all are on rank 0's node, exchange whether that
-worked, and all join, or all close and keep the star and object-store paths: two
-coordinator round trips, once per communicator, and every rank reaches the same
-decision. While a shared-memory collective waits, ShmPath polls the coordinator
-(without blocking) for an abort, or for a pending rank that went into another
-collective at this sequence number or later: that rank will never arrive here.
+worked, and all join, or all close: two coordinator round trips, once per
+communicator, and every rank reaches the same decision. Off, the communicator keeps its
+star and object-store paths, except where the ranks turned out to be on several nodes
+(`spread`): then, given the job's secret, it sets up the hierarchical path on its first
+large buffer (star.py; workers/comm/hier.py's NodePath: a ShmGroup per node of this
+module, a ring of node leaders) and takes it if some node holds more than one rank.
+While a shared-memory collective of ShmPath waits, it polls the coordinator (without
+blocking) for an abort, or for a pending rank that went into another collective at this
+sequence number or later: that rank will never arrive here.
 """
 
 from __future__ import annotations

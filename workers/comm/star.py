@@ -12,15 +12,35 @@ and abort. The data path depends on where the ranks are:
   and nothing else is summed or copied back, and an all-gather moves only the chunks.
   While waiting, a rank watches its peers' processes, the deadline and (every half
   second) the coordinator's abort flag.
-* Ranks on several nodes, or `shared_memory=False`: small buffers go to the
-  coordinator, which sums them in rank order (the star path, one round trip). Large
-  ones never pass through it: every rank `ray.put`s its buffer once and the coordinator
-  only swaps ObjectRefs; rank r sums slice r of all buffers, read zero-copy in rank
-  order, and the ranks swap the summed slices the same way. Reduce-scatter and
-  all-gather of chunks take the base class's exact fallbacks there: an all-reduce
-  each.
+* Ranks on several nodes: small buffers (up to `inline_bytes`) go to the coordinator,
+  which sums them in rank order (the star path, one round trip). Large ones never pass
+  through it. Where some node holds more than one rank they take the hierarchical path
+  (workers/comm/hier.py's NodePath, as the ring backend's hierarchical mode): the ranks
+  of a node sum in shared memory, each node's lowest rank runs a TCP ring with the other
+  nodes' leaders (authenticated with the job's `secret`), and hands the result back
+  through shared memory; broadcasts go the same way from any root. It is set up once,
+  on the first large buffer after shared memory turned out to be off because the ranks
+  are spread (the same point on every rank, so its setup exchanges, through the
+  coordinator, line up). With one rank per node (nothing to share), or without the
+  job's secret, they take the object store: every rank `ray.put`s its buffer once and
+  the coordinator only swaps ObjectRefs; rank r sums slice r of all buffers, read
+  zero-copy in rank order, and the ranks swap the summed slices the same way.
+* `shared_memory=False`: the star and object-store paths, wherever the ranks are.
 
-Every path adds each element as ((b0 + b1) + b2) + ..., so the bits are the star sum's.
+Reduce-scatter and all-gather of chunks off shared memory take the base class's exact
+fallbacks: an all-reduce each, on whichever path that takes.
+
+The star, shared-memory and object-store paths add each element as ((b0 + b1) + b2) +
+..., so their bits are the star sum's. The hierarchical path adds in another fixed
+order (each node's sum in local rank order, then the leaders' ring's chunk order): the
+same bits on every rank and every run, different from rank order only in rounding.
+
+Failures on the hierarchical path: the rank whose part failed breaks every part (its
+node's group is marked failed, the leaders' ring gets an abort frame and closes) and
+aborts the coordinator, so ranks waiting in shared memory, on the ring or on the
+coordinator all fail with the first cause; a SIGKILLed rank is seen by its node
+(pidfd) or its ring neighbours (connection reset), leader or not, within the timeout.
+`path` and `paths_taken` say which path a communicator's collectives took.
 """
 
 from __future__ import annotations
