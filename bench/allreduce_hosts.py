@@ -31,7 +31,6 @@ import random
 import subprocess
 import sys
 import tempfile
-import time
 
 from .allreduce import _slowest, _time_allreduce, add_ratios, allreduce_row, format_rows
 from .common import REPO, child_env, machine, thread_note
@@ -108,42 +107,14 @@ def _run_backend(pair: VethPair, backend: str, per_host: int, sizes_mb, iters) -
     return _slowest([json.loads(out.strip().splitlines()[-1]) for out, _ in outs])
 
 
-class _FolderRendezvous:
-    """The ring's rendezvous through files in one folder that every rank's namespace sees."""
-
-    def __init__(self, folder: str, world_size: int):
-        self.folder, self.world_size = folder, world_size
-
-    def publish_address(self, rank: int, host: str, port: int) -> None:
-        """Write `rank`'s address, atomically."""
-        tmp = os.path.join(self.folder, f".{rank}")
-        with open(tmp, "w") as f:
-            f.write(f"{host} {port}")
-        os.rename(tmp, os.path.join(self.folder, str(rank)))
-
-    def addresses(self, timeout_s: float | None = None) -> list:
-        """Every rank's address, once all are written."""
-        deadline = time.monotonic() + (timeout_s or 120.0)
-        paths = [os.path.join(self.folder, str(r)) for r in range(self.world_size)]
-        while not all(os.path.exists(p) for p in paths):
-            if time.monotonic() > deadline:
-                raise TimeoutError("ring rendezvous: not every rank published an address")
-            time.sleep(0.01)
-        out = []
-        for p in paths:
-            with open(p) as f:
-                host, port = f.read().split()
-            out.append((host, int(port)))
-        return out
-
-
 def _ring_child(args) -> None:
     """One ring rank: build the communicator, time the all-reduces, print them as JSON."""
     from disttrain.workers.comm import make_communicator
+    from disttrain.workers.comm.ring import FolderRendezvous
 
     comm = make_communicator(
         "ring", rank=args.rank, world_size=args.world, secret="bench-secret",
-        rendezvous=_FolderRendezvous(args.folder, args.world), timeout_s=120.0,
+        rendezvous=FolderRendezvous(args.folder, args.world), timeout_s=120.0,
         host=args.host, hierarchical="hier" in args.child, node=args.node,
         integrity=None if args.child.endswith("integrity") else False)
     try:

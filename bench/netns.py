@@ -38,8 +38,27 @@ def unavailable() -> str | None:
     return None
 
 
-def free_subnet() -> ipaddress.IPv4Network:
-    """A random 10.214.X.0/24 that no route or address of this machine overlaps."""
+def namespace_pids(ns: str) -> list[int]:
+    """Every process whose network namespace is ns."""
+    done = _ip("netns", "pids", ns, check=False)
+    return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
+
+
+def kill_namespace(ns: str, timeout: float = 20) -> None:
+    """SIGKILL every process in ns until none is left (new ones may be forking)."""
+    deadline = time.monotonic() + timeout
+    while (pids := namespace_pids(ns)) and time.monotonic() < deadline:
+        for pid in pids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        time.sleep(0.1)
+
+
+def free_subnet(second_octet: int = 214) -> ipaddress.IPv4Network:
+    """A random 10.<second_octet>.X.0/24 that no route or address of this machine
+    overlaps (the benchmark takes 10.214, tests/netns.py 10.213, so they never meet)."""
     taken = []
     for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines() + \
             _ip("-4", "-o", "addr", "show").stdout.splitlines():
@@ -49,10 +68,10 @@ def free_subnet() -> ipaddress.IPv4Network:
             except ValueError:
                 continue
     for x in random.sample(range(256), 256):
-        net = ipaddress.ip_network(f"10.214.{x}.0/24")
+        net = ipaddress.ip_network(f"10.{second_octet}.{x}.0/24")
         if not any(net.overlaps(t) for t in taken if t.prefixlen > 0):
             return net
-    raise RuntimeError("no free /24 in 10.214.0.0/16")
+    raise RuntimeError(f"no free /24 in 10.{second_octet}.0.0/16")
 
 
 class VethPair:
@@ -105,17 +124,6 @@ class VethPair:
     def close(self) -> None:
         """Kill what still runs in the namespaces and delete them (and the veth pair)."""
         for ns in reversed(self._made):
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                done = _ip("netns", "pids", ns, check=False)
-                pids = [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
-                if not pids:
-                    break
-                for pid in pids:
-                    try:
-                        os.kill(pid, signal.SIGKILL)
-                    except ProcessLookupError:
-                        pass
-                time.sleep(0.1)
+            kill_namespace(ns, timeout=10)
             _ip("netns", "delete", ns, check=False)
         self._made.clear()

@@ -50,18 +50,17 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import random
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
+from disttrain.bench.netns import _ip, free_subnet, kill_namespace
 from tests.docker.test_image import env as clean_env
 from tests.launch.test_faults import wait_for
 from tests.launch.test_no_shared_disk import _stop
@@ -79,44 +78,9 @@ HEALTH_CHECKS = json.dumps({"health_check_period_ms": 1000, "health_check_timeou
                             "health_check_failure_threshold": 4})
 
 
-def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", *args], capture_output=True, text=True, timeout=30,
-                          check=check)
-
-
-def namespace_pids(ns: str) -> list[int]:
-    """Every process whose network namespace is ns."""
-    done = _ip("netns", "pids", ns, check=False)
-    return [int(p) for p in done.stdout.split()] if done.returncode == 0 else []
-
-
-def kill_namespace(ns: str, timeout: float = 20) -> None:
-    """SIGKILL every process in ns until none is left (new ones may be forking)."""
-    deadline = time.monotonic() + timeout
-    while (pids := namespace_pids(ns)) and time.monotonic() < deadline:
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        time.sleep(0.1)
-
-
 def _free_subnet() -> ipaddress.IPv4Network:
     """A random 10.213.X.0/24 that no route or address of this machine overlaps."""
-    taken = []
-    for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines() + \
-            _ip("-4", "-o", "addr", "show").stdout.splitlines():
-        for word in line.split():
-            try:
-                taken.append(ipaddress.ip_network(word, strict=False))
-            except ValueError:
-                continue
-    for x in random.sample(range(256), 256):
-        net = ipaddress.ip_network(f"10.213.{x}.0/24")
-        if not any(net.overlaps(t) for t in taken if t.prefixlen > 0):
-            return net
-    raise RuntimeError("no free /24 in 10.213.0.0/16")
+    return free_subnet(213)
 
 
 def reap_stale_sessions() -> None:

@@ -193,46 +193,14 @@ def annoy(addresses: list, per_address: int, reopen_s: float) -> None:
                     pass
 
 
-class DirRendezvous:
-    """A rendezvous through files in one folder, for ring ranks in separate processes (or
-    network namespaces) on one machine."""
-
-    def __init__(self, folder, world_size: int):
-        self.folder, self.world_size = str(folder), world_size
-
-    def publish_address(self, rank: int, host: str, port: int) -> None:
-        """Write `rank`'s address to the folder, atomically."""
-        tmp = os.path.join(self.folder, f".{rank}")
-        with open(tmp, "w") as f:
-            f.write(f"{host} {port}")
-        os.rename(tmp, os.path.join(self.folder, str(rank)))
-
-    def addresses(self, timeout_s: float | None = None) -> list:
-        """Every rank's address, once all are written."""
-        import time
-
-        deadline = time.monotonic() + (timeout_s or 60.0)
-        paths = [os.path.join(self.folder, str(r)) for r in range(self.world_size)]
-        while not all(os.path.exists(p) for p in paths):
-            if time.monotonic() > deadline:
-                raise CollectiveTimeout("ring rendezvous: not every rank published an address")
-            time.sleep(0.02)
-        out = []
-        for p in paths:
-            with open(p) as f:
-                host, port = f.read().split()
-            out.append((host, int(port)))
-        return out
-
-
 def ring_rank_main(rank: int, world_size: int, host: str, folder: str) -> None:
     """One ring rank in a process of its own: an all-reduce of int_data, then a JSON line
     with the result's digest and which of its connections carry frame tags."""
     import json
 
-    from disttrain.workers.comm.ring import RingCommunicator
+    from disttrain.workers.comm.ring import FolderRendezvous, RingCommunicator
 
-    comm = RingCommunicator(rank, world_size, DirRendezvous(folder, world_size), "s3cret",
+    comm = RingCommunicator(rank, world_size, FolderRendezvous(folder, world_size), "s3cret",
                             timeout_s=30.0, host=host)
     out = comm.allreduce_(int_data(rank, 100_003, "float32"))
     comm.close()

@@ -4,7 +4,7 @@
 
 NODES is every rank's node name, comma-separated ("a,a,b,b": ranks 0 and 1 play one node,
 2 and 3 another, with shared memory within each); FOLDER holds the control ring's
-rendezvous (tests.workers.helpers.DirRendezvous); HOST the address this rank's listeners
+rendezvous (workers/comm/ring.py FolderRendezvous); HOST the address this rank's listeners
 bind to and advertise (127.0.0.1; a namespace's own address across hosts). Prints JSON
 lines: "ready" once the communicator works, then the script's results, or {"error",
 "message", "after_s"}.
@@ -21,7 +21,8 @@ import numpy as np
 from disttrain.distributed.comm import CollectiveError
 from disttrain.workers.comm import make_communicator
 from disttrain.workers.comm.base import chunk_bounds
-from tests.workers.helpers import DirRendezvous, digest, int_data, random_data
+from disttrain.workers.comm.ring import FolderRendezvous
+from tests.workers.helpers import digest, int_data, random_data
 
 SIZES = (1, 7, 1001, 100_003)
 
@@ -84,7 +85,7 @@ def main(argv: list) -> None:
     timeout_s = float(argv[5]) if len(argv) > 5 else 30.0
     host = argv[6] if len(argv) > 6 else "127.0.0.1"
     comm = make_communicator("ring", rank=rank, world_size=world,
-                             rendezvous=DirRendezvous(folder, world), secret="s3cret",
+                             rendezvous=FolderRendezvous(folder, world), secret="s3cret",
                              timeout_s=timeout_s, hierarchical=True, node=nodes[rank],
                              host=host)
     print(json.dumps({"ready": True, "mode": comm.mode}), flush=True)

@@ -826,3 +826,36 @@ class RayRendezvous:
         ref = self._coordinator.addresses.remote(timeout_s)
         return [tuple(a) for a in ray.get(ref, timeout=None if timeout_s is None
                                           else timeout_s + 10.0)]
+
+
+class FolderRendezvous:
+    """The ring's rendezvous through files in one folder that every rank can read: for
+    ranks started as plain processes (tests, benchmarks, network namespaces on one
+    machine), where there is no coordinator actor. Each address is written atomically."""
+
+    def __init__(self, folder, world_size: int):
+        self.folder, self.world_size = str(folder), world_size
+
+    def publish_address(self, rank: int, host: str, port: int) -> None:
+        """Write `rank`'s address to the folder (a rename, so readers never see half)."""
+        tmp = os.path.join(self.folder, f".{rank}")
+        with open(tmp, "w") as f:
+            f.write(f"{host} {port}")
+        os.rename(tmp, os.path.join(self.folder, str(rank)))
+
+    def addresses(self, timeout_s: float | None = None) -> list:
+        """Every rank's address, once all are written; CollectiveTimeout after timeout_s."""
+        deadline = time.monotonic() + (timeout_s or DEFAULT_TIMEOUT_S)
+        paths = [os.path.join(self.folder, str(r)) for r in range(self.world_size)]
+        while not all(os.path.exists(p) for p in paths):
+            if time.monotonic() > deadline:
+                missing = [r for r, p in enumerate(paths) if not os.path.exists(p)]
+                raise CollectiveTimeout(f"ring rendezvous in {self.folder}: ranks {missing} "
+                                        f"published no address within {timeout_s} s")
+            time.sleep(0.01)
+        out = []
+        for p in paths:
+            with open(p) as f:
+                host, port = f.read().split()
+            out.append((host, int(port)))
+        return out
