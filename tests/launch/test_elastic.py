@@ -84,11 +84,13 @@ def wait_for_step(run_dir, step: int, timeout: float = 120):
     wait_for(lambda: status(run_dir).get("step", 0) >= step, timeout, f"step {step}")
 
 
-@pytest.mark.parametrize("backend", ["coordinator", "ring"])
+@pytest.mark.parametrize("backend", ["coordinator", "ring", "ring-hierarchical"])
 def test_a_sigkilled_worker_shrinks_the_group_in_memory(ray_session, tmp_path, one_process,
                                                         backend, capsys):
     want_params, want_losses = one_process
-    job = elastic_job(backend)
+    # ring-hierarchical: the ring's hierarchical mode, on this one node shared memory alone
+    hierarchical = {"distributed.hierarchical": True} if backend.endswith("hierarchical") else {}
+    job = elastic_job(backend.split("-")[0], **hierarchical)
     assert_close(run_on_ray(job, tmp_path / "uninterrupted"), want_params)  # 3 workers
 
     run_dir = tmp_path / "killed"
