@@ -4,7 +4,9 @@ Usage: python -m tests.workers.multinode_shm_main; prints one JSON line per grou
 with its "name": one rank per node ("across", the object store: nothing to share), both
 on one node ("within", shared memory), two ranks per node ("mixed", the hierarchical
 path: a script of collectives) and two ranks per node with a rank SIGKILLed mid-job
-("kill-nonleader", "kill-leader": what every survivor raised).
+("kill-nonleader", "kill-leader": what every survivor raised), and two ranks per node with
+one rank alive but out of an all-reduce while the job is aborted ("abort-nonleader-absent",
+"abort-leader-absent": what every other rank raised).
 """
 
 from __future__ import annotations
@@ -121,6 +123,22 @@ def run_kill(name: str, nodes: list, victim: int) -> dict:
     return {"name": name, "victim": victim, "paths": paths, "results": results}
 
 
+def run_abort(name: str, nodes: list, absent: int) -> dict:
+    """Set the path up; then rank `absent` stays out of an all-reduce, alive, and the job
+    is aborted (as the supervisor aborts it when a rank fails in its own code): every
+    other rank must end with the abort's reason, not wait for the timeout."""
+    coordinator, group = start_group(nodes, SECRET, timeout_s=KILL_TIMEOUT_S)
+    ray.get([a.allreduce_at.remote(0, np.ones(N)) for a in group])
+    paths = ray.get([a.data_path.remote() for a in group])
+    refs = [a.failing_allreduce.remote(1) for r, a in enumerate(group) if r != absent]
+    time.sleep(1.0)  # the others are in the collective, waiting for the absent rank
+    ray.get(coordinator.abort.remote(f"the test aborted the job; rank {absent} stayed out"))
+    results = ray.get(refs, timeout=KILL_TIMEOUT_S + 60)  # a hang guard only
+    for handle in (*group, coordinator):
+        ray.kill(handle)
+    return {"name": name, "absent": absent, "paths": paths, "results": results}
+
+
 def main() -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     cluster.add_node(num_cpus=1)
@@ -138,7 +156,9 @@ def main() -> None:
                        run_group("mixed", mixed, SECRET),
                        run_group("mixed-no-secret", mixed, None),
                        run_kill("kill-nonleader", mixed, victim=3),
-                       run_kill("kill-leader", mixed, victim=1)):
+                       run_kill("kill-leader", mixed, victim=1),
+                       run_abort("abort-nonleader-absent", mixed, absent=3),
+                       run_abort("abort-leader-absent", mixed, absent=1)):
             print(json.dumps(report), flush=True)
     finally:
         ray.shutdown()

@@ -130,8 +130,12 @@ class NodePath:
 
     def __init__(self, rank: int, world_size: int, exchange, secret: bytes | str,
                  timeout_s: float, *, hierarchical: bool | str = True, node: str | None = None,
-                 ring_options: dict | None = None):
+                 ring_options: dict | None = None, on_wait=None):
         self.rank, self.world_size, self.timeout_s = rank, world_size, timeout_s
+        # Called every few ms while waiting in shared memory (ShmGroup's on_wait): the
+        # coordinator backend passes a poll of its abort flag, so a rank that fails while
+        # alive ends its node's wait at once, and through its leader every node's.
+        self._on_wait = on_wait
         self.mode = "flat"
         self._exchange = exchange
         self._group: ShmGroup | None = None
@@ -216,7 +220,8 @@ class NodePath:
         """One ShmGroup collective; its local ranks translated to the job's."""
         try:
             ok = getattr(self._group, op)(flat, *root, step=step, seq=seq,
-                                          timeout_s=self.timeout_s)
+                                          timeout_s=self.timeout_s,
+                                          on_wait=self._on_wait and self._watch)
         except CollectiveError as e:
             raise _renamed(e, self._members, f"node {self.node}'s shared memory") from None
         if not ok:  # the same on every rank of the node; the leader breaks the ring
@@ -224,6 +229,14 @@ class NodePath:
                 f"{op.rstrip('_')} at step {step} (collective #{seq}): node {self.node}'s "
                 f"shared memory (/dev/shm) cannot hold {flat.nbytes} bytes; make /dev/shm "
                 "larger (Docker: --shm-size) or set [distributed] hierarchical = false")
+
+    def _watch(self, waited_s: float, pending: list) -> None:
+        """The caller's on_wait; what it raises (the job's abort reason) is in the job's
+        words already, so it is marked to keep its rank numbers as they are."""
+        try:
+            self._on_wait(waited_s, pending)
+        except CollectiveError as e:
+            raise type(e)(_KEEP + _unmarked(str(e)) + _END) from None
 
     def _across(self, op: str, flat: np.ndarray, step: int, seq: int, *root) -> None:
         """One collective on the leaders' ring; its ranks (node indices) translated."""

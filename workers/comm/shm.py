@@ -711,35 +711,46 @@ class ShmPath:
     def _on_wait(self, waited_s: float, pending: list) -> None:
         """Every few ms of a wait for `pending`: has the job been aborted, or a rank gone
         into another collective (so it will never arrive)? Fail now, not at the timeout."""
-        import ray  # only here: the segment itself needs no Ray
-        from ray.exceptions import RayActorError
-
-        if waited_s < STATUS_AFTER_S:
+        status = self.poll_status(waited_s)
+        if status is None:
             return
-        now = time.monotonic()
-        if self._status_ref is None:
-            if now >= self._status_due:
-                self._status_ref = self._coord.status.remote()
-            return
-        ready, _ = ray.wait([self._status_ref], timeout=0)
-        if not ready:
-            return
-        ref, self._status_ref = self._status_ref, None
-        self._status_due = now + STATUS_EVERY_S
-        try:
-            status = ray.get(ref, timeout=1.0)
-        except RayActorError as e:
-            raise CollectiveError(f"collective #{self._call.seq} at step {self._call.step}: "
-                                  f"the coordinator actor died ({e})") from None
-        except Exception:  # a slow or odd answer: ask again later
-            return
-        if status.get("aborted"):
-            raise CollectiveAborted(status["aborted"])
         for w in status.get("workers", []):
             pos = w.get("position")
             if w["rank"] in pending and pos is not None and pos[2] >= self._call.seq:
                 kind, step, seq = pos
                 check_same_call(Call(w["rank"], step, seq, kind), self._call)
+
+    def poll_status(self, waited_s: float, call: Call | None = None) -> dict | None:
+        """The coordinator's status when a fresh answer is in, else None, asking without
+        blocking at most every STATUS_EVERY_S once a wait passed STATUS_AFTER_S. Raises
+        CollectiveAborted if the job was aborted, CollectiveError if the coordinator died
+        (naming `call`, by default this path's collective in progress)."""
+        import ray  # only here: the segment itself needs no Ray
+        from ray.exceptions import RayActorError
+
+        if waited_s < STATUS_AFTER_S:
+            return None
+        now = time.monotonic()
+        if self._status_ref is None:
+            if now >= self._status_due:
+                self._status_ref = self._coord.status.remote()
+            return None
+        ready, _ = ray.wait([self._status_ref], timeout=0)
+        if not ready:
+            return None
+        ref, self._status_ref = self._status_ref, None
+        self._status_due = now + STATUS_EVERY_S
+        call = call or self._call
+        try:
+            status = ray.get(ref, timeout=1.0)
+        except RayActorError as e:
+            raise CollectiveError(f"collective #{call.seq} at step {call.step}: "
+                                  f"the coordinator actor died ({e})") from None
+        except Exception:  # a slow or odd answer: ask again later
+            return None
+        if status.get("aborted"):
+            raise CollectiveAborted(status["aborted"])
+        return status
 
 
 def _node_key() -> str:

@@ -203,7 +203,8 @@ class CoordinatorCommunicator(CommunicatorBase):
             try:
                 path = NodePath(self.rank, self.world_size,
                                 lambda obj: self._exchange("hierarchical setup", obj),
-                                self._secret, self.timeout_s, hierarchical="auto")
+                                self._secret, self.timeout_s, hierarchical="auto",
+                                on_wait=self._watch_abort)
             except CollectiveError as e:
                 self._fail_across_nodes(plain_error(e))
             except BaseException as e:
@@ -214,6 +215,12 @@ class CoordinatorCommunicator(CommunicatorBase):
                 path.close()
                 self._hier_state = "off"
         return self._hier_state == "hier"
+
+    def _watch_abort(self, waited_s: float, pending: list) -> None:
+        """While NodePath waits in shared memory: end the wait if the job was aborted.
+        (Its local ranks are not the job's, so only the abort flag is read here.)"""
+        self._shm.poll_status(waited_s, Call(self.rank, self.step, self._seq,
+                                             "a collective across nodes"))
 
     def _across_nodes(self, kind: str, run) -> None:
         """run(seq), one NodePath collective; a failure breaks every part and the job."""
