@@ -408,9 +408,9 @@ class NetnsCluster:
             shutil.rmtree(self.base, ignore_errors=True)
 
 
-@pytest.fixture(scope="module", name="netns_cluster")
-def netns_cluster_fixture():
-    """A NetnsCluster of a head, three worker hosts and a driver host, for the module."""
+def netns_cluster_or_skip(workers: int):
+    """Yield a NetnsCluster of a head, `workers` worker hosts and a driver host, or skip
+    (fail in CI) when namespaces cannot be made here; for a module fixture to yield from."""
     reason = check_prerequisites()
     if reason:
         unavailable(reason)
@@ -420,8 +420,14 @@ def netns_cluster_fixture():
         _ip("netns", "delete", probe)
     except (subprocess.CalledProcessError, OSError) as e:
         unavailable(f"cannot create a network namespace: {getattr(e, 'stderr', e)}".strip())
-    with NetnsCluster(workers=3) as cluster:
+    with NetnsCluster(workers=workers) as cluster:
         yield cluster
+
+
+@pytest.fixture(scope="module", name="netns_cluster")
+def netns_cluster_fixture():
+    """A NetnsCluster of a head, three worker hosts and a driver host, for the module."""
+    yield from netns_cluster_or_skip(3)
 
 
 def _answer(stdout: str) -> str:

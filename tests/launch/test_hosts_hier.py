@@ -8,8 +8,6 @@ exactly two ranks on each), beside test_hosts.py's three-host one.
 from __future__ import annotations
 
 import json
-import secrets
-import subprocess
 import sys
 from collections import Counter
 
@@ -17,7 +15,7 @@ import pytest
 
 from disttrain.train.spec import dump_job, spec_from_dict
 from tests.launch.test_faults import status
-from tests.netns import NetnsCluster, _ip, check_prerequisites, unavailable
+from tests.netns import netns_cluster_or_skip
 from tests.train.helpers import final_params, run_local, small_job
 from tests.train.test_equivalence import assert_params_close
 from tests.workers.test_hier import check_collectives
@@ -28,17 +26,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def two_hosts():
     """A head, two worker hosts with one CPU each and a driver host."""
-    reason = check_prerequisites()
-    if reason:
-        unavailable(reason)
-    try:
-        probe = f"dt{secrets.token_hex(3)}-probe"
-        _ip("netns", "add", probe)
-        _ip("netns", "delete", probe)
-    except (subprocess.CalledProcessError, OSError) as e:
-        unavailable(f"cannot create a network namespace: {getattr(e, 'stderr', e)}".strip())
-    with NetnsCluster(workers=2) as cluster:
-        yield cluster
+    yield from netns_cluster_or_skip(2)
 
 
 @pytest.mark.timeout(420)
