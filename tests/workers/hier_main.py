@@ -5,7 +5,8 @@
 NODES is every rank's node name, comma-separated ("a,a,b,b": ranks 0 and 1 play one node,
 2 and 3 another, with shared memory within each); FOLDER holds the control ring's
 rendezvous (workers/comm/ring.py FolderRendezvous); HOST the address this rank's listeners
-bind to and advertise (127.0.0.1; a namespace's own address across hosts). Prints JSON
+bind to and advertise (127.0.0.1; a namespace's own address across hosts); SCRIPT may
+carry an argument after a colon ("mixed_calls:1"). Prints JSON
 lines: "ready" once the communicator works, then the script's results, or {"error",
 "message", "after_s"}.
 """
@@ -75,8 +76,59 @@ def node_out_of_step(comm) -> dict:
     return {"finished": True}
 
 
+CHUNK_SIZES = (1, 2, 3, 7, 1001, 100_003)  # 1, 2, 3: fewer elements than ranks
+BYTES_N = 100_003  # float32; the leaders' ring bytes of each collective on it
+
+
+def gather_input(rank: int, world: int, n: int, dtype: str) -> np.ndarray:
+    """This rank's chunk of int_data, and elsewhere a value no rank's chunk holds."""
+    buf = np.full(n, 1000.0 + rank, dtype)
+    lo, hi = chunk_bounds(n, world)[rank]
+    buf[lo:hi] = int_data(rank, n, dtype)[lo:hi]
+    return buf
+
+
+def chunks(comm) -> dict:
+    """reduce_scatter_ and allgather_ on every size and dtype (this rank's chunk, and the
+    whole gathered buffer, as digests), then the bytes each ring sent in a reduce-scatter,
+    an all-gather and an all-reduce of BYTES_N float32."""
+    out: dict = {}
+    w = comm.world_size
+    for dtype in ("float32", "float64"):
+        for n in CHUNK_SIZES:
+            lo, hi = chunk_bounds(n, w)[comm.rank]
+            for data in ("ints", "random"):
+                make = int_data if data == "ints" else random_data
+                comm.step += 1
+                summed = comm.reduce_scatter_(make(comm.rank, n, dtype))
+                out[f"rs/{data}/{dtype}/{n}"] = digest(summed[lo:hi])
+            out[f"ag/{dtype}/{n}"] = digest(comm.allgather_(gather_input(comm.rank, w, n, dtype)))
+    sent = [comm.bytes_sent]
+    comm.reduce_scatter_(int_data(comm.rank, BYTES_N, "float32"))
+    sent.append(comm.bytes_sent)
+    comm.allgather_(gather_input(comm.rank, w, BYTES_N, "float32"))
+    sent.append(comm.bytes_sent)
+    comm.allreduce_(int_data(comm.rank, BYTES_N, "float32"))
+    sent.append(comm.bytes_sent)
+    out["bytes"] = {ring: [b[ring] - a[ring] for a, b in zip(sent, sent[1:])]
+                    for ring in ("control", "leaders")}
+    return out
+
+
+def mixed_calls(comm, scatterers: str) -> dict:
+    """The ranks in `scatterers` ("1" or "2,3") call reduce_scatter_, the others allreduce_,
+    at the same step and collective number."""
+    comm.step = 3
+    buf = np.ones(1000)
+    if str(comm.rank) in scatterers.split(","):
+        comm.reduce_scatter_(buf)
+    else:
+        comm.allreduce_(buf)
+    return {"finished": True}
+
+
 SCRIPTS = {"collectives": collectives, "until_error": until_error, "out_of_step": out_of_step,
-           "node_out_of_step": node_out_of_step}
+           "node_out_of_step": node_out_of_step, "chunks": chunks, "mixed_calls": mixed_calls}
 
 
 def main(argv: list) -> None:
@@ -90,8 +142,9 @@ def main(argv: list) -> None:
                              host=host)
     print(json.dumps({"ready": True, "mode": comm.mode}), flush=True)
     started = time.monotonic()
+    name, _, arg = script.partition(":")  # "mixed_calls:2,3": the script and its argument
     try:
-        result = SCRIPTS[script](comm)
+        result = SCRIPTS[name](comm, *([arg] if arg else []))
     except CollectiveError as e:
         result = {"error": type(e).__name__, "message": str(e),
                   "after_s": time.monotonic() - started}

@@ -22,7 +22,7 @@ import pytest
 
 from disttrain.workers.comm.base import chunk_bounds, sum_in_rank_order
 from disttrain.workers.comm.hier import plan
-from tests.workers.helpers import digest, int_data
+from tests.workers.helpers import digest, int_data, random_data
 
 REPO = Path(__file__).resolve().parents[2]
 SPLITS = {2: "a,b", 3: "a,b,a", 4: "a,a,b,b"}  # two "nodes"; for 3 the leaders are 0 and 1
@@ -189,3 +189,117 @@ def test_make_communicator_names_the_values_hierarchical_takes():
                                          r"or 'auto', got 'yes'"):
         make_communicator("ring", rank=0, world_size=2, rendezvous=object(), secret="s",
                           hierarchical="yes")
+
+
+# --- the sharded optimizer's reduce_scatter_ and allgather_ ------------------------------
+
+def node_lists(nodes: str) -> list:
+    """Each node's ranks, nodes in order of their lowest rank (as hier.plan groups them)."""
+    groups: dict = {}
+    for rank, name in enumerate(nodes.split(",")):
+        groups.setdefault(name, []).append(rank)
+    return list(groups.values())
+
+
+def hier_scatter_order_sum(arrays: list, nodes: list) -> np.ndarray:
+    """Each node's region summed as the hierarchical reduce-scatter does: every node's sum in
+    local rank order, then region k over the nodes from node k + 1 round the leaders' ring to
+    node k (the ring's reduce-scatter order)."""
+    sums = [sum_in_rank_order([arrays[r] for r in m], np.empty_like(arrays[0])) for m in nodes]
+    bounds = chunk_bounds(arrays[0].size, len(arrays))
+    out = np.empty_like(arrays[0])
+    for k, m in enumerate(nodes):
+        lo, hi = bounds[m[0]][0], bounds[m[-1]][1]
+        out[lo:hi] = sums[(k + 1) % len(nodes)][lo:hi]
+        for j in range(2, len(nodes) + 1):
+            out[lo:hi] += sums[(k + j) % len(nodes)][lo:hi]
+    return out
+
+
+def check_chunks(results: list, nodes: str, native: bool) -> None:
+    """hier_main's "chunks" results against numpy: integer-valued sums exactly, random ones
+    bit for bit in the hierarchical order (where native), every gathered buffer exactly."""
+    from tests.workers.hier_main import CHUNK_SIZES, gather_input
+
+    world = len(results)
+    for rank, res in enumerate(results):
+        assert "error" not in res, (rank, res)
+        for dtype in ("float32", "float64"):
+            for n in CHUNK_SIZES:
+                lo, hi = chunk_bounds(n, world)[rank]
+                ints = [int_data(p, n, dtype) for p in range(world)]
+                exact = sum_in_rank_order(ints, np.empty(n, dtype))
+                assert res[f"rs/ints/{dtype}/{n}"] == digest(exact[lo:hi]), (rank, dtype, n)
+                if native:
+                    randoms = [random_data(p, n, dtype) for p in range(world)]
+                    ordered = hier_scatter_order_sum(randoms, node_lists(nodes))
+                    assert res[f"rs/random/{dtype}/{n}"] == digest(ordered[lo:hi]), (
+                        rank, dtype, n)
+                whole = np.concatenate([gather_input(p, world, n, dtype)[a:b] for p, (a, b)
+                                        in enumerate(chunk_bounds(n, world))])
+                assert res[f"ag/{dtype}/{n}"] == digest(whole), (rank, dtype, n)
+
+
+# (nodes, mode, native): one node; two and three nodes of contiguous ranks, a node of
+# one rank among them; and ranks of a node that are not contiguous (the fallback)
+CHUNK_LAYOUTS = [("a,a", "shm", True), ("a,a,a", "shm", True), ("a,a,b", "hier", True),
+                 ("a,a,b,b", "hier", True), ("a,b,b,b", "hier", True),
+                 ("a,a,b,c", "hier", True), ("a,b,a", "hier", False)]
+
+
+@pytest.mark.parametrize("nodes,mode,native", CHUNK_LAYOUTS)
+def test_reduce_scatter_and_allgather_give_numpys_answers(job_factory, nodes, mode, native):
+    world = len(nodes.split(","))
+    job = job_factory("chunks", nodes)
+    assert {job.line(r, 60)["mode"] for r in range(world)} == {mode}
+    results = [job.line(r, 180) for r in range(world)]
+    check_chunks(results, nodes, native)
+    check_bytes(results, nodes, native)
+
+
+def check_bytes(results: list, nodes: str, native: bool) -> None:
+    """Native: a reduce-scatter and an all-gather each send one phase on the leaders' ring
+    (every node region but one out of each leader), nothing on the control ring, and
+    together about one all-reduce; the fallback's are each a whole all-reduce."""
+    from tests.workers.hier_main import BYTES_N
+
+    groups = node_lists(nodes)
+    leaders = [m[0] for m in groups]
+    bounds = chunk_bounds(BYTES_N, len(results))
+    regions = [(bounds[m[0]][0], bounds[m[-1]][1]) for m in groups]
+    for rank, res in enumerate(results):
+        scatter, gather, allreduce = res["bytes"]["leaders"]
+        assert res["bytes"]["control"] == [0, 0, 0], (rank, res["bytes"])
+        if rank not in leaders or len(groups) == 1:  # no leaders' ring for this rank
+            assert (scatter, gather, allreduce) == (0, 0, 0), (rank, res["bytes"])
+            continue
+        k = leaders.index(rank)
+        if not native:  # each phase costs a whole all-reduce: what native_chunks avoids
+            assert scatter > allreduce - 4096 and gather > allreduce - 4096, (rank, res)
+            continue
+        # Payload: every region but one (the reduce-scatter keeps its own, the all-gather
+        # does not pass on the next leader's); headers add well under 4 KB.
+        for sent, skipped in ((scatter, k), (gather, (k + 1) % len(groups))):
+            payload = (BYTES_N - (regions[skipped][1] - regions[skipped][0])) * 4
+            assert payload <= sent < payload + 4096, (rank, sent, payload)
+        # About one all-reduce together (exactly, where the regions are of one size; the
+        # all-reduce's chunks are), where the fallback would send two
+        assert scatter + gather < 1.5 * allreduce, (rank, res["bytes"])
+
+
+# (nodes, the ranks that call reduce_scatter_ while the others call allreduce_): a rank
+# of one node (its shared memory sees both), a whole node (the leaders' ring sees both),
+# and on one node
+@pytest.mark.parametrize("nodes,scatterers", [("a,a,b,b", "1"), ("a,a,b,b", "2,3"),
+                                              ("a,a,a", "2")])
+def test_reduce_scatter_against_allreduce_names_both_calls(job_factory, nodes, scatterers):
+    world = len(nodes.split(","))
+    job = job_factory(f"mixed_calls:{scatterers}", nodes, timeout_s=20.0)
+    for r in range(world):
+        job.line(r, 60)
+    for r in range(world):
+        res = job.line(r, 60)
+        assert res.get("error") in ("CollectiveError", "CollectiveAborted"), (r, res)
+        # Named at the first header the two calls share, not a CollectiveTimeout
+        assert "reduce_scatter #1" in res["message"] and "allreduce #1" in res["message"], (
+            r, res)

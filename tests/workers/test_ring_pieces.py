@@ -91,3 +91,55 @@ def test_default_pieces_grow_with_the_frame_within_bounds():
     assert pieces[16] == 16 * 2**20 // ring.PIECES_PER_FRAME
     assert pieces[64] == ring.MAX_SEGMENT_BYTES
     assert ring.RingCommunicator(0, 1, None, "s3cret", segment_bytes=8)._piece(flat, 10**6) == 2
+
+
+# --- the phases over explicit bounds (the hierarchical ring's node regions) -------------
+
+def bounds_from(sizes: list) -> list:
+    edges = np.cumsum([0, *sizes]).tolist()
+    return list(zip(edges[:-1], edges[1:]))
+
+
+def scatter_order_sum(arrays: list, bounds: list) -> np.ndarray:
+    """Each part summed as the ring's reduce-scatter does: ((x_c+1 + x_c+2) + ...) + x_c."""
+    w = len(arrays)
+    out = np.empty_like(arrays[0])
+    for c, (lo, hi) in enumerate(bounds):
+        out[lo:hi] = arrays[(c + 1) % w][lo:hi]
+        for k in range(2, w + 1):
+            out[lo:hi] += arrays[(c + k) % w][lo:hi]
+    return out
+
+
+# parts of different sizes, an empty one, and one rank's part holding everything
+@pytest.mark.parametrize("sizes", [[500, 250, 251], [0, 7, 1], [0, 0, 1001], [600, 401]])
+@pytest.mark.parametrize("segment_bytes", [None, 8], ids=["default", "8B"])
+def test_phases_over_explicit_bounds(sizes, segment_bytes):
+    w, n, dtype = len(sizes), sum(sizes), "float32"
+    bounds = bounds_from(sizes)
+
+    def run(comm):
+        lo, hi = bounds[comm.rank]
+        summed = comm.reduce_scatter_(random_data(comm.rank, n, dtype), bounds=bounds)[lo:hi]
+        filled = np.full(n, -1.0, dtype)
+        filled[lo:hi] = int_data(comm.rank, n, dtype)[lo:hi]
+        return summed.copy(), comm.allgather_(filled, bounds=bounds)
+
+    results = run_ring(w, run, segment_bytes=segment_bytes)
+    expected = scatter_order_sum([random_data(r, n, dtype) for r in range(w)], bounds)
+    whole = np.concatenate([int_data(r, n, dtype)[lo:hi] for r, (lo, hi) in enumerate(bounds)])
+    for rank, out in enumerate(results):
+        assert not isinstance(out, BaseException), out
+        lo, hi = bounds[rank]
+        assert out[0].tobytes() == expected[lo:hi].tobytes()  # the ring's own fixed order
+        np.testing.assert_array_equal(out[1], whole)
+
+
+def test_explicit_bounds_are_checked():
+    comm = ring.RingCommunicator(0, 1, None, "s3cret")
+    with pytest.raises(ValueError, match=r"reduce_scatter_ bounds must be one \(lo, hi\) per "
+                                         r"rank of 1"):
+        comm.reduce_scatter_(np.ones(4), bounds=[(0, 2), (2, 4)])
+    with pytest.raises(ValueError, match=r"allgather_ bounds .* 0 <= lo <= hi <= 4"):
+        comm.allgather_(np.ones(4), bounds=[(0, 5)])
+    assert comm.allgather_(np.ones(4), bounds=[(0, 4)]).tolist() == [1.0] * 4

@@ -43,8 +43,25 @@ Collectives:
                from the root's node -> the other nodes: shared-memory broadcast from the
                leader.
     allgather, barrier   the control ring.
-    reduce_scatter_, allgather_   CommunicatorBase's fallbacks on the allreduce above
-               (in mode "flat", the control ring's own).
+    reduce_scatter_, allgather_   the sharded optimizer's, chunks as chunk_bounds over the
+               job's ranks. Mode "flat": the control ring's own. Mode "shm": the ShmGroup's
+               own (local rank == job rank). Mode "hier", where every node's ranks are
+               contiguous, so node k's chunks form one region of the buffer, and
+               chunk_bounds over that region and its ranks gives the very same chunks:
+                 reduce_scatter_  node sum in shared memory (its reduce-scatter, then its
+                   all-gather: the all-reduce's sum, ((x0 + x1) + x2) ..., in local rank
+                   order) -> the leaders' ring reduce-scatter over the node regions (node k's
+                   region finished at leader k, in the ring's fixed order) -> shared-memory
+                   broadcast of the region from the leader.
+                 allgather_  shared-memory all-gather of the region (each rank's chunk to
+                   the leader) -> the leaders' ring all-gather over the regions ->
+                   shared-memory broadcast of the whole buffer from the leader.
+               Each moves one phase's bytes over the network: (N-1)/N of the buffer out of
+               every leader, half the all-reduce's. ShmGroup has no scatter, so every local
+               rank copies its node's region, not only its chunk, out of the leader's slot
+               (a copy in memory; the network cost is what this saves). Where a node's
+               ranks are not contiguous ("a,b,a"), the regions would be scattered pieces:
+               CommunicatorBase's fallbacks on the allreduce above (twice the bytes).
 
 Every part runs with this communicator's step and sequence number, so the step and
 "same collective?" checks of shared memory and of both rings name the collective as the
@@ -58,6 +75,10 @@ non-leader is seen by its leader in shared memory (pidfd), a SIGKILLed leader by
 (pidfd) and by its ring neighbours (connection reset). A rank in an allgather or barrier
 while others are in an allreduce or broadcast waits on another part than they do: that
 ends in a CollectiveTimeout naming the ranks that never arrived, not in a mismatch error.
+A rank in reduce_scatter_, allgather_ or allreduce while others are in another of the
+three fails at the first header they share (its node's shared memory, else the leaders'
+ring) with the error that names both calls; the shared-memory header of allgather_ names
+the size of the node's region, not the whole buffer's.
 
 Failing a part goes through its public names: ShmGroup.fail (the group's own failure
 path: the reason in its row, the failed flag set) and RingCommunicator.abort (its abort
@@ -75,7 +96,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from disttrain.distributed.comm import DEFAULT_TIMEOUT_S, CollectiveError
-from disttrain.workers.comm.base import CommunicatorBase
+from disttrain.workers.comm.base import CommunicatorBase, chunk_bounds
 from disttrain.workers.comm.ring import RingCommunicator
 from disttrain.workers.comm.shm import ShmGroup, _job_id, _node_key, new_token, supported
 
@@ -216,6 +237,64 @@ class NodePath:
             if self._group is not None and self.node != root_node:
                 self._in_node("broadcast_", flat, step, seq, 0)
 
+    # --- the sharded optimizer's chunks (chunk_bounds over the job's ranks) -----------
+
+    @property
+    def native_chunks(self) -> bool:
+        """Whether reduce_scatter_ and allgather_ below may run: on one node (local rank ==
+        job rank), or where every node's ranks are contiguous, so that a node's chunks form
+        one region of the buffer that its leader can stand for on the leaders' ring."""
+        return self.mode == "shm" or all(
+            list(m) == list(range(m[0], m[0] + len(m))) for m in self.layout.nodes)
+
+    def regions(self, size: int) -> list:
+        """Node k's region of a buffer of `size` elements: the union of its ranks' chunks
+        (contiguous ranks only). Within it, chunk_bounds(region, node's ranks) are exactly
+        those ranks' chunks: both split into sizes that differ by at most one, larger
+        first; so the node's shared memory can scatter and gather them natively."""
+        bounds = chunk_bounds(size, self.world_size)
+        return [(bounds[m[0]][0], bounds[m[-1]][1]) for m in self.layout.nodes]
+
+    def reduce_scatter_(self, flat: np.ndarray, step: int, seq: int) -> None:
+        """Sum over every rank into this rank's chunk; the other chunks left undefined.
+        Only where native_chunks."""
+        if self.mode == "shm":
+            self._in_node("reduce_scatter_", flat, step, seq)
+            return
+        regions = self.regions(flat.size)
+        if self._group is not None:
+            # The node's sum, ((x0 + x1) + x2) ..., on every rank of it (the leader needs all
+            # of it). A reduce-scatter and an all-gather rather than the all-reduce: a local
+            # peer in another collective then fails at the first header, naming both calls.
+            self._in_node("reduce_scatter_", flat, step, seq)
+            self._in_node("allgather_", flat, step, seq)
+        if self._leaders is not None:  # one phase: leader k ends with its region summed
+            self._across("reduce_scatter_", flat, step, seq, bounds=regions)
+        if self._group is not None:  # the region from the leader: ShmGroup has no scatter
+            lo, hi = regions[self.node]
+            self._in_node("broadcast_", flat[lo:hi], step, seq, 0)
+
+    def allgather_(self, flat: np.ndarray, step: int, seq: int) -> None:
+        """Fill every rank's chunk from its owner. Only where native_chunks."""
+        if self.mode == "shm":
+            self._in_node("allgather_", flat, step, seq)
+            return
+        regions = self.regions(flat.size)
+        lo, hi = regions[self.node]
+        if self._group is not None:  # the node's chunks to its ranks, the leader among them
+            self._in_node("allgather_", flat[lo:hi], step, seq)
+        if self._leaders is not None:  # one phase: every region to every leader
+            self._across("allgather_", flat, step, seq, bounds=regions)
+        if self._group is not None:
+            self._in_node("broadcast_", flat, step, seq, 0)
+
+    @property
+    def leaders_bytes_sent(self) -> int:
+        """Bytes this rank sent on the leaders' ring so far (0 if it is no leader)."""
+        return 0 if self._leaders is None else self._leaders.bytes_sent
+
+    # --- the parts --------------------------------------------------------------------
+
     def _in_node(self, op: str, flat: np.ndarray, step: int, seq: int, *root) -> None:
         """One ShmGroup collective; its local ranks translated to the job's."""
         try:
@@ -238,11 +317,11 @@ class NodePath:
         except CollectiveError as e:
             raise type(e)(_KEEP + _unmarked(str(e)) + _END) from None
 
-    def _across(self, op: str, flat: np.ndarray, step: int, seq: int, *root) -> None:
+    def _across(self, op: str, flat: np.ndarray, step: int, seq: int, *root, **bounds) -> None:
         """One collective on the leaders' ring; its ranks (node indices) translated."""
         _numbered(self._leaders, step, seq)
         try:
-            getattr(self._leaders, op)(flat, *root)
+            getattr(self._leaders, op)(flat, *root, **bounds)
         except CollectiveError as e:
             leaders = [m[0] for m in self.layout.nodes]
             raise _renamed(e, leaders, "the leaders' ring") from None
@@ -323,14 +402,20 @@ class HierarchicalCommunicator(CommunicatorBase):
         if self.mode == "flat":  # the ring's own, one phase of its all-reduce
             self._collective("reduce_scatter",
                              lambda: self._control_call("_reduce_scatter", flat))
+        elif self._path.native_chunks:
+            self._collective("reduce_scatter",
+                             lambda: self._path.reduce_scatter_(flat, self.step, self._seq))
         else:
             super()._reduce_scatter(flat)  # the hierarchical all-reduce, read in part
 
     def _allgather_chunks(self, flat: np.ndarray) -> None:
         if self.mode == "flat":
             self._collective("allgather_", lambda: self._control_call("_allgather_chunks", flat))
+        elif self._path.native_chunks:
+            self._collective("allgather_",
+                             lambda: self._path.allgather_(flat, self.step, self._seq))
         else:
-            super()._allgather_chunks(flat)
+            super()._allgather_chunks(flat)  # zeros outside this rank's chunk, all-reduced
 
     def _allgather(self, blob: bytes) -> list:
         return self._collective("allgather", lambda: self._control_call("_allgather", blob))
@@ -378,6 +463,13 @@ class HierarchicalCommunicator(CommunicatorBase):
     def listen_address(self):
         """The control ring's listener address."""
         return None if self._control is None else self._control.listen_address
+
+    @property
+    def bytes_sent(self) -> dict:
+        """Bytes this rank wrote on each ring so far, {"control": .., "leaders": ..}
+        (diagnostics: what a collective costs on the network)."""
+        return {"control": 0 if self._control is None else self._control.bytes_sent,
+                "leaders": 0 if self._path is None else self._path.leaders_bytes_sent}
 
     @property
     def integrity_on(self) -> dict:

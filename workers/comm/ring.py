@@ -16,7 +16,9 @@ schedule is the all-reduce's shifted back one chunk: chunk c is summed from rank
 round the ring and finished at its owner, ((x_c+1 + x_c+2) + ...) + x_c, an order of its
 own, as fixed as the all-reduce's. The all-gather starts from each rank's own chunk.
 Their frames carry their own kinds, so a rank in one and a peer in another collective
-fail at the first header with the error that names both.
+fail at the first header with the error that names both. Both take explicit `bounds`
+(rank r's part of the buffer, the same list on every rank) in place of chunk_bounds: the
+hierarchical ring's leaders reduce-scatter and all-gather their nodes' regions.
 
 Where the time goes, on one machine: loopback TCP costs a copy into the kernel and one out
 of it, both on the CPU, and on 2 ranks every rank sends and receives the whole buffer at
@@ -99,6 +101,7 @@ from disttrain.workers.comm.base import (
     CommunicatorBase,
     check_same_call,
     chunk_bounds,
+    flat_view,
 )
 
 # A frame this rank starts is cut into pieces of 1/PIECES_PER_FRAME of it, kept within
@@ -507,11 +510,34 @@ class RingCommunicator(CommunicatorBase):
     def _broadcast(self, flat: np.ndarray, root: int) -> None:
         self._collective("broadcast", lambda: self._ring_broadcast(flat, root))
 
-    def _reduce_scatter(self, flat: np.ndarray) -> None:
-        self._collective("reduce_scatter", lambda: self._ring_reduce_scatter(flat))
+    def _reduce_scatter(self, flat: np.ndarray, bounds: list | None = None) -> None:
+        self._collective("reduce_scatter", lambda: self._ring_reduce_scatter(flat, bounds))
 
-    def _allgather_chunks(self, flat: np.ndarray) -> None:
-        self._collective("allgather_", lambda: self._ring_allgather_chunks(flat))
+    def _allgather_chunks(self, flat: np.ndarray, bounds: list | None = None) -> None:
+        self._collective("allgather_", lambda: self._ring_allgather_chunks(flat, bounds))
+
+    def reduce_scatter_(self, buf: np.ndarray, bounds: list | None = None) -> np.ndarray:
+        """Sum `buf` over all ranks into this rank's part of it, in place. The parts are
+        `bounds` (rank r's (lo, hi), the same list on every rank) or else chunk_bounds:
+        the hierarchical ring's leaders pass their nodes' regions."""
+        if bounds is None:
+            return super().reduce_scatter_(buf)
+        flat = flat_view(buf, "reduce_scatter_")
+        bounds = checked_bounds(bounds, flat.size, self.world_size, "reduce_scatter_")
+        if self.world_size > 1:
+            self._reduce_scatter(flat, bounds)
+        return buf
+
+    def allgather_(self, buf: np.ndarray, bounds: list | None = None) -> np.ndarray:
+        """Fill every rank's part of `buf` from its owner, in place; parts as in
+        reduce_scatter_."""
+        if bounds is None:
+            return super().allgather_(buf)
+        flat = flat_view(buf, "allgather_")
+        bounds = checked_bounds(bounds, flat.size, self.world_size, "allgather_")
+        if self.world_size > 1:
+            self._allgather_chunks(flat, bounds)
+        return buf
 
     def _allgather(self, blob: bytes) -> list:
         return self._collective("allgather", lambda: self._ring_allgather(blob, "allgather"))
@@ -552,14 +578,15 @@ class RingCommunicator(CommunicatorBase):
             self._take_chunk("allreduce", flat, bounds[(r - s) % w], forward=s < w - 2)
         self._sender.drain(self.timeout_s)
 
-    def _ring_reduce_scatter(self, flat: np.ndarray) -> None:
+    def _ring_reduce_scatter(self, flat: np.ndarray, bounds: list | None) -> None:
         # The all-reduce's first phase shifted back one chunk, so that the chunk rank r
         # finishes, and keeps, is its own (chunk_bounds)[r]: it starts by sending chunk
         # r - 1 and at step s adds chunk (r - s - 2), never forwarding the last. Chunk c
         # is summed from rank c + 1 round the ring to its owner, (W-1)/W of the buffer
-        # leaving each rank instead of the all-reduce's 2(W-1)/W.
+        # leaving each rank instead of the all-reduce's 2(W-1)/W. Explicit `bounds` only
+        # move where chunk c lies; the order of its additions is the same.
         w, r = self.world_size, self.rank
-        bounds = chunk_bounds(flat.size, w)
+        bounds = chunk_bounds(flat.size, w) if bounds is None else bounds
         scratch = self._first_scratch(flat, bounds)
         self._send_frame("reduce_scatter", flat, *bounds[(r - 1) % w])
         for s in range(w - 1):
@@ -567,10 +594,10 @@ class RingCommunicator(CommunicatorBase):
                                       forward=s < w - 2)
         self._sender.drain(self.timeout_s)
 
-    def _ring_allgather_chunks(self, flat: np.ndarray) -> None:
+    def _ring_allgather_chunks(self, flat: np.ndarray, bounds: list | None) -> None:
         # The all-reduce's second phase, started from this rank's own chunk.
         w, r = self.world_size, self.rank
-        bounds = chunk_bounds(flat.size, w)
+        bounds = chunk_bounds(flat.size, w) if bounds is None else bounds
         self._send_frame("allgather_", flat, *bounds[r])
         for s in range(w - 1):
             self._take_chunk("allgather_", flat, bounds[(r - s - 1) % w], forward=s < w - 2)
@@ -791,6 +818,17 @@ class RingCommunicator(CommunicatorBase):
             except (TimeoutError, OSError):
                 pass
         self.close()
+
+
+def checked_bounds(bounds, size: int, world_size: int, op: str) -> list:
+    """`bounds` as a list of (lo, hi) ints, one per rank, each within a buffer of `size`
+    elements; a ValueError naming `op` otherwise. (Every rank must pass the same list: a
+    peer's other chunk sizes show in the frame headers, as any other mismatch.)"""
+    out = [(int(lo), int(hi)) for lo, hi in bounds]
+    if len(out) != world_size or not all(0 <= lo <= hi <= size for lo, hi in out):
+        raise ValueError(f"{op} bounds must be one (lo, hi) per rank of {world_size}, with "
+                         f"0 <= lo <= hi <= {size}; got {bounds!r}")
+    return out
 
 
 def node_address() -> str:
