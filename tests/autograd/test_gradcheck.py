@@ -97,6 +97,11 @@ CASES = [
     case("conv2d-2x2-odd", lambda x, w: ops.conv2d(x, w, stride=2), (1, 1, 7, 7), (2, 1, 2, 2)),
     case("conv2d-5x5-stride2-pad2", lambda x, w, b: ops.conv2d(x, w, b, stride=2, padding=2),
          (2, 2, 8, 9), (3, 2, 5, 5), (3,)),
+    # stride 1 (the wide input gradient): N=1, non-square input and kernel, padding 2
+    case("conv2d-nonsquare-pad2", lambda x, w: ops.conv2d(x, w, padding=2),
+         (1, 2, 5, 7), (3, 2, 2, 4)),
+    case("conv2d-kernel1", lambda x, w, b: ops.conv2d(x, w, b), (2, 3, 4, 3), (2, 3, 1, 1), (2,)),
+    case("conv2d-kernel-is-image", lambda x, w: ops.conv2d(x, w), (2, 2, 3, 4), (2, 2, 3, 4)),
     case("max-pool2d", lambda x: ops.max_pool2d(x, 2), (2, 2, 4, 6)),
     case("max-pool2d-overlap-stride2", lambda x: ops.max_pool2d(x, 3, stride=2), (1, 2, 7, 6)),
     case("max-pool2d-gaps", lambda x: ops.max_pool2d(x, 2, stride=3), (1, 2, 8, 7)),

@@ -320,6 +320,15 @@ CONV = [
     ((2, 1, 6, 6), (2, 1, 2, 2), False, 2, 0),
     ((1, 2, 5, 4), (2, 2, 1, 1), True, 1, 0),
     ((1, 2, 5, 5), (2, 2, 3, 2), False, 1, 1),
+    # stride 1 takes the "wide" input gradient: N=1 with a non-square input and kernel and
+    # padding larger than the kernel needs, a kernel the size of the image (one output),
+    # kernel 1 on a non-square input, a kernel wider than tall
+    ((1, 3, 7, 9), (2, 3, 2, 4), True, 1, 2),
+    ((3, 2, 4, 4), (5, 2, 4, 4), False, 1, 0),
+    ((2, 4, 6, 3), (3, 4, 1, 1), True, 1, 0),
+    ((2, 1, 5, 8), (2, 1, 3, 5), False, 1, 1),
+    # stride 2 with padding, non-square
+    ((2, 3, 9, 8), (4, 3, 5, 5), True, 2, 2),
 ]
 
 
@@ -363,6 +372,33 @@ def test_cnn_bench_layers(layer, dtype):
     helper_test_op([x_shape, w_shape, (w_shape[0],)],
                    lambda x, w, b: F(x).conv2d(x, w, b, stride=stride, padding=padding),
                    dtype=dtype)
+
+
+@pytest.mark.parametrize("shape", CNN_BENCH, ids=str)
+def test_cnn_bench_convs_at_the_bench_batch(shape):
+    # The benchmark's batch (64), where a flat index across images reaches its largest.
+    # float64: in float32 the weight gradient sums ~37k terms, past the tolerance made for
+    # small shapes whichever order they are summed in (float32 is checked at batch 2).
+    for _, x_shape, w_shape, stride, padding in _cnn_bench_layers(*shape)[::2]:
+        def fn(x, w, b, stride=stride, padding=padding):
+            return F(x).conv2d(x, w, b, stride=stride, padding=padding)
+
+        helper_test_op([(64,) + x_shape[1:], w_shape, (w_shape[0],)], fn, dtype=np.float64)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_input_gradient_after_another_geometry(dtype):
+    # The wide input gradient keeps zeros where no output is in a buffer reused between
+    # calls; inputs (1, 14, 6) and (2, 6, 6) padded by 1 have the same flat size, but their outputs
+    # sit at different places, so each must get its own buffer (or a clean one).
+    def fn(x, w):
+        return F(x).conv2d(x, w, padding=1)
+
+    for _ in range(2):
+        for x_shape in [(1, 2, 14, 6), (2, 2, 6, 6), (1, 2, 14, 6)]:
+            helper_test_op([x_shape, (3, 2, 3, 3)], fn, dtype=dtype)
+    for w_shape in [(3, 2, 3, 3), (3, 2, 2, 3), (3, 2, 3, 3)]:  # same input, other kernel
+        helper_test_op([(2, 2, 6, 6), w_shape], fn, dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
