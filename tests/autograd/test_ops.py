@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as torch_F
 
 import disttrain
-from disttrain.autograd import ops
+from disttrain.autograd import kernels, ops
 
 from .helpers import helper_test_op
 
@@ -334,7 +334,12 @@ CONV = [
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape, w_shape, bias, stride, padding", CONV)
-def test_conv2d(x_shape, w_shape, bias, stride, padding, dtype):
+@pytest.mark.parametrize("short_row", [None, 0, 10_000], ids=["layout-chosen", "channels-first",
+                                                              "batch-last"])
+def test_conv2d(x_shape, w_shape, bias, stride, padding, dtype, short_row, monkeypatch):
+    # The im2col layout follows the output's row length; each shape is also run in both.
+    if short_row is not None:
+        monkeypatch.setattr(kernels, "_SHORT_ROW", short_row)
     shapes = [x_shape, w_shape] + ([(w_shape[0],)] if bias else [])
 
     def fn(x, w, b=None):
@@ -364,7 +369,11 @@ CNN_BENCH_LAYERS = sorted({layer for shape in CNN_BENCH for layer in _cnn_bench_
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", CNN_BENCH_LAYERS, ids=str)
-def test_cnn_bench_layers(layer, dtype):
+@pytest.mark.parametrize("short_row", [None, 0, 10_000], ids=["layout-chosen", "channels-first",
+                                                              "batch-last"])
+def test_cnn_bench_layers(layer, dtype, short_row, monkeypatch):
+    if short_row is not None:
+        monkeypatch.setattr(kernels, "_SHORT_ROW", short_row)
     if layer[0] == "pool":
         helper_test_op([layer[1]], lambda x: F(x).max_pool2d(x, 2), dtype=dtype)
         return
@@ -399,6 +408,17 @@ def test_conv2d_input_gradient_after_another_geometry(dtype):
             helper_test_op([x_shape, (3, 2, 3, 3)], fn, dtype=dtype)
     for w_shape in [(3, 2, 3, 3), (3, 2, 2, 3), (3, 2, 3, 3)]:  # same input, other kernel
         helper_test_op([(2, 2, 6, 6), w_shape], fn, dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_same_padded_size_other_padding(dtype):
+    # The padded input lives in a buffer reused between calls whose border is zeroed
+    # once: 8x8 unpadded and 6x6 padded by 1 share its size, not where the border is.
+    # (the 20x20 pair has 18 outputs a row: it takes the other layout, see the next test)
+    for x_shape, padding in [((2, 1, 8, 8), 0), ((2, 1, 6, 6), 1), ((2, 1, 8, 8), 0),
+                             ((2, 1, 20, 20), 0), ((2, 1, 18, 18), 1), ((2, 1, 20, 20), 0)]:
+        helper_test_op([x_shape, (2, 1, 3, 3)],
+                       lambda x, w, p=padding: F(x).conv2d(x, w, padding=p), dtype=dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
