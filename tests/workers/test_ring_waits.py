@@ -12,10 +12,15 @@ import threading
 import numpy as np
 import pytest
 
-from disttrain.distributed.comm import CollectiveError, CollectiveTimeout, PeerLost
+from disttrain.distributed.comm import (
+    CollectiveAborted,
+    CollectiveError,
+    CollectiveTimeout,
+    PeerLost,
+)
 from disttrain.workers.comm.ring import RingCommunicator
-from tests.workers.helpers import LocalRendezvous
-from tests.workers.test_faults import in_thread
+from tests.workers.helpers import LocalRendezvous, random_data
+from tests.workers.test_faults import in_thread, run_ring
 
 TIMEOUT_S = 1.0
 
@@ -84,3 +89,49 @@ def test_a_rank_that_closes_mid_collective_is_peer_lost(world_size):
     # The first to notice (rank 0 receiving from it, or the rank sending to it) names the
     # rank that went; the others may name the neighbour that broke off after it.
     assert any(isinstance(e, PeerLost) and gone in str(e) for e in errors[:-1]), errors
+
+
+# --- on_wait: a wait on a rank that is alive but absent ends when the caller says so ------
+
+def test_on_wait_ends_a_wait_on_an_absent_rank_with_its_error():
+    # Rank 1 is connected but never enters the all-reduce; rank 0's on_wait (the abort
+    # poll of the hierarchical path, here a flag) raises once the job is "aborted", long
+    # before the 30 s timeout: rank 0 fails with that error, not a CollectiveTimeout.
+    rendezvous, aborted, done = LocalRendezvous(2), threading.Event(), threading.Event()
+    waits: list = []
+
+    def watch(waited_s):
+        waits.append(waited_s)
+        if len(waits) == 3:
+            aborted.set()  # the "job" is aborted after a few polls
+        if aborted.is_set():
+            raise CollectiveAborted("the job was aborted: rank 1 stayed out")
+
+    def main(rank):
+        comm = RingCommunicator(rank, 2, rendezvous, "s3cret", timeout_s=30.0,
+                                host="127.0.0.1", on_wait=watch if rank == 0 else None)
+        try:
+            if rank == 0:
+                comm.allreduce_(np.ones(1000, np.float32))
+            else:
+                done.wait(60)  # alive, connected, absent
+        finally:
+            if rank == 0:
+                done.set()
+            comm.close()
+
+    error, absent = [w(60) for w in [in_thread(main, r) for r in range(2)]]
+    assert absent is None
+    assert isinstance(error, CollectiveAborted), error
+    assert "the job was aborted: rank 1 stayed out" in str(error)
+    assert len(waits) >= 3 and waits == sorted(waits)  # seconds since the collective began
+
+
+def test_on_wait_changes_no_result():
+    # Polled only while no data has arrived: a healthy ring gives the same bits with it.
+    def run(comm):
+        return comm.allreduce_(random_data(comm.rank, 300_001, "float32")).tobytes()
+
+    plain = run_ring(3, run)
+    watched = run_ring(3, run, on_wait=lambda waited_s: None, segment_bytes=64 * 1024)
+    assert len(set(plain) | set(watched)) == 1

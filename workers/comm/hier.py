@@ -72,7 +72,10 @@ the shared-memory group is marked failed (the node's other ranks, waiting there 
 leader, wake with the reason), and both rings are broken (an abort frame with the reason,
 then closed), so the other nodes' leaders fail and fail their nodes. A SIGKILLed
 non-leader is seen by its leader in shared memory (pidfd), a SIGKILLed leader by its node
-(pidfd) and by its ring neighbours (connection reset). A rank in an allgather or barrier
+(pidfd) and by its ring neighbours (connection reset). A rank alive but absent is seen
+by nobody: given an `on_wait` (the coordinator's abort poll), NodePath calls it while
+waiting in shared memory and while a leader waits on the leaders' ring, so a job's abort
+ends those waits at once; otherwise they end at the timeout. A rank in an allgather or barrier
 while others are in an allreduce or broadcast waits on another part than they do: that
 ends in a CollectiveTimeout naming the ranks that never arrived, not in a mismatch error.
 A rank in reduce_scatter_, allgather_ or allreduce while others are in another of the
@@ -153,9 +156,10 @@ class NodePath:
                  timeout_s: float, *, hierarchical: bool | str = True, node: str | None = None,
                  ring_options: dict | None = None, on_wait=None):
         self.rank, self.world_size, self.timeout_s = rank, world_size, timeout_s
-        # Called every few ms while waiting in shared memory (ShmGroup's on_wait): the
-        # coordinator backend passes a poll of its abort flag, so a rank that fails while
-        # alive ends its node's wait at once, and through its leader every node's.
+        # Called every few ms while waiting in shared memory (ShmGroup's on_wait) or, on a
+        # leader, on the leaders' ring (RingCommunicator's): the coordinator backend passes
+        # a poll of its abort flag, so a rank that fails while alive, or is alive but
+        # absent while the job is aborted, ends every other rank's wait at once.
         self._on_wait = on_wait
         self.mode = "flat"
         self._exchange = exchange
@@ -210,7 +214,8 @@ class NodePath:
         if self._local == 0:
             self._leaders = RingCommunicator(
                 self.node, len(self.layout.nodes), _ExchangeRendezvous(self), secret,
-                self.timeout_s, **ring_options)
+                self.timeout_s, **ring_options,
+                on_wait=self._on_wait and self._watch_leaders)
         else:
             self._exchange(None)
 
@@ -316,6 +321,13 @@ class NodePath:
             self._on_wait(waited_s, pending)
         except CollectiveError as e:
             raise type(e)(_KEEP + _unmarked(str(e)) + _END) from None
+
+    def _watch_leaders(self, waited_s: float) -> None:
+        """The leaders' ring's on_wait: the caller's watch, the previous leader pending. So
+        a leader waiting there on a leader that is alive but absent ends with the job's
+        abort as soon as the coordinator has it, not at the collective's timeout."""
+        nodes = self.layout.nodes
+        self._watch(waited_s, [nodes[(self.node - 1) % len(nodes)][0]])
 
     def _across(self, op: str, flat: np.ndarray, step: int, seq: int, *root, **bounds) -> None:
         """One collective on the leaders' ring; its ranks (node indices) translated."""

@@ -25,6 +25,13 @@ of it, both on the CPU, and on 2 ranks every rank sends and receives the whole b
 once, so the ring can go no faster than a raw stream both ways between the same processes
 (`disttrain bench allreduce` prints it, `tcp-both-ways`, beside the one-way stream).
 
+Waits: a rank waiting to receive blocks in the kernel (SO_RCVTIMEO = timeout_s, see
+`kernel_timeouts`), which notices a peer that died (a reset connection) but not one that
+is alive and absent. Given `on_wait`, the rank instead polls its socket before each unit
+and calls on_wait(seconds since the collective began) every ON_WAIT_EVERY_MS while
+nothing arrives; what it raises ends the collective (the hierarchical path's leaders poll
+the coordinator's abort flag there).
+
 Ray-free on purpose: addresses come from any `rendezvous` with
 `publish_address(rank, host, port)` and `addresses(timeout_s) -> [(host, port), ...]`;
 in a Ray job that is `RayRendezvous`, the coordinator actor's address registry.
@@ -77,6 +84,7 @@ import hmac
 import ipaddress
 import os
 import queue
+import select
 import selectors
 import socket
 import struct
@@ -111,6 +119,7 @@ MIN_SEGMENT_BYTES = 512 * 1024
 MAX_SEGMENT_BYTES = 4 * 1024 * 1024
 SOCKET_BUFFER_BYTES = 4 * 1024 * 1024
 HANDSHAKE_TIMEOUT_S = 5.0  # the whole exchange; an honest peer needs one round trip
+ON_WAIT_EVERY_MS = 5  # with an on_wait callback: how often a wait to receive polls it
 MAX_HANDSHAKES = 8  # in progress at once on one listener
 
 # magic, kind, dtype char, step, seq, nbytes, piece
@@ -379,7 +388,8 @@ class RingCommunicator(CommunicatorBase):
     def __init__(self, rank: int, world_size: int, rendezvous, secret: bytes | str,
                  timeout_s: float = DEFAULT_TIMEOUT_S, host: str | None = None,
                  bind_host: str | None = None, port: int = 0,
-                 segment_bytes: int | None = None, integrity: bool | None = None):
+                 segment_bytes: int | None = None, integrity: bool | None = None,
+                 on_wait=None):
         super().__init__(rank, world_size, timeout_s)
         if not secret and world_size > 1:
             raise ValueError("the ring backend needs the job's secret (secret=...) to "
@@ -389,6 +399,14 @@ class RingCommunicator(CommunicatorBase):
                              f"got {integrity!r}")
         self.segment_bytes = segment_bytes
         self.integrity = integrity
+        # on_wait(waited_s), seconds since the collective began: called every
+        # ON_WAIT_EVERY_MS while this rank waits for the previous rank's next unit, so a
+        # caller can end a wait on a peer that is alive but absent (the hierarchical path
+        # polls the coordinator's abort flag); what it raises ends the collective and
+        # breaks the ring, as any failure does. None: the kernel's blocking wait alone.
+        self._on_wait = on_wait
+        self._poller: select.poll | None = None
+        self._started = 0.0
         self._secret = secret.encode() if isinstance(secret, str) else bytes(secret or b"")
         self._next = (rank + 1) % world_size
         self._prev = (rank - 1) % world_size
@@ -430,6 +448,9 @@ class RingCommunicator(CommunicatorBase):
                 f"{self.timeout_s:.1f} s")
         self._recv_sock, self._recv_mac = self._listener.admitted
         kernel_timeouts(self._recv_sock, self.timeout_s)
+        if self._on_wait is not None:
+            self._poller = select.poll()
+            self._poller.register(self._recv_sock, select.POLLIN)
         self.integrity_on["prev"] = self._recv_mac is not None
         self._sender = _Sender(self._send_sock, self._wake_receiver, send_mac)
 
@@ -752,6 +773,8 @@ class RingCommunicator(CommunicatorBase):
     def _recv_into(self, target) -> None:
         """Fill `target` with the next unit; with integrity on, check its tag first."""
         view = memoryview(target).cast("B")
+        if self._poller is not None:
+            self._await_data()
         try:
             recv_exactly(self._recv_sock, view)
             if self._recv_mac is not None:
@@ -772,10 +795,24 @@ class RingCommunicator(CommunicatorBase):
                 "on the way (its HMAC does not match); the collective is abandoned and its "
                 "result discarded")
 
+    def _await_data(self) -> None:
+        """Wait until the previous rank's next unit starts to arrive, calling on_wait every
+        ON_WAIT_EVERY_MS (one poll per unit: nothing while data keeps coming). A unit that
+        has started is read by the kernel's blocking wait, bounded by SO_RCVTIMEO."""
+        began = time.monotonic()
+        while not self._poller.poll(ON_WAIT_EVERY_MS):  # readable, closed or reset: go on
+            now = time.monotonic()
+            if now - began >= self.timeout_s:
+                raise CollectiveTimeout(
+                    f"collective #{self._seq} at step {self.step}: rank {self._prev} sent "
+                    f"nothing for {self.timeout_s:.1f} s")
+            self._on_wait(now - self._started)
+
     # --- failure handling -------------------------------------------------------------
 
     def _collective(self, kind: str, run):
         self._next_seq(kind)
+        self._started = time.monotonic()
         try:
             return run()
         except CollectiveError as e:
