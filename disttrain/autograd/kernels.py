@@ -94,6 +94,14 @@ def _reusable(role: str, shape: tuple, dtype) -> np.ndarray:
     return buf
 
 
+def _result(role: str, value: np.ndarray) -> np.ndarray:
+    """A contiguous copy of value in a _reusable buffer: the layers' outputs and gradients
+    are megabytes, whose pages a fresh array would fault in again at every step."""
+    buf = _reusable(role, value.shape, value.dtype)
+    np.copyto(buf, value)
+    return buf
+
+
 def _out_size(size: int, k: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - k) // stride + 1
 
@@ -166,7 +174,7 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int):
     cols = cols.reshape(c * kh * kw, n * oh * ow)
     out = np.matmul(w.reshape(o, -1), cols, out=_scratch("conv_out", (o, n * oh * ow), x.dtype))
     out = out.reshape((o,) + out_dims).transpose(np.argsort(layout))
-    return np.ascontiguousarray(out), _Cols(cols, layout)
+    return _result("conv_result", out), _Cols(cols, layout)
 
 
 def _grad_rows(g: np.ndarray, layout: tuple = _CHANNELS_FIRST) -> np.ndarray:
@@ -246,7 +254,7 @@ def _conv2d_grad_input_wide(g, w, padding, x_shape):
     for j in range(1, kw):  # column tap j reads the input j pixels right of the output
         grad[:, j:] += by_col_tap[:, j, :size - j]
     inner = grad.reshape(c, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd]
-    return np.ascontiguousarray(inner.transpose(1, 0, 2, 3))
+    return _result("conv_grad_input_result", inner.transpose(1, 0, 2, 3))
 
 
 def max_pool2d(x: np.ndarray, kernel_size: int, stride: int):
@@ -263,13 +271,14 @@ def max_pool2d(x: np.ndarray, kernel_size: int, stride: int):
     oh, ow = (h - kernel_size) // stride + 1, (w - kernel_size) // stride + 1
     views = [x[:, :, rows, cols] for _, _, (rows, cols)
              in _taps(kernel_size, kernel_size, stride, oh, ow)]
-    out = views[0].copy()
+    out = _result("pool_result", views[0])
     for v in views[1:]:
         np.maximum(out, v, out=out)
     if np.isnan(out).any():
         return _max_pool2d_nan(views)
     small = len(views) <= 256  # a bool mask reads as uint8 0/1 for free
-    arg = np.zeros(out.shape, dtype=np.uint8 if small else np.int32)
+    arg = _reusable("pool_arg", out.shape, np.uint8 if small else np.int32)
+    arg.fill(0)
     for v in reversed(views[:-1]):
         arg += 1
         ne = v != out
@@ -295,8 +304,10 @@ def max_pool2d_grad(g, *, arg, kernel_size, stride, x_shape):
     Windows that do not overlap (stride >= kernel) write disjoint elements, so each
     position is a product with its mask, written in place; overlapping windows add.
     """
-    grad = np.zeros(x_shape, dtype=g.dtype)
     oh, ow = g.shape[2], g.shape[3]
+    grad = _reusable("pool_grad", x_shape, g.dtype)
+    if not (stride == kernel_size and oh * stride == x_shape[2] and ow * stride == x_shape[3]):
+        grad.fill(0)  # else the windows tile the input and write every element
     for k, (_, _, (rows, cols)) in enumerate(_taps(kernel_size, kernel_size, stride, oh, ow)):
         if stride >= kernel_size:
             np.multiply(g, arg == k, out=grad[:, :, rows, cols])

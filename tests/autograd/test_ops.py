@@ -431,6 +431,18 @@ def test_conv2d_graphs_alive_together_keep_their_own_columns(dtype):
     helper_test_op([(2, 3, 6, 6), (2, 3, 6, 6), (4, 3, 3, 3)], fn, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv_and_pool_results_alive_together_are_their_own(dtype):
+    # Outputs and input gradients of the same shape are reused buffers too: two of each
+    # alive at once (x's gradient is the sum of two convs' and of two pools') must not
+    # share one.
+    def fn(x, w1, w2):
+        a, b = F(x).conv2d(x, w1, padding=1), F(x).conv2d(x, w2, padding=1)
+        return F(x).max_pool2d(a, 2) * F(x).max_pool2d(b, 2) + F(x).max_pool2d(x, 2)
+
+    helper_test_op([(2, 3, 6, 6), (3, 3, 3, 3), (3, 3, 3, 3)], fn, dtype=dtype)
+
+
 def test_max_pool2d_nan_as_torch():
     # A NaN wins its window (the last one, if several), as in PyTorch's CPU kernel.
     x = np.arange(32, dtype=np.float64).reshape(1, 2, 4, 4)
