@@ -8,7 +8,9 @@ The references, mpi4py's Allreduce under mpiexec (MPICH) and torch.distributed w
 gloo, run in the same invocation, interleaved with disttrain's backends round by round,
 so a noisy machine hurts them alike. `ring` is the ring as it runs on one node (frames
 without tags); `ring-integrity` the same ring with every frame's HMAC-SHA256 on, as it
-runs between nodes, so the two rows give the price of integrity. Every process runs with
+runs between nodes, so the two rows give the price of integrity. `coordinator-pinned` is
+the coordinator with its buffers in pinned shared memory (bucket_buffers), as DDP's
+gradient buckets are: beside `coordinator` it gives what the copy in costs. Every process runs with
 one BLAS/OpenMP thread (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS, MKL_NUM_THREADS = 1; gloo
 ranks also torch.set_num_threads(1)).
 
@@ -69,25 +71,30 @@ CHILD_TIMEOUT_S = 900
 
 def run(backend: str, workers: int = 2, sizes_mb=(1, 16, 64), iters: int = 10) -> list[list]:
     """Seconds of each timed all-reduce (slowest rank), one list per size."""
-    if backend in ("coordinator", "ring", "ring-integrity", "coordinator-objstore", *RAW_TCP):
+    if backend in ("coordinator", "ring", "ring-integrity", "coordinator-objstore",
+                   "coordinator-pinned", *RAW_TCP):
         return _run_ray(backend, workers, sizes_mb, iters)
     if backend in ("mpi", "mpi4py"):
         return _run_child(backend, workers, sizes_mb, iters)
     if backend == "gloo":
         return _run_gloo(workers, sizes_mb, iters)
     raise ValueError(f"unknown backend {backend!r}; choose from "
-                     f"{', '.join(DISTTRAIN + REFERENCES)}, coordinator-objstore or all")
+                     f"{', '.join(DISTTRAIN + REFERENCES)}, coordinator-objstore, "
+                     "coordinator-pinned or all")
 
 
-def _time_allreduce(allreduce, barrier, sizes_mb, iters) -> list[list]:
+def _time_allreduce(allreduce, barrier, sizes_mb, iters, alloc=None) -> list[list]:
     """Seconds of each all-reduce, per size, measured in this process.
 
     One barrier, then the iterations back to back (each collective synchronises the
     ranks, so a slow barrier's uneven exit does not count against the first iteration).
+    `alloc(numel)` makes the zeroed float32 buffer (a communicator's bucket_buffers).
     """
     out = []
     for mb in sizes_mb:
-        buf = np.zeros(int(mb * 2**20) // 4, np.float32)  # zeros: no overflow, no denormals
+        numel = int(mb * 2**20) // 4
+        # zeros: no overflow, no denormals
+        buf = alloc(numel) if alloc is not None else np.zeros(numel, np.float32)
         for _ in range(WARMUP):
             allreduce(buf)
         barrier()
@@ -127,6 +134,8 @@ def _run_ray(backend: str, workers: int, sizes_mb, iters) -> list[list]:
         backend, kw = "coordinator", {"shared_memory": False}
     elif backend == "ring-integrity":  # what the ring costs across nodes, measured on one
         backend, kw = "ring", {"integrity": True}
+    elif backend == "coordinator-pinned":  # buffers as DDP's buckets: no copy in
+        backend, kw = "coordinator", {"pinned": True}
     try:
         ray.get([w.setup.remote(backend, r, workers, coordinator, secret, kw)
                  for r, w in enumerate(group)])
@@ -144,6 +153,7 @@ class _BenchWorker:
     def setup(self, backend, rank, world_size, coordinator, secret, kw):
         from disttrain.workers.comm import make_communicator
 
+        self.pinned = kw.pop("pinned", False)
         if backend in RAW_TCP:
             from disttrain.workers.comm.ring import RayRendezvous
 
@@ -154,7 +164,14 @@ class _BenchWorker:
                                       **kw)
 
     def time(self, sizes_mb, iters):
-        return _time_allreduce(self.comm.allreduce_, self.comm.barrier, sizes_mb, iters)
+        def pinned(numel):
+            buffers = self.comm.bucket_buffers([(numel, np.float32)])
+            if buffers is None:
+                raise RuntimeError("coordinator-pinned: the ranks got no shared memory")
+            return buffers[0]
+
+        return _time_allreduce(self.comm.allreduce_, self.comm.barrier, sizes_mb, iters,
+                               pinned if self.pinned else None)
 
     def close(self):
         self.comm.close()
@@ -373,7 +390,9 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", default="all",
                         help=f"comma-separated from {', '.join(DISTTRAIN)} (and "
-                             "coordinator-objstore: the coordinator without shared memory), "
+                             "coordinator-objstore: the coordinator without shared memory, "
+                             "coordinator-pinned: its buffers in pinned shared memory, as "
+                             "DDP's buckets), "
                              "or 'all'; ring-integrity is the ring with its per-frame HMAC on, "
                              "as between nodes (on one node it is off)")
     parser.add_argument("--workers", type=int, default=2)

@@ -48,11 +48,14 @@ class Bucket:
         self.flags.fill(0)
 
 
-def assign_buckets(named_params: list, bucket_cap_mb: float) -> list:
+def assign_buckets(named_params: list, bucket_cap_mb: float, allocate=None) -> list:
     """Group (name, param) pairs into buckets, in reverse registration order.
 
     Backward reaches the last layers first, so reverse order fills buckets roughly in
     the order gradients arrive (PyTorch's heuristic). Each bucket holds one dtype.
+    `allocate(sizes)`, given every bucket's (numel, dtype), may return their zeroed flat
+    buffers (a communicator's bucket_buffers: memory its collectives need not copy in)
+    or None for plain numpy arrays.
     """
     cap = int(bucket_cap_mb * 1024 * 1024)
     groups, current, size, dtype = [], [], 0, None
@@ -67,13 +70,17 @@ def assign_buckets(named_params: list, bucket_cap_mb: float) -> list:
         dtype = p.data.dtype
     if current:
         groups.append(current)
-    return [_make_bucket(i, group) for i, group in enumerate(groups)]
+    # each buffer: the gradients, then one used flag per parameter
+    sizes = [(sum(p.data.size for _, p in g) + len(g), g[0][1].data.dtype) for g in groups]
+    buffers = allocate(sizes) if allocate is not None and groups else None
+    if buffers is None:
+        buffers = [np.zeros(n, dtype=dtype) for n, dtype in sizes]
+    return [_make_bucket(i, group, buffer)
+            for i, (group, buffer) in enumerate(zip(groups, buffers))]
 
 
-def _make_bucket(index: int, group: list) -> Bucket:
-    dtype = group[0][1].data.dtype
-    total = sum(p.data.size for _, p in group)
-    buffer = np.zeros(total + len(group), dtype=dtype)
+def _make_bucket(index: int, group: list, buffer: np.ndarray) -> Bucket:
+    total = buffer.size - len(group)
     views, offsets, offset = [], [], 0
     for _, p in group:
         view = buffer[offset:offset + p.data.size].reshape(p.data.shape)

@@ -40,6 +40,12 @@ class Communicator(Protocol):
     Every call is collective: all ranks make the same calls in the same order. `step`
     is the training step the caller is in; it travels with every collective so a rank
     out of step fails with both step numbers instead of hanging.
+
+    Optional, looked up with getattr: `bucket_buffers(sizes) -> list | None`, collective,
+    given [(numel, dtype), ...] the same on every rank: zeroed flat buffers in memory the
+    backend's collectives read where it is (the coordinator's pinned shared memory), or
+    None for plain arrays. DistributedDataParallel puts its gradient buckets there, so
+    backward writes each gradient where the all-reduce reads it: no copy in.
     """
 
     rank: int

@@ -65,7 +65,8 @@ class DistributedDataParallel:
         _check_same_model(comm, named)
         _broadcast_state(comm, module, broadcast_buffers)
         # One rank has nothing to average: backward stays plain, with no thread hand-off.
-        self.buckets = assign_buckets(named, bucket_cap_mb) if comm.world_size > 1 else []
+        self.buckets = (assign_buckets(named, bucket_cap_mb, getattr(comm, "bucket_buffers", None))
+                        if comm.world_size > 1 else [])
         self._bucket_of = {}
         for bucket in self.buckets:
             for slot, p in enumerate(bucket.params):

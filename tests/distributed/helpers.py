@@ -75,6 +75,12 @@ class DDPRank:
         return bool(views) and all(p.grad.data is v and np.shares_memory(v, buf)
                                    for p, v, buf in views if p.grad is not None)
 
+    def buckets_in_place(self) -> tuple:
+        """(buckets, collectives that read every rank's bucket where backward wrote it):
+        the coordinator's shared memory counts them; None on another backend."""
+        group = getattr(getattr(self.comm, "_shm", None), "_group", None)
+        return len(self.ddp.buckets), None if group is None else group.in_place
+
     def close(self):
         self.ddp.close()
         self.comm.close()

@@ -98,7 +98,7 @@ def ranks(request, ray_session):
 
 
 @pytest.mark.ray
-def test_rank0_parameters_are_broadcast_and_grads_equal_torch_full_batch(ranks):
+def test_rank0_parameters_are_broadcast_and_grads_equal_torch_full_batch(ranks, request):
     ray, actors, build = ranks
     assert build(bucket_cap_mb=0.0005) == ["ok", "ok"]
     params = ray.get([a.params.remote() for a in actors])
@@ -107,6 +107,12 @@ def test_rank0_parameters_are_broadcast_and_grads_equal_torch_full_batch(ranks):
     chunks = [[batch(100 + r)] for r in range(2)]
     grads = ray.get([a.step.remote(chunks[r]) for r, a in enumerate(actors)], timeout=60)
     assert ray.get([a.grads_are_bucket_views.remote() for a in actors]) == [True, True]
+    counts = ray.get([a.buckets_in_place.remote() for a in actors])
+    if request.node.callspec.params["ranks"] == "coordinator":
+        # every bucket sat in pinned shared memory: all-reduced with no copy in
+        assert counts[0][0] >= 1 and counts == [(counts[0][0], counts[0][0])] * 2
+    else:
+        assert counts[0][1] is None
     want = torch_grads(params[0], chunks[0] + chunks[1])
     for name, g in want.items():
         for rank in range(2):

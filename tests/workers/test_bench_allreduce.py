@@ -13,7 +13,8 @@ from disttrain.launch.cli import main as cli_main
 @pytest.mark.slow
 def test_allreduce_bench_through_the_cli(ray_session, tmp_path, capfd):
     out = tmp_path / "allreduce.json"
-    argv = ["bench", "allreduce", "--backend", "coordinator,ring,ring-integrity", "--workers", "2",
+    argv = ["bench", "allreduce", "--backend", "coordinator,coordinator-pinned,ring,ring-integrity",
+            "--workers", "2",
             "--sizes", "0.0625", "--iters", "3",
             "--references", "tcp-oneway,tcp-both-ways,mpi4py,gloo",
             "--json", str(out)]
@@ -26,9 +27,9 @@ def test_allreduce_bench_through_the_cli(ray_session, tmp_path, capfd):
     result = json.loads(out.read_text())
     assert result["failures"] == []
     rows = {r["backend"]: r for r in result["rows"]}
-    assert [r["backend"] for r in result["rows"]] == ["coordinator", "ring", "ring-integrity",
-                                                      "tcp-oneway", "tcp-both-ways", "mpi4py",
-                                                      "gloo"]
+    assert [r["backend"] for r in result["rows"]] == [
+        "coordinator", "coordinator-pinned", "ring", "ring-integrity", "tcp-oneway",
+        "tcp-both-ways", "mpi4py", "gloo"]
     for row in result["rows"]:
         assert row["iters"] == 3 and row["size_mb"] == 0.0625
         assert 0 < row["min_ms"] <= row["median_ms"] <= row["max_ms"]

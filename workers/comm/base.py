@@ -43,10 +43,10 @@ from disttrain.distributed.comm import (  # noqa: F401 - chunk_bounds: the backe
 # Collective kinds as they travel in shared-memory headers, ring frames and MPI tables.
 # "allgather" is allgather(obj), plain data; "allgather_" fills a buffer's chunks in place.
 KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4, "reduce_scatter": 5,
-         "allgather_": 6, "abort": 9}
+         "allgather_": 6, "bucket_buffers": 7, "abort": 9}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 # Kinds whose ranks must pass buffers of one size and dtype.
-DATA_KINDS = ("allreduce", "broadcast", "reduce_scatter", "allgather_")
+DATA_KINDS = ("allreduce", "broadcast", "reduce_scatter", "allgather_", "bucket_buffers")
 
 
 @dataclass(frozen=True)

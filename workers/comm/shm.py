@@ -9,6 +9,13 @@ the ranks' buffers move through two POSIX shared-memory segments they all map:
              namespace; then a 512-byte reason text per rank. Fixed size.
     data     W input slots and one result area, `capacity` bytes each. Replaced by a
              bigger one (a new generation, made by rank 0) when a buffer does not fit.
+    pinned   made by `pin` (DDP asks for one through the communicator's bucket_buffers):
+             the same W parts and a result area, never replaced, each rank's part handed
+             out as memory for its buffers. A buffer lying in this rank's part, at the
+             same offset on every rank (its header says where), *is* the rank's slot:
+             the collective reads it where backward wrote it and copies nothing in. If
+             any rank's buffer is elsewhere, every rank takes the data segment instead
+             (the pinned ones copying in after the first barrier), so a mix is only slower.
 
 All-reduce: every rank writes its header and copies the first block of its buffer into
 its slot (all but its own share of the block, which it reads from its own buffer), then
@@ -45,6 +52,13 @@ writes its error so the others fail with it), the collective's deadline, and an
 optional `on_wait` callback (the communicator uses it to poll the coordinator's abort
 flag). A dead peer yields a PeerLost naming it, a missing one a CollectiveTimeout
 naming it; never a hang.
+
+In place (every buffer pinned) the schedules are the same without the copies in; what
+the rank writes after returning (its next backward) lands in its own slot only after the
+last barrier, when no peer reads it any more. The reduce-scatter sums this rank's chunk
+from every slot into that chunk of its own slot; rank 0 or 1 may do so directly (numpy's
+add reads both operands of an element before writing it), a higher rank's own part would
+be overwritten before it is added, so it sums into the result area and copies back.
 
 Memory ordering: in every collective a rank writes its data and header with numpy, then
 stores its counter (one aligned 8-byte store); a reader loads the counter first, then the
@@ -120,10 +134,12 @@ REASON_BYTES = 512
 CAPACITY_QUANTUM = 1 << 20  # data slots grow in whole MiB
 BLOCK_BYTES = 2 << 20  # all-reduce pipeline block: stays in cache, amortises a barrier
 # group header row
-_G_MAGIC, _G_WORLD, _G_GROWN = 0, 1, 2
+_G_MAGIC, _G_WORLD, _G_GROWN, _G_PINNED = 0, 1, 2, 3
 # rank rows
 _COUNTER, _CALL = 0, 1  # then the rank's Call.to_row(), ROW_FIELDS wide
 _FAILED, _PID, _PIDNS = _CALL + ROW_FIELDS, _CALL + ROW_FIELDS + 1, _CALL + ROW_FIELDS + 2
+_PIN_AREA, _PIN_OFFSET = _PIDNS + 1, _PIDNS + 2  # where the rank's buffer is pinned, if it is
+PIN_ALIGN = 64  # buffers carved from a pinned area start on a cache line
 # A failed rank's error class travels with its reason, so its peers raise the same kind.
 _ERRORS = {c.__name__: c for c in (CollectiveAborted, CollectiveError, CollectiveTimeout,
                                    PeerLost, StepMismatch)}
@@ -157,6 +173,42 @@ def _open(name: str, size: int = 0, create: bool = False):
         # process die before every rank has mapped it (and unlinked it itself).
         return shared_memory.SharedMemory(name=name, create=True, size=size)
     return _Mapped(name)
+
+
+PIN_SHARE = 0.25  # a pinned area may take at most this share of /dev/shm's free space
+
+
+def _room_for(size: int) -> bool:
+    """Whether a pinned area of `size` bytes leaves /dev/shm room for everyone else: it
+    holds its pages for the job's life, on top of the data segment."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except OSError:
+        return True  # shm_open lives elsewhere here; creating it will tell
+    return size <= PIN_SHARE * st.f_bavail * st.f_frsize
+
+
+def _pinned_segment(name: str, size: int, create: bool) -> mmap.mmap:
+    """A pinned area's segment (ShmGroup.pin), created (rank 0) or mapped. Never closed
+    here: numpy arrays made from the mmap keep it mapped, and it goes when they do."""
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
+    try:
+        if create:
+            # As SharedMemory does: unlinked by the tracker should we die before the peers
+            # have mapped it (ShmGroup._unlink unregisters it once they have).
+            resource_tracker.register("/" + name, "shared_memory")
+            os.ftruncate(fd, size)
+            os.posix_fallocate(fd, 0, size)  # an over-full tmpfs fails here, not later
+        elif os.fstat(fd).st_size < size:
+            raise CollectiveError(f"shared-memory segment {name} is smaller than agreed")
+        return mmap.mmap(fd, size)
+    except OSError:
+        if create:
+            _unlink_name(name)
+        raise
+    finally:
+        os.close(fd)
 
 
 class _Mapped:
@@ -211,6 +263,10 @@ class ShmGroup(Breakable):
         self.too_big = sys.maxsize  # smallest size the node's shared memory could not hold
         self._data: shared_memory.SharedMemory | None = None
         self._slots: np.ndarray | None = None  # (world_size + 1, capacity) uint8
+        self._pins: list = []  # pinned areas, each (world_size + 1, capacity) uint8
+        self._pin = (0, 0)  # (area + 1, offset) of this call's buffer, (0, 0) if not pinned
+        self._pin_agreed = False  # every rank's buffer of this call pinned at one place
+        self.in_place = 0  # collectives that found every rank's buffer pinned (for tests)
         self._pidfds: dict = {}
         self._pids: dict = {}
         self._deadline = 0.0
@@ -248,6 +304,49 @@ class ShmGroup(Breakable):
                 with contextlib.suppress(OSError, AttributeError):
                     self._pidfds[p] = os.pidfd_open(pid)
         self._unlink()
+
+    def pin(self, nbytes: int, *, step: int, seq: int, timeout_s: float,
+            on_wait=None) -> np.ndarray | None:
+        """Memory the group's collectives read where it is: this rank's part (uint8,
+        zeroed) of a new pinned area, or None on every rank if the node's shared memory
+        cannot hold one.
+
+        Collective. Rank 0 creates a segment of world_size + 1 parts of `nbytes` (whole
+        MiB): every rank's own, then a result area. A buffer lying wholly inside a rank's
+        part, at the same offset on every rank, is that rank's slot in every collective,
+        so nothing is copied in (DDP's gradient buckets, which backward fills in place).
+        The mapping lives as long as an array made from it, not as long as the group: a
+        buffer may outlive its communicator (a job that recovers in memory keeps its
+        model), and then simply takes the copying path of the next group.
+        """
+        self._begin("bucket_buffers", step, seq, timeout_s, on_wait)
+        return self._guarded(self._pin_area, nbytes, step, seq)
+
+    def _pin_area(self, nbytes: int, step: int, seq: int) -> np.ndarray | None:
+        self._call = Call(self.rank, step, seq, "bucket_buffers", nbytes, "B")
+        self._table[self._row, _CALL:_CALL + ROW_FIELDS] = self._call.to_row()
+        self._barrier()
+        self._check_headers()
+        capacity = max(1, -(-nbytes // CAPACITY_QUANTUM)) * CAPACITY_QUANTUM
+        size, index = (self.world_size + 1) * capacity, len(self._pins) + 1
+        name = segment_name(self.token, f"p{index}")
+        mapped = None
+        if self.rank == 0 and _room_for(size):
+            with contextlib.suppress(OSError):
+                mapped = _pinned_segment(name, size, create=True)
+                self._linked.append(name)
+        if self.rank == 0:
+            self._table[0, _G_PINNED] = index if mapped is not None else -index
+        self._barrier()  # created (or not)
+        if int(self._table[0, _G_PINNED]) != index:
+            return None
+        if mapped is None:
+            mapped = _pinned_segment(name, size, create=False)
+        self.names.append(name)
+        self._pins.append(np.ndarray((self.world_size + 1, capacity), np.uint8, mapped))
+        self._barrier()  # mapped everywhere
+        self._unlink()
+        return self._pins[-1][self.rank]
 
     # --- collectives ------------------------------------------------------------------
 
@@ -287,26 +386,21 @@ class ShmGroup(Breakable):
         # Pipelined in blocks that stay in cache between the copy in, the peer's sum and
         # the copy out: after barrier k every rank has copied block k in and summed its
         # share of block k-1, so it sums block k, copies block k-1 out and block k+1 in.
+        # A pinned buffer is its own slot: nothing is copied in.
         blocks = self._blocks(flat)
-        fits = self._announce("allreduce", step, seq, flat, -1)
-        if fits:
-            self._reduce_in(flat, blocks[0])
-        self._barrier()
-        self._check_headers()
-        if not fits:
-            if not self._grow(flat.nbytes):
-                return False
-            self._reduce_in(flat, blocks[0])
-            self._barrier()
-        slots = [self._slot(p, flat) for p in range(self.world_size)]
-        result = self._slot(self.world_size, flat)
+        slots = self._publish("allreduce", step, seq, flat,
+                              lambda f: self._reduce_in(f, blocks[0]))
+        if slots is None:
+            return False
+        result = slots[self.world_size]
         for k, (a, b) in enumerate(blocks):
             lo, hi = self._share(a, b)
-            parts = [flat[lo:hi] if p == self.rank else s[lo:hi] for p, s in enumerate(slots)]
+            parts = [flat[lo:hi] if p == self.rank else s[lo:hi]
+                     for p, s in enumerate(slots[:self.world_size])]
             sum_in_rank_order(parts, out=result[lo:hi])
             if k:
                 np.copyto(flat[blocks[k - 1][0]:a], result[blocks[k - 1][0]:a])
-            if k + 1 < len(blocks):
+            if k + 1 < len(blocks) and not self._pin_agreed:
                 self._reduce_in(flat, blocks[k + 1])
             self._barrier()
         a, b = blocks[-1]
@@ -337,38 +431,59 @@ class ShmGroup(Breakable):
         # chunk in, then each rank sums band k of its own) measured no faster at 16 MB on
         # 2 ranks (10 vs 8-9 ms) and 12% faster at 64 MB, for 1 + size/BLOCK_BYTES
         # barriers, which are what a loaded machine makes slow.
-        if not self._publish("reduce_scatter", step, seq, flat, self._slot_in):
+        slots = self._publish("reduce_scatter", step, seq, flat, self._slot_in)
+        if slots is None:
             return False
         lo, hi = self._chunk(flat)
-        sum_in_rank_order([self._slot(p, flat)[lo:hi] for p in range(self.world_size)],
-                          out=flat[lo:hi])
+        parts = [s[lo:hi] for s in slots[:self.world_size]]
+        if self._pin_agreed and self.rank >= 2:
+            # flat is this rank's slot: summing into it would overwrite its part before
+            # adding it (ranks 0 and 1 are safe: the first add reads both operands first).
+            sum_in_rank_order(parts, out=slots[self.world_size][lo:hi])
+            np.copyto(flat[lo:hi], slots[self.world_size][lo:hi])
+        else:
+            sum_in_rank_order(parts, out=flat[lo:hi])
         self._barrier()  # every peer is done reading this rank's slot
         return True
 
     def _allgather_chunks(self, flat, step, seq) -> bool:
-        if not self._publish("allgather_", step, seq, flat, self._chunk_in):
+        slots = self._publish("allgather_", step, seq, flat, self._chunk_in)
+        if slots is None:
             return False
         for p in self._peers():
             lo, hi = chunk_bounds(flat.size, self.world_size)[p]
-            np.copyto(flat[lo:hi], self._slot(p, flat)[lo:hi])
+            np.copyto(flat[lo:hi], slots[p][lo:hi])
         self._barrier()  # every peer is done reading this rank's slot
         return True
 
-    def _publish(self, kind, step, seq, flat, write, root=-1) -> bool:
+    def _publish(self, kind, step, seq, flat, write, root=-1) -> list | None:
         """Announce, write(flat) into this rank's slot, and meet at the first barrier
-        (checked headers; a bigger segment first if `flat` did not fit): then every rank's
-        slot holds what it wrote. False, on every rank, if no segment can hold `flat`."""
+        (checked headers); then every rank's slot holds what it wrote. The slots to read,
+        every rank's then the result area's: in the pinned area when every rank's buffer
+        is pinned at the same place (nothing was written: each buffer is its slot), else
+        in the data segment, grown first if `flat` did not fit, with the ranks that had not
+        written yet (all after growing, the pinned ones otherwise) writing before one more
+        barrier. None, on every rank, if no segment can hold `flat`."""
         fits = self._announce(kind, step, seq, flat, root)
-        if fits:
+        if fits and not self._pin[0]:
             write(flat)
         self._barrier()
         self._check_headers()
-        if not fits:
-            if not self._grow(flat.nbytes):
-                return False
-            write(flat)
+        self._pin_agreed = self._pin[0] > 0 and all(
+            tuple(self._table[p + 1, _PIN_AREA:_PIN_OFFSET + 1]) == self._pin
+            for p in self._peers())
+        if self._pin_agreed:
+            self.in_place += 1
+            area, offset = self._pins[self._pin[0] - 1], self._pin[1]
+            return [area[p, offset:offset + flat.nbytes].view(flat.dtype)
+                    for p in range(self.world_size + 1)]
+        if not fits or self._table[1:, _PIN_AREA].any():
+            if not fits and not self._grow(flat.nbytes):
+                return None
+            if not fits or self._pin[0]:
+                write(flat)
             self._barrier()
-        return True
+        return [self._slot(p, flat) for p in range(self.world_size + 1)]
 
     def _chunk(self, flat) -> tuple:
         return chunk_bounds(flat.size, self.world_size)[self.rank]
@@ -384,21 +499,36 @@ class ShmGroup(Breakable):
 
     def _broadcast(self, flat, root, step, seq) -> bool:
         write = self._slot_in if self.rank == root else _nothing
-        if not self._publish("broadcast", step, seq, flat, write, root):
+        slots = self._publish("broadcast", step, seq, flat, write, root)
+        if slots is None:
             return False
         if self.rank != root:
-            np.copyto(flat, self._slot(root, flat))
+            np.copyto(flat, slots[root])
         self._barrier()  # every peer is done reading root's slot
         return True
 
     # --- pieces -----------------------------------------------------------------------
 
     def _announce(self, kind, step, seq, flat, root) -> bool:
-        """Write this rank's header (its counter follows at the barrier)."""
+        """Write this rank's header (its counter follows at the barrier): the call and
+        where its buffer is pinned, if it is. Whether flat fits the data segment."""
         self._call = Call(self.rank, step, seq, kind, flat.nbytes, flat.dtype.char,
                           None if root < 0 else root)
+        self._pin = self._pin_of(flat)
         self._table[self._row, _CALL:_CALL + ROW_FIELDS] = self._call.to_row()
+        self._table[self._row, _PIN_AREA:_PIN_OFFSET + 1] = self._pin
         return flat.nbytes <= self._capacity
+
+    def _pin_of(self, flat: np.ndarray) -> tuple:
+        """(area + 1, byte offset) of flat inside this rank's part of a pinned area, else
+        (0, 0). flat is 1-D and contiguous (flat_view made it so)."""
+        start = flat.__array_interface__["data"][0]
+        for i, area in enumerate(self._pins):
+            mine = area[self.rank]
+            base = mine.__array_interface__["data"][0]
+            if base <= start and start + flat.nbytes <= base + mine.size:
+                return (i + 1, start - base)
+        return (0, 0)
 
     def _slot(self, index: int, flat: np.ndarray) -> np.ndarray:
         return self._slots[index, : flat.nbytes].view(flat.dtype)
@@ -580,6 +710,7 @@ class ShmGroup(Breakable):
         self._pidfds.clear()
         self._unlink()
         self._release_data()
+        self._pins = []  # the arrays made from them keep their mappings
         self._table = self._reasons = None
         with contextlib.suppress(BufferError):
             self._ctl.close()
@@ -633,9 +764,19 @@ class ShmPath:
         """Whether this collective goes through shared memory (set up on the first)."""
         if flat.nbytes < self.min_bytes:
             return False
+        return self.ready(op, timeout_s) and flat.nbytes < self._group.too_big
+
+    def ready(self, op: str, timeout_s: float) -> bool:
+        """Whether the path is on, setting it up if this is its first use."""
         if self.state is None:
             self._setup(op, timeout_s)
-        return self.state == "on" and flat.nbytes < self._group.too_big
+        return self.state == "on"
+
+    def pin(self, nbytes: int, *, step: int, seq: int, timeout_s: float) -> np.ndarray | None:
+        """ShmGroup.pin, watching the coordinator while it waits (the path is on)."""
+        self._call = Call(self.rank, step, seq, "bucket buffers (shared memory)")
+        return self._group.pin(nbytes, step=step, seq=seq, timeout_s=timeout_s,
+                               on_wait=self._on_wait)
 
     def allreduce_(self, flat: np.ndarray, *, step: int, seq: int, timeout_s: float) -> bool:
         """ShmGroup.allreduce_, watching the coordinator while it waits."""
@@ -778,3 +919,18 @@ def _job_id() -> str:
     except Exception:  # noqa: BLE001 - only salt for the segment name
         pass
     return str(os.getpid())
+
+
+def carve(sizes: list, allocate) -> list | None:
+    """Flat zeroed arrays, one per (numel, dtype) of `sizes`, cut from one uint8 area that
+    allocate(nbytes) returns (None if it returns None); each starts on a cache line."""
+    offsets, total = [], 0
+    for numel, dtype in sizes:
+        offsets.append(total)
+        nbytes = numel * np.dtype(dtype).itemsize
+        total += -(-nbytes // PIN_ALIGN) * PIN_ALIGN
+    area = allocate(total)
+    if area is None:
+        return None
+    return [area[o:o + numel * np.dtype(dtype).itemsize].view(dtype)
+            for o, (numel, dtype) in zip(offsets, sizes)]

@@ -11,7 +11,9 @@ and abort. The data path depends on where the ranks are:
   of every rank's buffer in rank order; in a reduce-scatter that slice is its own chunk
   and nothing else is summed or copied back, and an all-gather moves only the chunks.
   While waiting, a rank watches its peers' processes, the deadline and (every half
-  second) the coordinator's abort flag.
+  second) the coordinator's abort flag. `bucket_buffers` hands DDP memory in a pinned
+  area of that segment for its gradient buckets, so backward writes each gradient where
+  the all-reduce reads it and nothing is copied in.
 * Ranks on several nodes: small buffers (up to `inline_bytes`) go to the coordinator,
   which sums them in rank order (the star path, one round trip). Large ones never pass
   through it. Where some node holds more than one rank they take the hierarchical path
@@ -66,7 +68,7 @@ from disttrain.workers.comm.base import (
     sum_in_rank_order,
 )
 from disttrain.workers.comm.hier import NodePath, plain_error
-from disttrain.workers.comm.shm import ShmPath
+from disttrain.workers.comm.shm import ShmPath, carve
 from disttrain.workers.coordinator import start_heartbeats
 
 # Below this the star all-reduce (arrays in the call, one round trip) beats ray.put.
@@ -123,6 +125,16 @@ class CoordinatorCommunicator(CommunicatorBase):
         if self._shm.state == "off" and (self._hier_state == "off" or not self._shm.spread):
             return "object store"
         return None
+
+    def bucket_buffers(self, sizes: list) -> list | None:
+        """Zeroed flat buffers, one per (numel, dtype), cut from this rank's part of a
+        pinned shared-memory area, so a collective on one of them copies nothing in (see
+        disttrain/distributed/comm.py); None, on every rank, off shared memory."""
+        if self.world_size == 1 or not self._shm.ready("bucket buffers", self.timeout_s):
+            return None
+        return carve(sizes, lambda nbytes: self._shm.pin(
+            nbytes, step=self.step, seq=self._next_seq("bucket buffers"),
+            timeout_s=self.timeout_s))
 
     # --- the collectives --------------------------------------------------------------
 
