@@ -127,8 +127,31 @@ def mixed_calls(comm, scatterers: str) -> dict:
     return {"finished": True}
 
 
+def pinned(comm) -> dict:
+    """Buffers from bucket_buffers (pinned shared memory where the rank shares a node):
+    all-reduce, reduce-scatter and all-gather on them, as digests; how many of the node's
+    collectives read every buffer in place."""
+    sizes = [(n, np.dtype(dtype)) for dtype in ("float32", "float64") for n in SIZES]
+    buffers = comm.bucket_buffers(sizes)
+    out: dict = {"pinned": buffers is not None}
+    buffers = buffers or [np.zeros(n, dtype) for n, dtype in sizes]
+    for buf, (n, dtype) in zip(buffers, sizes):
+        comm.step += 1
+        buf[...] = int_data(comm.rank, n, dtype.name)
+        out[f"allreduce/{dtype}/{n}"] = digest(comm.allreduce_(buf))
+        buf[...] = int_data(comm.rank, n, dtype.name)
+        lo, hi = chunk_bounds(n, comm.world_size)[comm.rank]
+        out[f"rs/{dtype}/{n}"] = digest(comm.reduce_scatter_(buf)[lo:hi])
+        buf[...] = gather_input(comm.rank, comm.world_size, n, dtype.name)
+        out[f"ag/{dtype}/{n}"] = digest(comm.allgather_(buf))
+    group = getattr(getattr(comm, "_path", None), "_group", None)
+    out["in_place"] = 0 if group is None else group.in_place
+    return out
+
+
 SCRIPTS = {"collectives": collectives, "until_error": until_error, "out_of_step": out_of_step,
-           "node_out_of_step": node_out_of_step, "chunks": chunks, "mixed_calls": mixed_calls}
+           "node_out_of_step": node_out_of_step, "chunks": chunks, "mixed_calls": mixed_calls,
+           "pinned": pinned}
 
 
 def main(argv: list) -> None:

@@ -303,3 +303,33 @@ def test_reduce_scatter_against_allreduce_names_both_calls(job_factory, nodes, s
         # Named at the first header the two calls share, not a CollectiveTimeout
         assert "reduce_scatter #1" in res["message"] and "allreduce #1" in res["message"], (
             r, res)
+
+
+# (nodes, mode, which ranks get pinned buffers): one node; two nodes; a node of one rank
+# (its rank keeps plain buffers, nothing to share) beside a node of two
+@pytest.mark.parametrize("nodes,mode,pinned", [("a,a,a", "shm", [True] * 3),
+                                               ("a,a,b,b", "hier", [True] * 4),
+                                               ("a,a,b", "hier", [True, True, False])])
+def test_bucket_buffers_are_summed_in_place_with_numpys_answers(job_factory, nodes, mode,
+                                                                pinned):
+    from tests.workers.hier_main import SIZES, gather_input
+
+    world = len(nodes.split(","))
+    job = job_factory("pinned", nodes)
+    assert {job.line(r, 60)["mode"] for r in range(world)} == {mode}
+    results = [job.line(r, 180) for r in range(world)]
+    for rank, res in enumerate(results):
+        assert "error" not in res, (rank, res)
+        assert res["pinned"] == pinned[rank], rank
+        for dtype in ("float32", "float64"):
+            for n in SIZES:
+                exact = sum_in_rank_order([int_data(p, n, dtype) for p in range(world)],
+                                          np.empty(n, dtype))
+                lo, hi = chunk_bounds(n, world)[rank]
+                assert res[f"allreduce/{dtype}/{n}"] == digest(exact), (rank, dtype, n)
+                assert res[f"rs/{dtype}/{n}"] == digest(exact[lo:hi]), (rank, dtype, n)
+                whole = np.concatenate([gather_input(p, world, n, dtype)[a:b] for p, (a, b)
+                                        in enumerate(chunk_bounds(n, world))])
+                assert res[f"ag/{dtype}/{n}"] == digest(whole), (rank, dtype, n)
+        # the node's shared memory read a pinned rank's buffers in place
+        assert (res["in_place"] > 0) == pinned[rank], (rank, res["in_place"])

@@ -63,6 +63,9 @@ Collectives:
                ranks are not contiguous ("a,b,a"), the regions would be scattered pieces:
                CommunicatorBase's fallbacks on the allreduce above (twice the bytes).
 
+`bucket_buffers` (DDP's gradient buckets) cuts buffers from a pinned area of the node's
+shared memory (ShmGroup.pin), so the node's sums read them where backward wrote them.
+
 Every part runs with this communicator's step and sequence number, so the step and
 "same collective?" checks of shared memory and of both rings name the collective as the
 caller counts it, and the ranks they name are translated to the job's ranks.
@@ -101,7 +104,7 @@ import numpy as np
 from disttrain.distributed.comm import DEFAULT_TIMEOUT_S, CollectiveError
 from disttrain.workers.comm.base import CommunicatorBase, chunk_bounds
 from disttrain.workers.comm.ring import RingCommunicator
-from disttrain.workers.comm.shm import ShmGroup, _job_id, _node_key, new_token, supported
+from disttrain.workers.comm.shm import ShmGroup, _job_id, _node_key, carve, new_token, supported
 
 MODES = ("flat", "shm", "hier")
 # Reasons this module hands to another rank are already in the job's rank numbers: they
@@ -241,6 +244,18 @@ class NodePath:
                 self._across("broadcast_", flat, step, seq, root_node)
             if self._group is not None and self.node != root_node:
                 self._in_node("broadcast_", flat, step, seq, 0)
+
+    def pin(self, nbytes: int, step: int, seq: int) -> np.ndarray | None:
+        """This rank's part of a pinned area of its node's shared memory (ShmGroup.pin:
+        buffers there are read in place, with no copy in), or None: a rank alone on its
+        node, or no room. Collective over the node's ranks."""
+        if self._group is None:
+            return None
+        try:
+            return self._group.pin(nbytes, step=step, seq=seq, timeout_s=self.timeout_s,
+                                   on_wait=self._on_wait and self._watch)
+        except CollectiveError as e:
+            raise _renamed(e, self._members, f"node {self.node}'s shared memory") from None
 
     # --- the sharded optimizer's chunks (chunk_bounds over the job's ranks) -----------
 
@@ -428,6 +443,16 @@ class HierarchicalCommunicator(CommunicatorBase):
                              lambda: self._path.allgather_(flat, self.step, self._seq))
         else:
             super()._allgather_chunks(flat)  # zeros outside this rank's chunk, all-reduced
+
+    def bucket_buffers(self, sizes: list) -> list | None:
+        """Zeroed flat buffers, one per (numel, dtype), in this rank's part of a pinned area
+        of its node's shared memory, so the node's sums read them where they are (see
+        disttrain/distributed/comm.py); None in mode "flat" or for a rank alone on its node
+        (each node decides for its own ranks: its shared memory alone reads them)."""
+        if self.mode == "flat":
+            return None
+        return carve(sizes, lambda nbytes: self._collective(
+            "bucket_buffers", lambda: self._path.pin(nbytes, self.step, self._seq)))
 
     def _allgather(self, blob: bytes) -> list:
         return self._collective("allgather", lambda: self._control_call("_allgather", blob))
