@@ -541,23 +541,20 @@ class RingCommunicator(CommunicatorBase):
         """Sum `buf` over all ranks into this rank's part of it, in place. The parts are
         `bounds` (rank r's (lo, hi), the same list on every rank) or else chunk_bounds:
         the hierarchical ring's leaders pass their nodes' regions."""
-        if bounds is None:
-            return super().reduce_scatter_(buf)
-        flat = flat_view(buf, "reduce_scatter_")
-        bounds = checked_bounds(bounds, flat.size, self.world_size, "reduce_scatter_")
-        if self.world_size > 1:
-            self._reduce_scatter(flat, bounds)
-        return buf
+        return self._in_parts("reduce_scatter_", buf, bounds, self._reduce_scatter)
 
     def allgather_(self, buf: np.ndarray, bounds: list | None = None) -> np.ndarray:
         """Fill every rank's part of `buf` from its owner, in place; parts as in
         reduce_scatter_."""
+        return self._in_parts("allgather_", buf, bounds, self._allgather_chunks)
+
+    def _in_parts(self, op: str, buf: np.ndarray, bounds: list | None, run) -> np.ndarray:
         if bounds is None:
-            return super().allgather_(buf)
-        flat = flat_view(buf, "allgather_")
-        bounds = checked_bounds(bounds, flat.size, self.world_size, "allgather_")
+            return getattr(super(), op)(buf)
+        flat = flat_view(buf, op)
+        bounds = checked_bounds(bounds, flat.size, self.world_size, op)
         if self.world_size > 1:
-            self._allgather_chunks(flat, bounds)
+            run(flat, bounds)
         return buf
 
     def _allgather(self, blob: bytes) -> list:
