@@ -201,22 +201,34 @@ def conv2d_grad_weight_into(dest, g, w, *, cols, stride, padding, x_shape) -> bo
     return True
 
 
+# The wide input gradient (below) computes at every padded pixel, outputs or not: where
+# outputs are fewer than a third of them (8x8 inputs to a 5x5 kernel), col2im is faster
+# (measured 0.47 -> 0.29 ms on conv 6->16, 8x8 input, batch 64, batch-last).
+_WIDE_WASTE = 3
+
+
 def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
     """dL/dx: the column gradient w^T . g added back where each tap read (col2im)."""
-    if stride == 1:
-        return _conv2d_grad_input_wide(g, w, padding, x_shape)
     n, c, h, wd = x_shape
     o, _, kh, kw = w.shape
     oh, ow = g.shape[2], g.shape[3]
-    gcols = np.matmul(w.reshape(o, -1).T, _grad_rows(g),
+    hp, wp = h + 2 * padding, wd + 2 * padding
+    if stride == 1 and hp * wp < _WIDE_WASTE * oh * ow:
+        return _conv2d_grad_input_wide(g, w, padding, x_shape)
+    layout = _layout(ow)
+    gcols = np.matmul(w.reshape(o, -1).T, _grad_rows(g, layout),
                       out=_scratch("conv_grad_cols", (c * kh * kw, n * oh * ow), g.dtype))
-    gcols = gcols.reshape(c, kh, kw, n, oh, ow)
-    padded = _scratch("conv_grad_input", (c, n, h + 2 * padding, wd + 2 * padding), g.dtype)
+    gcols = gcols.reshape((c, kh, kw) + _in_layout(g.shape, layout)[1:])
+    padded = _scratch(f"conv_grad_input{layout}", _in_layout((n, c, hp, wp), layout), g.dtype)
     padded.fill(0)
+    tap = [slice(None)] * 4
     for i, j, (rows, columns) in _taps(kh, kw, stride, oh, ow):
-        padded[:, :, rows, columns] += gcols[:, i, j]
-    inner = padded[:, :, padding:padding + h, padding:padding + wd]
-    return np.ascontiguousarray(inner.transpose(1, 0, 2, 3))
+        tap[layout.index(2)], tap[layout.index(3)] = rows, columns
+        padded[tuple(tap)] += gcols[:, i, j]
+    inner = [slice(None)] * 4
+    inner[layout.index(2)] = slice(padding, padding + h)
+    inner[layout.index(3)] = slice(padding, padding + wd)
+    return _result("conv_grad_input_result", padded[tuple(inner)].transpose(np.argsort(layout)))
 
 
 # The input gradient at stride 1 in the "wide" layout, without col2im. Number the padded

@@ -7,7 +7,7 @@ import pytest
 
 import disttrain
 import disttrain.nn.functional as F
-from disttrain.autograd import ops
+from disttrain.autograd import kernels, ops
 from disttrain.autograd.rules import RULES
 
 from .helpers import make_inputs, rules_used
@@ -124,6 +124,23 @@ def _tensors(specs, low, high):
 
 @pytest.mark.parametrize("fn, specs, low, high, kw", CASES)
 def test_rule_matches_finite_differences(fn, specs, low, high, kw):
+    assert disttrain.gradcheck(fn, _tensors(specs, low, high), **kw)
+
+
+CONV_CASES = [c for c in CASES if c.id.startswith("conv2d")]
+
+
+@pytest.mark.parametrize("fn, specs, low, high, kw", CONV_CASES)
+@pytest.mark.parametrize("short_row, wide_waste", [(0, 0), (0, 10_000), (10_000, 0),
+                                                   (10_000, 10_000)],
+                         ids=["channels-first-col2im", "channels-first-wide",
+                              "batch-last-col2im", "batch-last-wide"])
+def test_conv_paths_match_finite_differences(fn, specs, low, high, kw, short_row, wide_waste,
+                                             monkeypatch):
+    # The conv kernels choose an im2col layout and an input-gradient method per shape:
+    # force each of them on every conv case.
+    monkeypatch.setattr(kernels, "_SHORT_ROW", short_row)
+    monkeypatch.setattr(kernels, "_WIDE_WASTE", wide_waste)
     assert disttrain.gradcheck(fn, _tensors(specs, low, high), **kw)
 
 

@@ -332,14 +332,26 @@ CONV = [
 ]
 
 
+# The kernels choose per shape between two im2col layouts (by the output's row length) and,
+# at stride 1, between the wide input gradient and col2im (by how many padded pixels are
+# outputs); each shape is run as chosen and also forced down every path.
+CONV_PATHS = ["chosen", "channels-first col2im", "batch-last col2im", "channels-first wide",
+              "batch-last wide"]
+
+
+def _force_conv_paths(paths, monkeypatch):
+    if paths == "chosen":
+        return
+    layout, grad_input = paths.split()
+    monkeypatch.setattr(kernels, "_SHORT_ROW", 0 if layout == "channels-first" else 10_000)
+    monkeypatch.setattr(kernels, "_WIDE_WASTE", 0 if grad_input == "col2im" else 10_000)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("x_shape, w_shape, bias, stride, padding", CONV)
-@pytest.mark.parametrize("short_row", [None, 0, 10_000], ids=["layout-chosen", "channels-first",
-                                                              "batch-last"])
-def test_conv2d(x_shape, w_shape, bias, stride, padding, dtype, short_row, monkeypatch):
-    # The im2col layout follows the output's row length; each shape is also run in both.
-    if short_row is not None:
-        monkeypatch.setattr(kernels, "_SHORT_ROW", short_row)
+@pytest.mark.parametrize("paths", CONV_PATHS, ids=str)
+def test_conv2d(x_shape, w_shape, bias, stride, padding, dtype, paths, monkeypatch):
+    _force_conv_paths(paths, monkeypatch)
     shapes = [x_shape, w_shape] + ([(w_shape[0],)] if bias else [])
 
     def fn(x, w, b=None):
@@ -369,11 +381,9 @@ CNN_BENCH_LAYERS = sorted({layer for shape in CNN_BENCH for layer in _cnn_bench_
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("layer", CNN_BENCH_LAYERS, ids=str)
-@pytest.mark.parametrize("short_row", [None, 0, 10_000], ids=["layout-chosen", "channels-first",
-                                                              "batch-last"])
-def test_cnn_bench_layers(layer, dtype, short_row, monkeypatch):
-    if short_row is not None:
-        monkeypatch.setattr(kernels, "_SHORT_ROW", short_row)
+@pytest.mark.parametrize("paths", CONV_PATHS, ids=str)
+def test_cnn_bench_layers(layer, dtype, paths, monkeypatch):
+    _force_conv_paths(paths, monkeypatch)
     if layer[0] == "pool":
         helper_test_op([layer[1]], lambda x: F(x).max_pool2d(x, 2), dtype=dtype)
         return
