@@ -216,10 +216,11 @@ def conv2d_grad_weight_into(dest, g, w, *, cols, stride, padding, x_shape) -> bo
     return True
 
 
-# The wide input gradient (below) computes at every padded pixel, outputs or not: where
-# outputs are fewer than a third of them (8x8 inputs to a 5x5 kernel), col2im is faster
-# (measured 0.47 -> 0.29 ms on conv 6->16, 8x8 input, batch 64, batch-last).
-_WIDE_WASTE = 3
+# The wide input gradient (below) computes at every padded pixel, outputs or not; col2im
+# only at the outputs, but with kh*kw strided adds. Measured on conv 6->16, batch 64,
+# padded pixels per output 1.78 (16x16 input): wide 2.3 ms, col2im 2.55; 1.96 (14x14):
+# wide 1.8, col2im 1.6; 4 (8x8): wide 0.47, col2im 0.29. The crossover is between.
+_WIDE_WASTE = 1.9
 
 
 def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
