@@ -97,6 +97,24 @@ def _reusable(role: str, shape: tuple, dtype) -> np.ndarray:
     return buf
 
 
+# Elementwise results from this many elements up come from _reusable buffers (a float32
+# 64x6x28x28 ReLU output: fresh, 0.17 ms in the CNN step; reused, ~0.14).
+_REUSE_FROM = 1 << 15
+
+
+def reusable_like(a: np.ndarray, role: str):
+    """A _reusable buffer of a's shape and dtype for an elementwise result, or None (numpy
+    then allocates) where a is small, not C-contiguous or not floating point."""
+    if a.size < _REUSE_FROM or a.dtype.kind != "f" or not a.flags.c_contiguous:
+        return None
+    return _reusable(role, a.shape, a.dtype)
+
+
+def scratch_like(a: np.ndarray, role: str, dtype) -> np.ndarray:
+    """This thread's _scratch buffer of a's shape in dtype (its contents are garbage)."""
+    return _scratch(role, a.shape, dtype)
+
+
 def _result(role: str, value: np.ndarray) -> np.ndarray:
     """A contiguous copy of value in a _reusable buffer. The layers' outputs and gradients
     are megabytes: a fresh array that size may come from mmap and fault its pages in
@@ -155,8 +173,12 @@ def _copy_in_layout(dest: np.ndarray, src: np.ndarray, layout: tuple) -> None:
         dest[...] = src.transpose(layout)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int):
-    """Cross-correlation as PyTorch's conv2d, by im2col and one matmul; returns (out, cols)."""
+def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int, bias=None):
+    """Cross-correlation as PyTorch's conv2d, by im2col and one matmul; returns (out, cols).
+
+    bias, if given ((O,), of the product's dtype), is added to the (O, outputs) product
+    in place, before it is laid out NCHW: one contiguous pass (0.03 ms at 64x6x28x28),
+    where a broadcast add to the NCHW result cost a fresh array and ~0.1 ms."""
     n, c, h, wd = x.shape
     o, _, kh, kw = w.shape
     oh, ow = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
@@ -174,6 +196,8 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int):
     cols[...] = _taps_view(padded, layout, (kh, kw), stride, out_dims)
     cols = cols.reshape(c * kh * kw, n * oh * ow)
     out = np.matmul(w.reshape(o, -1), cols, out=_scratch("conv_out", (o, n * oh * ow), x.dtype))
+    if bias is not None:
+        out += bias.reshape(o, 1)
     out = out.reshape((o,) + out_dims).transpose(np.argsort(layout))
     return _result("conv_result", out), _Cols(cols, layout)
 

@@ -148,7 +148,8 @@ def sigmoid(x):
 
 def relu(x):
     """Elementwise max(x, 0); the gradient at 0 is 0, as in torch."""
-    return record(R["Relu"], np.maximum(x.data, 0), (x,))
+    d = x.data
+    return record(R["Relu"], np.maximum(d, 0, out=kernels.reusable_like(d, "relu")), (x,))
 
 
 def gelu(x, approximate: str = "none"):
@@ -390,11 +391,19 @@ def stack(tensors, dim=0):
 
 # -- convolution, pooling, normalisation --------------------------------------------------
 def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D cross-correlation, NCHW input and OIHW weight, int stride and padding, as F.conv2d."""
-    out, cols = kernels.conv2d(x.data, weight.data, stride, padding)
-    y = record(R["Conv2d"], np.ascontiguousarray(out), (x, weight), cols=cols, stride=stride,
-               padding=padding, x_shape=x.shape)
-    return y if bias is None else y + reshape(bias, (1, -1, 1, 1))
+    """2-D cross-correlation, NCHW input and OIHW weight, int stride and padding, as F.conv2d.
+
+    The bias is the kernel's (one node, as torch's ConvolutionBackward0) when its dtype
+    and shape are those of the product; otherwise a broadcast add after it, as before.
+    """
+    dtype = x.data.dtype
+    fold = bias is not None and (weight.data.dtype == dtype == bias.data.dtype
+                                 and bias.shape == weight.shape[:1])
+    out, cols = kernels.conv2d(x.data, weight.data, stride, padding,
+                               bias.data if fold else None)
+    y = record(R["Conv2d"], out, (x, weight, bias if fold else None), cols=cols,
+               stride=stride, padding=padding, x_shape=x.shape)
+    return y if bias is None or fold else y + reshape(bias, (1, -1, 1, 1))
 
 
 def max_pool2d(x, kernel_size, stride=None):

@@ -80,6 +80,15 @@ def _gelu_vjp(g, out, x, approximate):
     return g * (cdf + x * pdf)
 
 
+def _relu_vjp(g, o):
+    """g * (o > 0), into this thread's reusable buffers where they pay (kernels.reusable_like)."""
+    out = kernels.reusable_like(g, "relu_grad")
+    if out is None or g.shape != o.shape:
+        return g * (o > 0)
+    return np.multiply(g, np.greater(o, 0, out=kernels.scratch_like(o, "relu_mask", bool)),
+                       out=out)
+
+
 def _unreduce(g, shape, dim, keepdim):
     """Spread a reduction's gradient back over the reduced dims."""
     if dim is not None and not keepdim:
@@ -151,6 +160,21 @@ def _sum_rows_into(dest: np.ndarray, rows: np.ndarray) -> bool:
     return True
 
 
+def _sum_channels(g: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """A conv bias's gradient: g (N, O, H', W') summed to (O,), over the images first
+    (contiguous rows: 0.04 ms at 64x6x28x28, where one sum over axes (0, 2, 3) took 0.1)."""
+    n, o = g.shape[:2]
+    return np.sum(np.sum(g.reshape(n, o, -1), axis=0), axis=1, out=out)
+
+
+def _sum_channels_into(dest: np.ndarray, g: np.ndarray) -> bool:
+    """_sum_channels written into dest, the same reductions (bit for bit)."""
+    if dest.dtype != g.dtype or dest.shape != g.shape[1:2]:
+        return False
+    _sum_channels(g, dest)
+    return True
+
+
 def _cat_vjp(i, g, dim, bounds):
     return g[(slice(None),) * (dim % g.ndim) + (slice(bounds[i], bounds[i + 1]),)]
 
@@ -178,7 +202,7 @@ RULES = {r.name: r for r in (
     rule("Abs", lambda g, o, x: g * np.sign(x), uses="x"),
     rule("Tanh", lambda g, o, x: g * (1 - o * o), uses="o"),
     rule("Sigmoid", lambda g, o, x: g * o * (1 - o), uses="o"),
-    rule("Relu", lambda g, o, x: g * (o > 0), uses="o"),
+    rule("Relu", lambda g, o, x: _relu_vjp(g, o), uses="o"),
     rule("Gelu", lambda g, o, x, approximate: _gelu_vjp(g, o, x, approximate), uses="x"),
     rule("Clamp", lambda g, o, x, lo, hi: g * kernels.inside(x, lo, hi), uses="x"),
     rule("Where", None, lambda g, o, c, a, b: np.where(c, g, 0),
@@ -208,9 +232,12 @@ RULES = {r.name: r for r in (
     rule("Expand", lambda g: g),
     rule("Index", _index_vjp),
     Rule("Cat", PerInput(_cat_vjp), False, False),
-    rule("Conv2d", lambda g, o, x, w, **p: kernels.conv2d_grad_input(g, w, **p),
-         lambda g, o, x, w, **p: kernels.conv2d_grad_weight(g, w, **p),
-         uses="x", into=(None, lambda d, g, o, x, w, **p: kernels.conv2d_grad_weight_into(
-             d, g, w, **p))),
+    # Inputs (x, w, bias or None). As torch's ConvolutionBackward0, x and w are checked for
+    # in-place changes whichever gradients run, the bias never (it is not saved).
+    rule("Conv2d", lambda g, o, x, w, b, **p: kernels.conv2d_grad_input(g, w, **p),
+         lambda g, o, x, w, b, **p: kernels.conv2d_grad_weight(g, w, **p),
+         lambda g, o, x, w, b, **p: _sum_channels(g), uses="x", reads=((0, 1),) * 3,
+         into=(None, lambda d, g, o, x, w, b, **p: kernels.conv2d_grad_weight_into(d, g, w, **p),
+               lambda d, g, o, x, w, b, **p: _sum_channels_into(d, g))),
     rule("MaxPool2d", kernels.max_pool2d_grad),
 )}

@@ -43,6 +43,8 @@ CASES = [
     case("tanh", lambda a: a.tanh(), (3, 4)),
     case("sigmoid", lambda a: a.sigmoid(), (3, 4), low=-6, high=6),
     case("relu", lambda a: a.relu(), (3, 4)),
+    case("relu-reused-buffers", lambda a: (a.relu() * 2).relu() + a.relu(), (3, 4),
+         reuse_from=0),
     case("gelu-exact", lambda a: ops.gelu(a), (3, 4), low=-3, high=3),
     case("gelu-tanh", lambda a: ops.gelu(a, approximate="tanh"), (3, 4), low=-3, high=3),
     case("clamp-both", lambda a: a.clamp(-0.5, 0.7), (4, 4)),
@@ -123,7 +125,10 @@ def _tensors(specs, low, high):
 
 
 @pytest.mark.parametrize("fn, specs, low, high, kw", CASES)
-def test_rule_matches_finite_differences(fn, specs, low, high, kw):
+def test_rule_matches_finite_differences(fn, specs, low, high, kw, monkeypatch):
+    kw = dict(kw)
+    if "reuse_from" in kw:  # elementwise results into reused buffers from this size on
+        monkeypatch.setattr(kernels, "_REUSE_FROM", kw.pop("reuse_from"))
     assert disttrain.gradcheck(fn, _tensors(specs, low, high), **kw)
 
 

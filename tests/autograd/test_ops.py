@@ -453,6 +453,80 @@ def test_conv_and_pool_results_alive_together_are_their_own(dtype):
     helper_test_op([(2, 3, 6, 6), (3, 3, 3, 3), (3, 3, 3, 3)], fn, dtype=dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("out_shape", [(64, 6, 28, 28), (64, 16, 10, 10), (2, 4, 3, 3)], ids=str)
+def test_conv2d_bias_is_the_conv_nodes_own(out_shape, dtype):
+    # The bias is added by the conv's kernel and its gradient summed by the conv's rule
+    # (images first), one node: at the bench's shapes (the largest sums, float32 too),
+    # with only the bias requiring grad, against torch.
+    n, o, h, _ = out_shape
+    c = 3 if o == 6 else 2
+    rng = np.random.default_rng(0)
+    x, w, b, g = (rng.standard_normal(s).astype(dtype)
+                  for s in [(n, c, h + 4, h + 4), (o, c, 5, 5), (o,), out_shape])
+    ours, theirs = disttrain.tensor(b, requires_grad=True), torch.tensor(b, requires_grad=True)
+    y = ops.conv2d(disttrain.tensor(x), disttrain.tensor(w), ours)
+    ty = torch_F.conv2d(torch.tensor(x), torch.tensor(w), theirs)
+    assert y.grad_fn.name() == "Conv2dBackward0" and y.grad_fn.next_functions[0][0] is None
+    rtol, atol = (1e-4, 1e-4) if dtype == np.float32 else (1e-6, 1e-6)
+    np.testing.assert_allclose(y.data, ty.detach().numpy(), rtol=rtol, atol=atol)
+    y.backward(disttrain.tensor(g))
+    ty.backward(torch.tensor(g))
+    assert ours.grad.dtype == dtype
+    np.testing.assert_allclose(ours.grad.data, theirs.grad.numpy(), rtol=rtol, atol=atol)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_conv2d_bias_of_another_dtype_is_added_after_the_conv(dtype):
+    # torch refuses a bias whose dtype is not the input's; disttrain adds it after the
+    # conv (promoting as `+` does) instead of folding it into the kernel, as it always has.
+    rng = np.random.default_rng(0)
+    other = np.float64 if dtype == np.float32 else np.float32
+    x, w = (disttrain.tensor(rng.standard_normal(s).astype(dtype), requires_grad=True)
+            for s in [(2, 3, 5, 5), (4, 3, 3, 3)])
+    b = disttrain.tensor(rng.standard_normal(4).astype(other), requires_grad=True)
+    y = ops.conv2d(x, w, b)
+    expected = ops.conv2d(x, w) + ops.reshape(b, (1, -1, 1, 1))
+    assert y.dtype == expected.dtype
+    np.testing.assert_array_equal(y.data, expected.data)
+    y.sum().backward()
+    np.testing.assert_allclose(b.grad.data, np.full(4, 2 * 3 * 3), rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("reuse_from", [0, None], ids=["reused-buffers", "default"])
+@pytest.mark.parametrize("shape", [(3, 4), (64, 6, 28, 28), (4, 9000)], ids=str)
+def test_relu_into_reused_buffers_as_torch(shape, reuse_from, dtype, monkeypatch):
+    # ReLU's output and gradient come from reused buffers from kernels._REUSE_FROM
+    # elements on (the first two shapes forced or at the bench's size); two of each,
+    # same-shaped and alive together, must stay their own.
+    if reuse_from is not None:
+        monkeypatch.setattr(kernels, "_REUSE_FROM", reuse_from)
+
+    def fn(a, b):
+        ra, rb = a.relu(), (b * 2).relu()
+        return ra * rb + ra + a.relu()
+
+    helper_test_op([shape, shape], fn, dtype=dtype)
+
+
+def test_relu_output_kept_across_steps_and_its_gradient_adopted_by_a_leaf(monkeypatch):
+    # A ReLU output the caller keeps is not handed to the next ReLU; a leaf that adopted
+    # ReLU's gradient buffer as its .grad accumulates the next backward into it.
+    monkeypatch.setattr(kernels, "_REUSE_FROM", 0)
+    x = disttrain.tensor(np.linspace(-1, 1, 12, dtype=np.float32).reshape(3, 4),
+                         requires_grad=True)
+    first = x.relu()
+    kept = first.data.copy()
+    first.sum().backward()
+    grad = x.grad.data.copy()
+    second = (x * -1).relu()
+    assert not np.shares_memory(first.data, second.data)
+    np.testing.assert_array_equal(first.data, kept)
+    x.relu().sum().backward()
+    np.testing.assert_array_equal(x.grad.data, 2 * grad)
+
+
 def test_max_pool2d_nan_as_torch():
     # A NaN wins its window (the last one, if several), as in PyTorch's CPU kernel.
     x = np.arange(32, dtype=np.float64).reshape(1, 2, 4, 4)

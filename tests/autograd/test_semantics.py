@@ -638,3 +638,35 @@ def test_index_list_is_copied_for_backward_and_empty_list_indexes_nothing():
 def test_tensors_hash_by_identity_as_torch():
     a, b = disttrain.tensor([1.0]), disttrain.tensor([1.0])
     assert hash(a) == id(a) and len({a: 0, b: 1}) == 2
+
+
+@pytest.mark.parametrize("requires", [(1, 1, 1), (0, 1, 1), (1, 0, 1), (0, 0, 1), (1, 1, 0)],
+                         ids=lambda r: "xwb=" + "".join(map(str, r)))
+@pytest.mark.parametrize("changed", ["x", "w", "b"])
+def test_conv2d_inputs_changed_in_place_as_torch(requires, changed):
+    """conv2d's bias is part of its node (as torch's ConvolutionBackward0, which saves x and
+    w, not the bias): changing x or w in place fails backward whichever gradients run,
+    changing the bias never does."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(s).astype(np.float32) for s in [(2, 3, 6, 6), (4, 3, 3, 3),
+                                                                   (4,)]]
+
+    def run(lib, functional):
+        x, w, b = (lib.tensor(a, requires_grad=bool(r)) for a, r in zip(arrays, requires))
+        y = functional.conv2d(x, w, b)
+        with lib.no_grad():
+            {"x": x, "w": w, "b": b}[changed].add_(1)
+        y.sum().backward()
+        return [None if t.grad is None else np.asarray(t.grad.data if lib is disttrain
+                                                        else t.grad.numpy()) for t in (x, w, b)]
+
+    from disttrain.autograd import ops
+
+    if changed == "b":
+        ours, theirs = run(disttrain, ops), run(torch, torch.nn.functional)
+        for o, t in zip(ours, theirs):
+            assert (o is None) == (t is None)
+            if o is not None:
+                np.testing.assert_allclose(o, t, rtol=1e-4, atol=1e-4)
+    else:
+        raises_like_torch(lambda: run(disttrain, ops), lambda: run(torch, torch.nn.functional))
