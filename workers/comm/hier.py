@@ -249,13 +249,7 @@ class NodePath:
         """This rank's part of a pinned area of its node's shared memory (ShmGroup.pin:
         buffers there are read in place, with no copy in), or None: a rank alone on its
         node, or no room. Collective over the node's ranks."""
-        if self._group is None:
-            return None
-        try:
-            return self._group.pin(nbytes, step=step, seq=seq, timeout_s=self.timeout_s,
-                                   on_wait=self._on_wait and self._watch)
-        except CollectiveError as e:
-            raise _renamed(e, self._members, f"node {self.node}'s shared memory") from None
+        return None if self._group is None else self._on_node("pin", nbytes, step=step, seq=seq)
 
     # --- the sharded optimizer's chunks (chunk_bounds over the job's ranks) -----------
 
@@ -316,18 +310,21 @@ class NodePath:
     # --- the parts --------------------------------------------------------------------
 
     def _in_node(self, op: str, flat: np.ndarray, step: int, seq: int, *root) -> None:
-        """One ShmGroup collective; its local ranks translated to the job's."""
-        try:
-            ok = getattr(self._group, op)(flat, *root, step=step, seq=seq,
-                                          timeout_s=self.timeout_s,
-                                          on_wait=self._on_wait and self._watch)
-        except CollectiveError as e:
-            raise _renamed(e, self._members, f"node {self.node}'s shared memory") from None
-        if not ok:  # the same on every rank of the node; the leader breaks the ring
+        """One ShmGroup collective; an error if the node's shared memory cannot hold flat."""
+        # False is the same on every rank of the node; the leader then breaks the ring
+        if not self._on_node(op, flat, *root, step=step, seq=seq):
             raise CollectiveError(
                 f"{op.rstrip('_')} at step {step} (collective #{seq}): node {self.node}'s "
                 f"shared memory (/dev/shm) cannot hold {flat.nbytes} bytes; make /dev/shm "
                 "larger (Docker: --shm-size) or set [distributed] hierarchical = false")
+
+    def _on_node(self, op: str, *args, step: int, seq: int):
+        """One call of this node's ShmGroup, watched; its local ranks translated to the job's."""
+        try:
+            return getattr(self._group, op)(*args, step=step, seq=seq, timeout_s=self.timeout_s,
+                                            on_wait=self._on_wait and self._watch)
+        except CollectiveError as e:
+            raise _renamed(e, self._members, f"node {self.node}'s shared memory") from None
 
     def _watch(self, waited_s: float, pending: list) -> None:
         """The caller's on_wait; what it raises (the job's abort reason) is in the job's

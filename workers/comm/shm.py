@@ -188,9 +188,10 @@ def _room_for(size: int) -> bool:
     return size <= PIN_SHARE * st.f_bavail * st.f_frsize
 
 
-def _pinned_segment(name: str, size: int, create: bool) -> mmap.mmap:
-    """A pinned area's segment (ShmGroup.pin), created (rank 0) or mapped. Never closed
-    here: numpy arrays made from the mmap keep it mapped, and it goes when they do."""
+def _segment(name: str, size: int, create: bool) -> mmap.mmap:
+    """A data or pinned segment, created (rank 0) or mapped. Never closed here: the numpy
+    arrays made from the mmap keep it mapped, and it is unmapped when they are gone (a
+    pinned area's buffers may outlive the group)."""
     flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
     fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
     try:
@@ -261,11 +262,8 @@ class ShmGroup(Breakable):
         self._gen = 0
         self._capacity = 0
         self.too_big = sys.maxsize  # smallest size the node's shared memory could not hold
-        self._data: shared_memory.SharedMemory | None = None
         self._slots: np.ndarray | None = None  # (world_size + 1, capacity) uint8
         self._pins: list = []  # pinned areas, each (world_size + 1, capacity) uint8
-        self._pin = (0, 0)  # (area + 1, offset) of this call's buffer, (0, 0) if not pinned
-        self._pin_agreed = False  # every rank's buffer of this call pinned at one place
         self.in_place = 0  # collectives that found every rank's buffer pinned (for tests)
         self._pidfds: dict = {}
         self._pids: dict = {}
@@ -328,25 +326,13 @@ class ShmGroup(Breakable):
         self._barrier()
         self._check_headers()
         capacity = max(1, -(-nbytes // CAPACITY_QUANTUM)) * CAPACITY_QUANTUM
-        size, index = (self.world_size + 1) * capacity, len(self._pins) + 1
-        name = segment_name(self.token, f"p{index}")
-        mapped = None
-        if self.rank == 0 and _room_for(size):
-            with contextlib.suppress(OSError):
-                mapped = _pinned_segment(name, size, create=True)
-                self._linked.append(name)
-        if self.rank == 0:
-            self._table[0, _G_PINNED] = index if mapped is not None else -index
-        self._barrier()  # created (or not)
-        if int(self._table[0, _G_PINNED]) != index:
+        index = len(self._pins) + 1
+        area = self._new_area(f"p{index}", _G_PINNED, index, capacity,
+                              room=_room_for((self.world_size + 1) * capacity))
+        if area is None:
             return None
-        if mapped is None:
-            mapped = _pinned_segment(name, size, create=False)
-        self.names.append(name)
-        self._pins.append(np.ndarray((self.world_size + 1, capacity), np.uint8, mapped))
-        self._barrier()  # mapped everywhere
-        self._unlink()
-        return self._pins[-1][self.rank]
+        self._pins.append(area)
+        return area[self.rank]
 
     # --- collectives ------------------------------------------------------------------
 
@@ -388,8 +374,8 @@ class ShmGroup(Breakable):
         # share of block k-1, so it sums block k, copies block k-1 out and block k+1 in.
         # A pinned buffer is its own slot: nothing is copied in.
         blocks = self._blocks(flat)
-        slots = self._publish("allreduce", step, seq, flat,
-                              lambda f: self._reduce_in(f, blocks[0]))
+        slots, in_place = self._publish("allreduce", step, seq, flat,
+                                        lambda f: self._reduce_in(f, blocks[0]))
         if slots is None:
             return False
         result = slots[self.world_size]
@@ -400,7 +386,7 @@ class ShmGroup(Breakable):
             sum_in_rank_order(parts, out=result[lo:hi])
             if k:
                 np.copyto(flat[blocks[k - 1][0]:a], result[blocks[k - 1][0]:a])
-            if k + 1 < len(blocks) and not self._pin_agreed:
+            if k + 1 < len(blocks) and not in_place:
                 self._reduce_in(flat, blocks[k + 1])
             self._barrier()
         a, b = blocks[-1]
@@ -431,12 +417,12 @@ class ShmGroup(Breakable):
         # chunk in, then each rank sums band k of its own) measured no faster at 16 MB on
         # 2 ranks (10 vs 8-9 ms) and 12% faster at 64 MB, for 1 + size/BLOCK_BYTES
         # barriers, which are what a loaded machine makes slow.
-        slots = self._publish("reduce_scatter", step, seq, flat, self._slot_in)
+        slots, in_place = self._publish("reduce_scatter", step, seq, flat, self._slot_in)
         if slots is None:
             return False
         lo, hi = self._chunk(flat)
         parts = [s[lo:hi] for s in slots[:self.world_size]]
-        if self._pin_agreed and self.rank >= 2:
+        if in_place and self.rank >= 2:
             # flat is this rank's slot: summing into it would overwrite its part before
             # adding it (ranks 0 and 1 are safe: the first add reads both operands first).
             sum_in_rank_order(parts, out=slots[self.world_size][lo:hi])
@@ -447,7 +433,7 @@ class ShmGroup(Breakable):
         return True
 
     def _allgather_chunks(self, flat, step, seq) -> bool:
-        slots = self._publish("allgather_", step, seq, flat, self._chunk_in)
+        slots, _ = self._publish("allgather_", step, seq, flat, self._chunk_in)
         if slots is None:
             return False
         for p in self._peers():
@@ -456,34 +442,33 @@ class ShmGroup(Breakable):
         self._barrier()  # every peer is done reading this rank's slot
         return True
 
-    def _publish(self, kind, step, seq, flat, write, root=-1) -> list | None:
+    def _publish(self, kind, step, seq, flat, write, root=-1) -> tuple:
         """Announce, write(flat) into this rank's slot, and meet at the first barrier
-        (checked headers); then every rank's slot holds what it wrote. The slots to read,
-        every rank's then the result area's: in the pinned area when every rank's buffer
-        is pinned at the same place (nothing was written: each buffer is its slot), else
-        in the data segment, grown first if `flat` did not fit, with the ranks that had not
-        written yet (all after growing, the pinned ones otherwise) writing before one more
-        barrier. None, on every rank, if no segment can hold `flat`."""
-        fits = self._announce(kind, step, seq, flat, root)
-        if fits and not self._pin[0]:
+        (checked headers); then every rank's slot holds what it wrote. (slots, in_place):
+        the slots to read, every rank's then the result area's, in the pinned area when
+        every rank's buffer is pinned at the same place (in_place: nothing was written,
+        each buffer is its slot), else in the data segment, grown first if `flat` did not
+        fit, with the ranks that had not written yet (all after growing, the pinned ones
+        otherwise) writing before one more barrier. (None, False), on every rank, if no
+        segment can hold `flat`."""
+        fits, pin = self._announce(kind, step, seq, flat, root)
+        if fits and not pin[0]:
             write(flat)
         self._barrier()
         self._check_headers()
-        self._pin_agreed = self._pin[0] > 0 and all(
-            tuple(self._table[p + 1, _PIN_AREA:_PIN_OFFSET + 1]) == self._pin
-            for p in self._peers())
-        if self._pin_agreed:
+        if pin[0] and all(tuple(self._table[p + 1, _PIN_AREA:_PIN_OFFSET + 1]) == pin
+                          for p in self._peers()):
             self.in_place += 1
-            area, offset = self._pins[self._pin[0] - 1], self._pin[1]
+            area, offset = self._pins[pin[0] - 1], pin[1]
             return [area[p, offset:offset + flat.nbytes].view(flat.dtype)
-                    for p in range(self.world_size + 1)]
+                    for p in range(self.world_size + 1)], True
         if not fits or self._table[1:, _PIN_AREA].any():
             if not fits and not self._grow(flat.nbytes):
-                return None
-            if not fits or self._pin[0]:
+                return None, False
+            if not fits or pin[0]:
                 write(flat)
             self._barrier()
-        return [self._slot(p, flat) for p in range(self.world_size + 1)]
+        return [self._slot(p, flat) for p in range(self.world_size + 1)], False
 
     def _chunk(self, flat) -> tuple:
         return chunk_bounds(flat.size, self.world_size)[self.rank]
@@ -499,7 +484,7 @@ class ShmGroup(Breakable):
 
     def _broadcast(self, flat, root, step, seq) -> bool:
         write = self._slot_in if self.rank == root else _nothing
-        slots = self._publish("broadcast", step, seq, flat, write, root)
+        slots, _ = self._publish("broadcast", step, seq, flat, write, root)
         if slots is None:
             return False
         if self.rank != root:
@@ -509,15 +494,16 @@ class ShmGroup(Breakable):
 
     # --- pieces -----------------------------------------------------------------------
 
-    def _announce(self, kind, step, seq, flat, root) -> bool:
+    def _announce(self, kind, step, seq, flat, root) -> tuple:
         """Write this rank's header (its counter follows at the barrier): the call and
-        where its buffer is pinned, if it is. Whether flat fits the data segment."""
+        where its buffer is pinned, if it is. (whether flat fits the data segment, the
+        pinned place: _pin_of's)."""
         self._call = Call(self.rank, step, seq, kind, flat.nbytes, flat.dtype.char,
                           None if root < 0 else root)
-        self._pin = self._pin_of(flat)
+        pin = self._pin_of(flat)
         self._table[self._row, _CALL:_CALL + ROW_FIELDS] = self._call.to_row()
-        self._table[self._row, _PIN_AREA:_PIN_OFFSET + 1] = self._pin
-        return flat.nbytes <= self._capacity
+        self._table[self._row, _PIN_AREA:_PIN_OFFSET + 1] = pin
+        return flat.nbytes <= self._capacity, pin
 
     def _pin_of(self, flat: np.ndarray) -> tuple:
         """(area + 1, byte offset) of flat inside this rank's part of a pinned area, else
@@ -550,37 +536,38 @@ class ShmGroup(Breakable):
         """
         capacity = -(-nbytes // CAPACITY_QUANTUM) * CAPACITY_QUANTUM
         gen = self._gen + 1
-        name = segment_name(self.token, f"d{gen}")
-        size = (self.world_size + 1) * capacity
-        seg = None
-        if self.rank == 0:
-            try:
-                seg = _open(name, size, create=True)
-                self._linked.append(name)
-                # Reserve the pages now: an over-full tmpfs fails here, not with SIGBUS later.
-                os.posix_fallocate(seg._fd, 0, size)
-            except OSError:
-                self._unlink()
-                if seg is not None:
-                    seg.close()
-                seg = None
-            self._table[0, _G_GROWN] = gen if seg is not None else -gen
-        self._barrier()  # created (or not)
-        if int(self._table[0, _G_GROWN]) != gen:
+        area = self._new_area(f"d{gen}", _G_GROWN, gen, capacity)
+        if area is None:
             self.too_big = min(self.too_big, nbytes)
             return False
-        if self.rank != 0:
-            seg = _open(name)
-            if seg.size < size:
-                seg.close()
-                raise CollectiveError(f"shared-memory segment {name} is smaller than agreed")
-        self._release_data()
+        self._slots, self._gen, self._capacity = area, gen, capacity  # the old one unmaps
+        return True
+
+    def _new_area(self, part: str, field: int, index: int, capacity: int,
+                  room: bool = True) -> np.ndarray | None:
+        """A new segment of world_size + 1 parts of `capacity` bytes, as a (world_size + 1,
+        capacity) uint8 array on every rank: rank 0 creates it (if `room`) and says in
+        header field `field` whether it could (index, or -index); the others map it; its
+        name is unlinked once every rank has. None, on every rank, if rank 0 could not."""
+        name = segment_name(self.token, part)
+        size = (self.world_size + 1) * capacity
+        mapped = None
+        if self.rank == 0:
+            if room:
+                with contextlib.suppress(OSError):
+                    mapped = _segment(name, size, create=True)
+                    self._linked.append(name)
+            self._table[0, field] = index if mapped is not None else -index
+        self._barrier()  # created (or not)
+        if int(self._table[0, field]) != index:
+            return None
+        if mapped is None:
+            mapped = _segment(name, size, create=False)
         self.names.append(name)
-        self._data, self._gen, self._capacity = seg, gen, capacity
-        self._slots = np.ndarray((self.world_size + 1, capacity), np.uint8, seg.buf)
+        area = np.ndarray((self.world_size + 1, capacity), np.uint8, mapped)
         self._barrier()  # mapped everywhere
         self._unlink()
-        return True
+        return area
 
     # --- synchronisation --------------------------------------------------------------
 
@@ -692,13 +679,6 @@ class ShmGroup(Breakable):
             with contextlib.suppress(FileNotFoundError):
                 _unlink_name(name)
 
-    def _release_data(self) -> None:
-        self._slots = None
-        if self._data is not None:
-            with contextlib.suppress(BufferError):
-                self._data.close()
-            self._data = None
-
     def close(self) -> None:
         """Unmap the segments and unlink any name still linked; safe twice."""
         if self._closed:
@@ -709,7 +689,7 @@ class ShmGroup(Breakable):
                 os.close(fd)
         self._pidfds.clear()
         self._unlink()
-        self._release_data()
+        self._slots = None  # unmapped once no view of it is left
         self._pins = []  # the arrays made from them keep their mappings
         self._table = self._reasons = None
         with contextlib.suppress(BufferError):
