@@ -181,6 +181,12 @@ class Trainer:
         self.times.comm += comm_seconds
         self.times.steps += 1
         self.step += 1
+        self._lr = self.optimizer.param_groups[0]["lr"]  # the lr the step ran with, for _log
+        if self.step % self.steps_per_epoch == 0 and self.scheduler is not None:
+            # Part of the step that ends an epoch: whatever state is taken after it (a
+            # checkpoint, a stop, a replica's snapshot after a failed collective) resumes
+            # with the next epoch's lr.
+            self.scheduler.step()
 
     def note_loss(self, loss: float | None) -> None:
         """The step's local loss for the next log line (None: a skipped step)."""
@@ -241,13 +247,13 @@ class Trainer:
                     if at_log or self.stopped:  # a stop between log steps logs what it ran
                         self._log(epoch, loss)
                         self._loss_sum, self._loss_count = 0.0, 0
+                if self.step % self.steps_per_epoch == 0 and self.spec.job.eval_every_epoch:
+                    self._evaluate_epoch(epoch)  # before a stop, which would skip it
                 every = self.spec.job.checkpoint_every
                 if every and self.step % every == 0 and not (at_end or self.stopped):
                     self.save_checkpoint()
                 if self.stopped or at_end:
                     break
-            else:
-                self._end_epoch(epoch)
 
     def finish(self, started: float) -> dict:
         """The last checkpoint and trace, and the run's summary."""
@@ -263,12 +269,9 @@ class Trainer:
         if any(traces):
             self.on_record({"kind": "trace", "events": [e for trace in traces for e in trace]})
 
-    def _end_epoch(self, epoch: int) -> None:
-        if self.scheduler is not None:
-            self.scheduler.step()
-        if self.spec.job.eval_every_epoch:
-            self.on_record({"kind": "eval", "time": time.time(), "step": self.step, "epoch": epoch,
-                            **self.evaluate()})
+    def _evaluate_epoch(self, epoch: int) -> None:
+        self.on_record({"kind": "eval", "time": time.time(), "step": self.step, "epoch": epoch,
+                        **self.evaluate()})
 
     def _agree(self, local_loss: float, stop_requested: bool) -> tuple[float, bool, int]:
         """One small all-reduce: (the loss averaged over the global batch, whether any rank
@@ -299,7 +302,7 @@ class Trainer:
             "kind": "train", "time": time.time(), "step": self.step, "epoch": epoch,
             # every step since the last record skipped: no loss to report (JSON null)
             "loss": loss if t.skipped < t.steps else None,
-            "lr": self.optimizer.param_groups[0]["lr"],
+            "lr": self._lr,
             "samples_per_s": self.spec.job.batch_size / step_s if step_s else 0.0,
             "compute_s": t.compute, "comm_s": t.comm, "skipped": t.skipped,
             "world_size": self.world_size,

@@ -294,8 +294,8 @@ def test_a_terminal_gets_a_live_bar(tmp_path):
     assert re.search(r"epoch 3  loss \d+\.\d{4}  [\d,]+ samples/s\]", final), final
     assert "\r" in output
     assert not any(STEP_LINE.match(line.strip()) for line in output.splitlines())
-    # the other lines still print, above the bar
-    assert output.count("done  val_loss") == 3 and "done at step 40" in output
+    # the other lines still print, above the bar: every epoch's evaluation, the last one's too
+    assert output.count("done  val_loss") == 4 and "done at step 40" in output
     assert "run directory:" in output
 
 
@@ -312,5 +312,5 @@ def test_output_that_is_not_a_terminal_stays_one_line_per_log(tmp_path):
     assert "\r" not in done.stdout and "train:" not in done.stdout
     lines = done.stdout.splitlines()
     assert sum(bool(STEP_LINE.match(line)) for line in lines) == 8, done.stdout
-    assert sum("done  val_loss" in line for line in lines) == 3
+    assert sum("done  val_loss" in line for line in lines) == 4  # one per epoch
     assert lines[0] == "training from step 0 to 40" and lines[-1].startswith("run directory:")
