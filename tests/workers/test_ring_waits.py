@@ -127,6 +127,37 @@ def test_on_wait_ends_a_wait_on_an_absent_rank_with_its_error():
     assert len(waits) >= 3 and waits == sorted(waits)  # seconds since the collective began
 
 
+def test_on_wait_ends_a_send_to_a_rank_that_stops_reading():
+    # A broadcast's root only sends: 64 MB outgrows every socket buffer, so rank 0 waits for
+    # rank 1 (alive, connected, never reading) to take the rest. on_wait is polled there too,
+    # so the "abort" ends it, not the 30 s send timeout (a CollectiveTimeout).
+    rendezvous, done, waits = LocalRendezvous(2), threading.Event(), []
+
+    def watch(waited_s):
+        waits.append(waited_s)
+        if len(waits) >= 3:
+            raise CollectiveAborted("the job was aborted: rank 1 stopped reading")
+
+    def main(rank):
+        comm = RingCommunicator(rank, 2, rendezvous, "s3cret", timeout_s=30.0,
+                                host="127.0.0.1", on_wait=watch if rank == 0 else None)
+        try:
+            if rank == 0:
+                comm.broadcast_(np.ones(16 << 20, np.float32), root=0)
+            else:
+                done.wait(60)
+        finally:
+            if rank == 0:
+                done.set()
+            comm.close()
+
+    error, absent = [w(60) for w in [in_thread(main, r) for r in range(2)]]
+    assert absent is None
+    assert isinstance(error, CollectiveAborted), error
+    assert "rank 1 stopped reading" in str(error)
+    assert len(waits) == 3 and waits == sorted(waits)
+
+
 def test_on_wait_changes_no_result():
     # Polled only while no data has arrived: a healthy ring gives the same bits with it.
     def run(comm):

@@ -29,8 +29,9 @@ Waits: a rank waiting to receive blocks in the kernel (SO_RCVTIMEO = timeout_s, 
 `kernel_timeouts`), which notices a peer that died (a reset connection) but not one that
 is alive and absent. Given `on_wait`, the rank instead polls its socket before each unit
 and calls on_wait(seconds since the collective began) every ON_WAIT_EVERY_MS while
-nothing arrives; what it raises ends the collective (the hierarchical path's leaders poll
-the coordinator's abort flag there).
+nothing arrives, and while its last sends wait for the next rank to take them; what it
+raises ends the collective (the hierarchical path's leaders poll the coordinator's abort
+flag there).
 
 Ray-free on purpose: addresses come from any `rendezvous` with
 `publish_address(rank, host, port)` and `addresses(timeout_s) -> [(host, port), ...]`;
@@ -233,12 +234,17 @@ class _Sender:
     def put(self, data) -> None:
         self._queue.put(data)
 
-    def drain(self, timeout_s: float) -> None:
-        """Wait until everything queued is in the kernel: the caller may reuse its buffer."""
-        done = threading.Event()
+    def drain(self, timeout_s: float, on_wait=None) -> None:
+        """Wait until everything queued is in the kernel: the caller may reuse its buffer.
+        on_wait(seconds waited), if given, is called every ON_WAIT_EVERY_MS meanwhile."""
+        done, began = threading.Event(), time.monotonic()
         self._queue.put(done)
-        if not done.wait(timeout_s):
-            raise TimeoutError("send did not finish")
+        poll_s = timeout_s if on_wait is None else ON_WAIT_EVERY_MS / 1000
+        while not done.wait(min(poll_s, max(0.0, began + timeout_s - time.monotonic()))):
+            waited = time.monotonic() - began
+            if waited >= timeout_s:
+                raise TimeoutError("send did not finish")
+            on_wait(waited)
         if self.error is not None:
             raise self.error
 
@@ -594,7 +600,7 @@ class RingCommunicator(CommunicatorBase):
         # All-gather: pass the finished chunks around; the last one received is not sent on.
         for s in range(w - 1):
             self._take_chunk("allreduce", flat, bounds[(r - s) % w], forward=s < w - 2)
-        self._sender.drain(self.timeout_s)
+        self._drain()
 
     def _ring_reduce_scatter(self, flat: np.ndarray, bounds: list | None) -> None:
         # The all-reduce's first phase shifted back one chunk, so that the chunk rank r
@@ -610,7 +616,7 @@ class RingCommunicator(CommunicatorBase):
         for s in range(w - 1):
             scratch = self._add_chunk("reduce_scatter", flat, bounds[(r - s - 2) % w], scratch,
                                       forward=s < w - 2)
-        self._sender.drain(self.timeout_s)
+        self._drain()
 
     def _ring_allgather_chunks(self, flat: np.ndarray, bounds: list | None) -> None:
         # The all-reduce's second phase, started from this rank's own chunk.
@@ -619,7 +625,7 @@ class RingCommunicator(CommunicatorBase):
         self._send_frame("allgather_", flat, *bounds[r])
         for s in range(w - 1):
             self._take_chunk("allgather_", flat, bounds[(r - s - 1) % w], forward=s < w - 2)
-        self._sender.drain(self.timeout_s)
+        self._drain()
 
     def _first_scratch(self, flat: np.ndarray, bounds: list) -> np.ndarray:
         """Room for one piece of the widest chunk (grown by _add_chunk if a peer's are bigger)."""
@@ -672,7 +678,7 @@ class RingCommunicator(CommunicatorBase):
                 self._recv_into(flat[a:b])
                 if forwards:
                     self._forward(flat[a:b])
-        self._sender.drain(self.timeout_s)
+        self._drain()
 
     def _ring_allgather(self, blob: bytes, kind: str) -> list:
         w, r = self.world_size, self.rank
@@ -685,7 +691,7 @@ class RingCommunicator(CommunicatorBase):
             if nbytes:
                 self._recv_into(incoming)
             blobs[(r - s - 1) % w] = bytes(incoming)
-        self._sender.drain(self.timeout_s)
+        self._drain()
         return blobs
 
     def _scratch(self, size: int, dtype: np.dtype) -> np.ndarray:
@@ -791,6 +797,12 @@ class RingCommunicator(CommunicatorBase):
                 f"#{self._seq} at step {self.step}: a frame was altered, dropped or replayed "
                 "on the way (its HMAC does not match); the collective is abandoned and its "
                 "result discarded")
+
+    def _drain(self) -> None:
+        """Wait until this rank's sends are in the kernel (the next rank may be slow to take
+        them), polling on_wait meanwhile as _await_data does."""
+        on_wait = self._on_wait and (lambda _: self._on_wait(time.monotonic() - self._started))
+        self._sender.drain(self.timeout_s, on_wait)
 
     def _await_data(self) -> None:
         """Wait until the previous rank's next unit starts to arrive, calling on_wait every
