@@ -10,6 +10,12 @@ on gloo in W subprocesses with torch.set_num_threads(1); its exposed communicati
 step time minus the step time of the same step under no_sync() (no all-reduce), both
 measured in alternating blocks.
 
+'ceiling' is the scaling the same machine would give if communication cost nothing, measured
+alike for both systems: the 1-worker step over the step of W processes stepping 1/W of the
+batch each at the same time with no all-reduce at all (torch: the no_sync step of the same
+DDP processes; disttrain: W one-process jobs, backend local, run at once). Both count the
+cores the W processes share, not the communication.
+
 Step time is zero_grad + forward + backward (with the all-reduce) + optimizer step, for
 both systems; data loading and logging are outside it. On a 2-core machine, 2 workers x 1
 thread is the ideal setup: one core each. The Ray coordinator, raylet and the gloo
@@ -101,8 +107,35 @@ def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_e
             "comm_ms": comm * 1e3}
 
 
+def run_disttrain_alone(workers: int, sizes, batch, steps, warmup, log_every,
+                        run_dir: Path) -> float:
+    """Milliseconds of a step of `workers` processes computing 1/W of the batch each at the
+    same time with no communication (W one-process jobs at once); the slowest one's."""
+    from disttrain.train.rundir import read_metrics
+
+    local = batch // workers
+    runs = [run_dir / f"alone-{i}" for i in range(workers)]
+    children = [start_job(job_dict(1, "local", sizes, local, steps, warmup, log_every), run)
+                for run in runs]
+    for child in children:
+        wait_job(child)
+    slowest = 0.0
+    for run in runs:
+        timed = [r for r in read_metrics(run) if "loss" in r and r["step"] - log_every >= warmup]
+        if not timed:
+            raise RuntimeError(f"{run}/metrics.jsonl has no record after step {warmup}")
+        slowest = max(slowest, sum(r["compute_s"] + r["comm_s"] for r in timed)
+                      / (len(timed) * log_every))
+    return slowest * 1e3
+
+
 def train_job(job: dict, run_dir: Path) -> None:
     """Write job as RUN.toml beside run_dir and train it through the CLI into run_dir."""
+    wait_job(start_job(job, run_dir))
+
+
+def start_job(job: dict, run_dir: Path) -> subprocess.Popen:
+    """Write job as RUN.toml beside run_dir and start training it through the CLI."""
     from disttrain.train.spec import dump_job, spec_from_dict
 
     # launch is run, not imported: its API is not bench's to lean on, and the CLI is
@@ -114,11 +147,22 @@ def train_job(job: dict, run_dir: Path) -> None:
            "--run-dir", str(run_dir), "--quiet"]
     # RAY_ADDRESS=local: a Ray cluster of the job's own, never one `ray start` left on this
     # machine (its CPUs are not the ones this benchmark describes)
-    done = subprocess.run(cmd, cwd=REPO, env=child_env(RAY_ADDRESS="local"), capture_output=True,
-                          text=True, timeout=CHILD_TIMEOUT_S)
-    if done.returncode:
-        raise RuntimeError(f"{' '.join(cmd)} exited {done.returncode}\n"
-                           f"{done.stdout[-2000:]}{done.stderr[-2000:]}")
+    child = subprocess.Popen(cmd, cwd=REPO, env=child_env(RAY_ADDRESS="local"), text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.cmd = cmd
+    return child
+
+
+def wait_job(child: subprocess.Popen) -> None:
+    try:
+        out, err = child.communicate(timeout=CHILD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        raise RuntimeError(f"{' '.join(child.cmd)} ran over {CHILD_TIMEOUT_S} s") from None
+    if child.returncode:
+        raise RuntimeError(f"{' '.join(child.cmd)} exited {child.returncode}\n"
+                           f"{out[-2000:]}{err[-2000:]}")
 
 
 # --- PyTorch DDP on gloo, one subprocess per rank -----------------------------------------
@@ -132,7 +176,8 @@ def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dic
     comm_s = max(step_s - compute_s, 0.0)
     return {"system": "torch", "backend": "gloo", "workers": workers, "steps": steps,
             "samples_per_s": batch / step_s, "step_ms": step_s * 1e3,
-            "compute_ms": compute_s * 1e3, "comm_ms": comm_s * 1e3}
+            "compute_ms": compute_s * 1e3, "comm_ms": comm_s * 1e3,
+            "alone_ms": compute_s * 1e3}  # the no_sync step: no all-reduce at all
 
 
 def _torch_child(sizes, batch: int, steps: int, warmup: int, blocks: int) -> None:
@@ -190,13 +235,13 @@ def _ddp_step_medians(dist, sizes, batch: int, steps: int, warmup: int, blocks: 
 
 def with_scaling(rows: list[dict]) -> list[dict]:
     """Add 'scaling': samples/s over the same system+backend's 1-worker samples/s; and
-    'ceiling': the scaling the same runs would reach if communication cost nothing, the
-    1-worker compute time over this row's (each worker computes 1/W of the batch)."""
+    'ceiling': the scaling with communication free, the 1-worker step with no all-reduce
+    over the step of W processes computing 1/W of the batch each with none ('alone_ms')."""
     base = {(r["system"], r["backend"]): r for r in rows if r["workers"] == 1}
     for r in rows:
         one = base.get((r["system"], r["backend"]))
         r["scaling"] = r["samples_per_s"] / one["samples_per_s"] if one else None
-        r["ceiling"] = one["compute_ms"] / r["compute_ms"] if one and r["compute_ms"] else None
+        r["ceiling"] = one["alone_ms"] / r["alone_ms"] if one and r.get("alone_ms") else None
     return rows
 
 
@@ -209,7 +254,8 @@ def summarize_repeats(runs: list[list[dict]]) -> list[dict]:
     out = []
     for (system, backend, workers), rs in groups.items():
         row = {"system": system, "backend": backend, "workers": workers, "repeats": len(rs)}
-        for key in ("samples_per_s", "step_ms", "compute_ms", "comm_ms", "scaling", "ceiling"):
+        for key in ("samples_per_s", "step_ms", "compute_ms", "comm_ms", "alone_ms", "scaling",
+                    "ceiling"):
             values = [r[key] for r in rs if r.get(key) is not None]
             row[key] = statistics.median(values) if values else None
             row[key + "_min"] = min(values) if values else None
@@ -220,7 +266,7 @@ def summarize_repeats(runs: list[list[dict]]) -> list[dict]:
 
 def format_rows(rows: list[dict]) -> str:
     header = ["system", "backend", "workers", "samples/s", "step ms", "compute ms",
-              "comm wait ms", "scaling", "ceiling"]
+              "comm wait ms", "alone ms", "scaling", "ceiling"]
     body = []
     for r in rows:
         scaling = "" if r.get("scaling") is None or r["workers"] == 1 else (
@@ -228,7 +274,7 @@ def format_rows(rows: list[dict]) -> str:
         ceiling = "" if r.get("ceiling") is None or r["workers"] == 1 else f"{r['ceiling']:.2f}"
         body.append([r["system"], r["backend"], r["workers"], f"{r['samples_per_s']:.0f}",
                      f"{r['step_ms']:.1f}", f"{r['compute_ms']:.1f}", f"{r['comm_ms']:.1f}",
-                     scaling, ceiling])
+                     f"{r['alone_ms']:.1f}", scaling, ceiling])
     return format_table(header, body)
 
 
@@ -260,16 +306,21 @@ def run(workers=(1, 2), backends=("coordinator",), systems=SYSTEMS,
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         root = Path(run_root or tmp)
         for repeat in range(repeats):
-            rows = []
+            rows, alone = [], {}
             for system in systems:
                 for backend in (backends if system == "disttrain" else ("gloo",)):
                     for w in workers:
                         log(f"repeat {repeat + 1}/{repeats}: {system} {backend} {w} worker(s)",
                             file=sys.stderr)
                         if system == "disttrain":
+                            if w not in alone:  # once per repeat, shared by the backends
+                                alone[w] = run_disttrain_alone(w, sizes, batch, steps, warmup,
+                                                               log_every,
+                                                               root / f"r{repeat}-alone-{w}")
                             rows.append(run_disttrain(w, backend, sizes, batch, steps, warmup,
                                                       log_every,
                                                       root / f"r{repeat}-{backend}-{w}"))
+                            rows[-1]["alone_ms"] = alone[w]
                         else:
                             rows.append(run_torch(w, sizes, batch, steps, warmup))
             result["runs"].append(with_scaling(rows))
@@ -298,9 +349,11 @@ def report(result: dict) -> str:
               f"This machine has {os.cpu_count() or 1} cores: 2 workers x 1 BLAS thread is the "
               "ideal setup, one core each, with the coordinator/raylet/gloo threads on the same "
               "cores. 'comm wait' is the all-reduce time backward's end waited for "
-              "(disttrain: measured by DDP; torch: step minus no_sync step). 'ceiling' is "
-              "the scaling with communication free: 1-worker compute ms over W-worker "
-              "compute ms, measured in the same runs."]
+              "(disttrain: measured by DDP; torch: step minus no_sync step). 'alone ms' is a "
+              "step of W processes computing 1/W of the batch each at once with no all-reduce "
+              "at all (torch: the no_sync step; disttrain: W one-process jobs run at once), "
+              "and 'ceiling' the 1-worker alone ms over the W-worker one: the scaling with "
+              "communication free, measured alike for both systems in the same run."]
     return "\n".join(lines)
 
 

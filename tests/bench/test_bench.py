@@ -75,14 +75,15 @@ def test_step_implementations_do_equal_work():
 
 def test_scaling_tables_from_rows():
     rows = [{"system": s, "backend": b, "workers": w, "samples_per_s": sps, "step_ms": 1.0,
-             "compute_ms": compute, "comm_ms": 0.2}
-            for s, b, w, sps, compute in (("disttrain", "coordinator", 1, 100.0, 0.8),
-                                          ("disttrain", "coordinator", 2, 190.0, 0.5),
-                                          ("torch", "gloo", 1, 100.0, 0.9),
-                                          ("torch", "gloo", 2, 150.0, 0.6))]
+             "compute_ms": 0.7, "comm_ms": 0.2, "alone_ms": alone}
+            for s, b, w, sps, alone in (("disttrain", "coordinator", 1, 100.0, 0.8),
+                                        ("disttrain", "coordinator", 2, 190.0, 0.5),
+                                        ("torch", "gloo", 1, 100.0, 0.9),
+                                        ("torch", "gloo", 2, 150.0, 0.6))]
     rows = scaling.with_scaling(rows)
     assert [round(r["scaling"], 2) for r in rows] == [1.0, 1.9, 1.0, 1.5]
-    # The ceiling: the 1-worker compute time over this row's (0.8 / 0.5, 0.9 / 0.6).
+    # The ceiling: the 1-worker step with no all-reduce over this row's (0.8 / 0.5, 0.9 / 0.6),
+    # not the compute the DDP run measured (0.7 in every row).
     assert [round(r["ceiling"], 2) for r in rows] == [1.0, 1.6, 1.0, 1.5]
     table = scaling.format_rows(rows)
     assert "1.90 (ok)" in table and "1.50 (MISS)" in table and "1.60" in table
@@ -109,7 +110,8 @@ def _check_rows(rows: list[dict], system: str, backend: str) -> None:
         (system, backend, 1), (system, backend, 2)]
     for r in rows:
         assert r["samples_per_s"] > 0 and r["step_ms"] > 0
-        assert r["compute_ms"] > 0 and r["comm_ms"] >= 0
+        assert r["compute_ms"] > 0 and r["comm_ms"] >= 0 and r["alone_ms"] > 0
+    assert rows[1]["ceiling"] == rows[0]["alone_ms"] / rows[1]["alone_ms"]
     assert rows[0]["scaling"] == 1.0 and rows[1]["scaling"] > 0
 
 
