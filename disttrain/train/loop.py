@@ -111,6 +111,8 @@ class Trainer:
         self.times = StepTimes()
         self.stopped = False
         self._loss_sum, self._loss_count = 0.0, 0
+        self._lr = None  # the lr the last step ran with (end_step)
+        self._evaluated: tuple = (None, {})  # (step, its evaluate())
 
     def attach_model(self, model) -> None:
         """The replica this rank trains, wrapped in DDP over the job's communicator."""
@@ -260,7 +262,7 @@ class Trainer:
         self.save_checkpoint()
         self._send_trace()
         return {"step": self.step, "stopped": self.stopped and self.step < self.total_steps,
-                "seconds": time.perf_counter() - started, **self.evaluate()}
+                "seconds": time.perf_counter() - started, **self._evaluation()}
 
     def _send_trace(self) -> None:
         """Every rank's timeline events so far, gathered into one "trace" record."""
@@ -271,7 +273,13 @@ class Trainer:
 
     def _evaluate_epoch(self, epoch: int) -> None:
         self.on_record({"kind": "eval", "time": time.time(), "step": self.step, "epoch": epoch,
-                        **self.evaluate()})
+                        **self._evaluation()})
+
+    def _evaluation(self) -> dict:
+        """evaluate(), once per step: the summary reuses the last epoch's evaluation."""
+        if self._evaluated[0] != self.step:
+            self._evaluated = (self.step, self.evaluate())
+        return self._evaluated[1]
 
     def _agree(self, local_loss: float, stop_requested: bool) -> tuple[float, bool, int]:
         """One small all-reduce: (the loss averaged over the global batch, whether any rank
