@@ -93,26 +93,23 @@ def test_a_rank_that_closes_mid_collective_is_peer_lost(world_size):
 
 # --- on_wait: a wait on a rank that is alive but absent ends when the caller says so ------
 
-def test_on_wait_ends_a_wait_on_an_absent_rank_with_its_error():
-    # Rank 1 is connected but never enters the all-reduce; rank 0's on_wait (the abort
-    # poll of the hierarchical path, here a flag) raises once the job is "aborted", long
-    # before the 30 s timeout: rank 0 fails with that error, not a CollectiveTimeout.
-    rendezvous, aborted, done = LocalRendezvous(2), threading.Event(), threading.Event()
-    waits: list = []
+def with_an_absent_rank_1(collective, reason: str) -> tuple:
+    """Rank 0 runs collective(comm) with an on_wait that raises CollectiveAborted(reason)
+    at its third poll (the hierarchical path's abort watch, here a counter), while rank 1
+    stays connected and alive but never takes part. (rank 0's error, the poll times)."""
+    rendezvous, done, waits = LocalRendezvous(2), threading.Event(), []
 
     def watch(waited_s):
         waits.append(waited_s)
-        if len(waits) == 3:
-            aborted.set()  # the "job" is aborted after a few polls
-        if aborted.is_set():
-            raise CollectiveAborted("the job was aborted: rank 1 stayed out")
+        if len(waits) >= 3:
+            raise CollectiveAborted(reason)
 
     def main(rank):
         comm = RingCommunicator(rank, 2, rendezvous, "s3cret", timeout_s=30.0,
                                 host="127.0.0.1", on_wait=watch if rank == 0 else None)
         try:
             if rank == 0:
-                comm.allreduce_(np.ones(1000, np.float32))
+                collective(comm)
             else:
                 done.wait(60)  # alive, connected, absent
         finally:
@@ -122,37 +119,26 @@ def test_on_wait_ends_a_wait_on_an_absent_rank_with_its_error():
 
     error, absent = [w(60) for w in [in_thread(main, r) for r in range(2)]]
     assert absent is None
+    return error, waits
+
+
+def test_on_wait_ends_a_wait_on_an_absent_rank_with_its_error():
+    # Rank 0 waits to receive from rank 1; the "abort" ends the wait long before the 30 s
+    # timeout: rank 0 fails with that error, not a CollectiveTimeout.
+    error, waits = with_an_absent_rank_1(lambda comm: comm.allreduce_(np.ones(1000, np.float32)),
+                                         "the job was aborted: rank 1 stayed out")
     assert isinstance(error, CollectiveAborted), error
     assert "the job was aborted: rank 1 stayed out" in str(error)
-    assert len(waits) >= 3 and waits == sorted(waits)  # seconds since the collective began
+    assert len(waits) == 3 and waits == sorted(waits)  # seconds since the collective began
 
 
 def test_on_wait_ends_a_send_to_a_rank_that_stops_reading():
     # A broadcast's root only sends: 64 MB outgrows every socket buffer, so rank 0 waits for
-    # rank 1 (alive, connected, never reading) to take the rest. on_wait is polled there too,
-    # so the "abort" ends it, not the 30 s send timeout (a CollectiveTimeout).
-    rendezvous, done, waits = LocalRendezvous(2), threading.Event(), []
-
-    def watch(waited_s):
-        waits.append(waited_s)
-        if len(waits) >= 3:
-            raise CollectiveAborted("the job was aborted: rank 1 stopped reading")
-
-    def main(rank):
-        comm = RingCommunicator(rank, 2, rendezvous, "s3cret", timeout_s=30.0,
-                                host="127.0.0.1", on_wait=watch if rank == 0 else None)
-        try:
-            if rank == 0:
-                comm.broadcast_(np.ones(16 << 20, np.float32), root=0)
-            else:
-                done.wait(60)
-        finally:
-            if rank == 0:
-                done.set()
-            comm.close()
-
-    error, absent = [w(60) for w in [in_thread(main, r) for r in range(2)]]
-    assert absent is None
+    # rank 1 to take the rest. on_wait is polled there too, so the "abort" ends it, not the
+    # 30 s send timeout (a CollectiveTimeout).
+    error, waits = with_an_absent_rank_1(
+        lambda comm: comm.broadcast_(np.ones(16 << 20, np.float32), root=0),
+        "the job was aborted: rank 1 stopped reading")
     assert isinstance(error, CollectiveAborted), error
     assert "rank 1 stopped reading" in str(error)
     assert len(waits) == 3 and waits == sorted(waits)
