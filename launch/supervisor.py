@@ -41,12 +41,17 @@ from disttrain.train.timeline import resize_event
 from disttrain.workers.coordinator import HEARTBEATS_MISSED, create_coordinator
 from disttrain.workers.ray_rank import remote_rank_actor
 
+from .lost_nodes import nodes_of, settle
+
 POLL_S = 0.5
 # A group that just lost a worker does not grow back for this long: a crash-looping
 # worker, or a node that flaps, must not stop the group every few seconds.
 GROW_COOLDOWN_S = 10.0
 # An elastic job restarting from a checkpoint waits this long for all its workers to fit.
 RESTART_WAITS_FOR_ALL_S = 30.0
+# A restart waits at most this long for the failed group's nodes to answer or be declared
+# dead (lost_nodes.py); Ray's health checks take up to about a minute to give up on a node.
+LOST_NODES_WAIT_S = 90.0
 
 
 class JobFailed(RuntimeError):
@@ -113,6 +118,7 @@ class Supervisor:
         # (state, world size, seconds before growing, nodes): go on from a replica's memory
         memory = None
         failed_regroups = 0  # groups from memory that failed to start, in a row
+        suspects: set = set()  # the nodes of the group that failed last
         while True:
             attempt = Attempt()
             from_memory = memory
@@ -122,6 +128,9 @@ class Supervisor:
                 else:
                     state, world, cooldown, nodes = (self.driver.resume_state() if self.resume
                                                      or restarts > first else None), None, 0, None
+                if nodes is None:  # placed anew: not on a machine that may just have gone
+                    self._settle(suspects)
+                suspects = set()
                 self._start(attempt, world, nodes, restarting=restarts > first)
                 # counted from when the group runs: its start can take longer than that
                 attempt.grow_after = time.monotonic() + cooldown
@@ -131,6 +140,7 @@ class Supervisor:
                 memory = (resize.state, resize.to, 0.0, None)
                 self._note_resize(attempt.world_size, resize.to, resize.state, resize.reason)
             except (RayError, WorkerLost) as error:  # setup failures count as well
+                suspects = nodes_of(attempt)
                 kept = self._survivors_state(attempt) if d.least_workers() < d.workers else None
                 if attempt.actors:  # rank 0's records and a checkpoint made before the loss
                     self._collect(attempt)
@@ -156,6 +166,18 @@ class Supervisor:
                         from None
             finally:
                 self._teardown(attempt)
+
+    def _settle(self, nodes: set) -> None:
+        """Before placing a new group where a group just failed: wait until each of its
+        nodes answers or is declared dead (lost_nodes.py), so no bundle lands on a machine
+        that is gone but not yet known to be."""
+        if not nodes:
+            return
+        unsettled = settle(nodes, LOST_NODES_WAIT_S)
+        if unsettled:
+            self.driver.progress.warn(
+                f"node(s) {', '.join(n[:12] for n in unsettled)} neither answered nor were "
+                f"declared dead within {LOST_NODES_WAIT_S:.0f} s; placing the group anyway")
 
     def _survivors_state(self, attempt: Attempt):
         """(the state of the survivor furthest behind, how many survived, their nodes), or None
@@ -220,9 +242,13 @@ class Supervisor:
             world = (self._wait_until_placeable(RESTART_WAITS_FOR_ALL_S if restarting else 0.0)
                      if d.least_workers() < d.workers else d.workers)
         attempt.world_size = world
+        # On the driver's own node, which lives as long as the job does: anywhere else, a
+        # node lost with a worker could take the coordinator (and the group) down with it.
+        here = NodeAffinitySchedulingStrategy(node_id=ray.get_runtime_context().get_node_id(),
+                                              soft=True)
         attempt.coordinator = create_coordinator(
             world_size=world, timeout_s=d.timeout_s,
-            heartbeat_timeout_s=HEARTBEATS_MISSED * d.heartbeat_s)
+            heartbeat_timeout_s=HEARTBEATS_MISSED * d.heartbeat_s, scheduling_strategy=here)
         if nodes is not None:
             where = [NodeAffinitySchedulingStrategy(node_id=node, soft=False) for node in nodes]
         else:
