@@ -184,11 +184,16 @@ class Trainer:
         self.times.steps += 1
         self.step += 1
         self._lr = self.optimizer.param_groups[0]["lr"]  # the lr the step ran with, for _log
-        if self.step % self.steps_per_epoch == 0 and self.scheduler is not None:
+        if self.at_epoch_end and self.scheduler is not None:
             # Part of the step that ends an epoch: whatever state is taken after it (a
             # checkpoint, a stop, a replica's snapshot after a failed collective) resumes
             # with the next epoch's lr.
             self.scheduler.step()
+
+    @property
+    def at_epoch_end(self) -> bool:
+        """Whether the last step taken ended an epoch."""
+        return self.step % self.steps_per_epoch == 0
 
     def note_loss(self, loss: float | None) -> None:
         """The step's local loss for the next log line (None: a skipped step)."""
@@ -249,7 +254,7 @@ class Trainer:
                     if at_log or self.stopped:  # a stop between log steps logs what it ran
                         self._log(epoch, loss)
                         self._loss_sum, self._loss_count = 0.0, 0
-                if self.step % self.steps_per_epoch == 0 and self.spec.job.eval_every_epoch:
+                if self.at_epoch_end and self.spec.job.eval_every_epoch:
                     self._evaluate_epoch(epoch)  # before a stop, which would skip it
                 every = self.spec.job.checkpoint_every
                 if every and self.step % every == 0 and not (at_end or self.stopped):
