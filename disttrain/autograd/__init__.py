@@ -20,6 +20,7 @@ from .gradcheck import gradcheck
 from .ops import (
     abs,
     amax,
+    amin,
     argmax,
     argmin,
     cat,
@@ -48,7 +49,7 @@ __all__ = [
     "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "gradcheck",
     "queue_callback", "sum_to", "manual_seed", "get_rng_state", "set_rng_state", "ops",
     "zeros", "ones", "full", "empty", "zeros_like", "ones_like", "randn", "rand", "randint",
-    "arange", "from_numpy", "abs", "amax", "argmax", "argmin", "cat", "clamp", "exp", "log",
-    "log_softmax", "matmul", "maximum", "mean", "minimum", "relu", "sigmoid", "softmax",
+    "arange", "from_numpy", "abs", "amax", "amin", "argmax", "argmin", "cat", "clamp", "exp",
+    "log", "log_softmax", "matmul", "maximum", "mean", "minimum", "relu", "sigmoid", "softmax",
     "sqrt", "stack", "tanh", "var", "where",
 ]

@@ -231,7 +231,8 @@ def std(x, dim=None, keepdim=False, *, unbiased=True, correction=None):
 
 def _extreme(x, dim, keepdim, reduce, arg):
     if dim is None:
-        return record(R["Amax"], np.asarray(reduce(x.data)), (x,), dim=None, keepdim=False)
+        return record(R["Amax"], np.asarray(reduce(x.data)), (x,), dim=None, keepdim=False,
+                      nan_is_max=True)
     if isinstance(dim, Tensor):  # torch.max(a, b) is maximum(a, b)
         return (maximum if reduce is np.max else minimum)(x, dim)
     if x.ndim == 0:
@@ -259,6 +260,13 @@ def amax(x, dim=None, keepdim=False):
     """Max over dim (int or tuple; None: all), no indices; tied maxima share the gradient."""
     d = _dims(dim, x.ndim)
     return record(R["Amax"], np.amax(x.data, axis=d, keepdims=keepdim), (x,), dim=d,
+                  keepdim=keepdim)
+
+
+def amin(x, dim=None, keepdim=False):
+    """Min over dim (int or tuple; None: all), no indices; tied minima share the gradient."""
+    d = _dims(dim, x.ndim)  # the Amax rule: the gradient goes where x equals the result
+    return record(R["Amax"], np.amin(x.data, axis=d, keepdims=keepdim), (x,), dim=d,
                   keepdim=keepdim)
 
 
@@ -463,7 +471,7 @@ _METHODS = {
     "add": add, "sub": sub, "mul": mul, "div": div, "neg": neg, "pow": pow, "matmul": matmul,
     "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "tanh": tanh, "sigmoid": sigmoid,
     "relu": relu, "clamp": clamp, "sum": sum, "mean": mean, "var": var, "std": std,
-    "max": max, "min": min, "amax": amax, "argmax": argmax, "argmin": argmin,
+    "max": max, "min": min, "amax": amax, "amin": amin, "argmax": argmax, "argmin": argmin,
     "softmax": softmax, "log_softmax": log_softmax, "reshape": reshape, "view": view,
     "permute": permute, "transpose": transpose, "t": t, "squeeze": squeeze,
     "unsqueeze": unsqueeze, "flatten": flatten, "expand": expand, "clone": clone, "to": to,
