@@ -19,6 +19,17 @@ def erf(x: np.ndarray) -> np.ndarray:
     return _erf(x).astype(x.dtype, copy=False)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + e**-x) in x's dtype, in the two-branch form that never overflows exp."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """log(sigmoid(x)) = min(x, 0) - log1p(e**-|x|), finite for every finite x."""
+    return np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+
+
 def all_finite(*arrays: np.ndarray) -> bool:
     """True when no array holds a NaN or an infinity.
 

@@ -11,7 +11,7 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import kernels
+from . import kernels, shape_errors
 from .engine import record
 from .rules import RULES
 from .tensor import Tensor, _index_key
@@ -45,7 +45,12 @@ def _binary(rule, fn, a, b):
         y = b.data
     else:
         y = b = _data(b)
-    out = fn(x, y)
+    try:
+        out = fn(x, y)
+    except ValueError:
+        # numpy's gufunc/broadcast text -> torch's, which names the sizes the way users search
+        why = shape_errors.matmul if fn is np.matmul else shape_errors.broadcast
+        raise RuntimeError(why(np.shape(x), np.shape(y))) from None
     if out.dtype is _F64:
         # numpy 2 gives float64 for float32 with an integer tensor, with a 0-d float64
         # tensor, and for int / int; torch gives float32 there. Compute in torch's dtype,
@@ -106,7 +111,10 @@ def matmul(a, b):
 
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, as torch.nn.functional.linear, in one node."""
-    out = x.data @ weight.data.T
+    try:
+        out = x.data @ weight.data.T
+    except ValueError:
+        raise RuntimeError(shape_errors.matmul(x.shape, weight.shape[::-1])) from None
     if bias is not None:
         out += bias.data
     return record(R["Addmm"], out, (x, weight, bias))
@@ -141,9 +149,7 @@ def tanh(x):
 def sigmoid(x):
     """Elementwise 1 / (1 + e**-x), without overflow for large |x|."""
     # The two-branch form never overflows exp for large |x|.
-    d = x.data
-    e = np.exp(-np.abs(d))
-    return record(R["Sigmoid"], np.where(d >= 0, 1 / (1 + e), e / (1 + e)).astype(d.dtype), (x,))
+    return record(R["Sigmoid"], kernels.sigmoid(x.data), (x,))
 
 
 def relu(x):
@@ -207,8 +213,16 @@ def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
     return record(R["Sum"], np.asarray(out), (x,), shape=x.shape, dim=d, keepdim=keepdim)
 
 
+_TORCH_DTYPE_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char",
+                      "uint8": "Byte", "bool": "Bool"}
+
+
 def mean(x, dim=None, keepdim=False):
     """Mean over dim (int or tuple; None: all), keeping reduced dims if keepdim, as torch.mean."""
+    if x.data.dtype.kind not in "fc":
+        name = _TORCH_DTYPE_NAMES.get(x.data.dtype.name, x.data.dtype.name)
+        raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a "
+                           f"floating point or complex dtype. Got: {name}")
     d = _dims(dim, x.ndim)
     count = x.data.size if d is None else int(np.prod([x.shape[i] for i in d]))
     return sum(x, dim, keepdim) * (1.0 / count)
@@ -304,13 +318,40 @@ def _view_of(out, x):
     return out
 
 
-def reshape(x, *shape):
-    """x in a new shape (ints or a sequence; one -1 inferred), as torch.reshape and Tensor.view."""
+def _shape_arg(size: int, shape: tuple) -> tuple:
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
-    return _view_of(record(R["View"], x.data.reshape(shape), (x,), shape=x.shape), x)
+    if any(n < -1 for n in shape):  # numpy would read any negative size as -1
+        raise RuntimeError(shape_errors.reshape(size, shape))
+    return shape
 
 
-view = reshape
+def reshape(x, *shape):
+    """x in a new shape (ints or a sequence; one -1 inferred): a view where the strides
+    allow, else a copy, as torch.reshape."""
+    shape = _shape_arg(x.data.size, shape)
+    try:
+        data = x.data.reshape(shape)
+    except ValueError:
+        raise RuntimeError(shape_errors.reshape(x.data.size, shape)) from None
+    return _view_of(record(R["View"], data, (x,), shape=x.shape), x)
+
+
+def view(x, *shape):
+    """x in a new shape sharing its memory, as Tensor.view: an error, as torch's, where the
+    strides cannot express it (a transposed tensor flattened) instead of a silent copy."""
+    shape = _shape_arg(x.data.size, shape)
+    try:
+        data = x.data.reshape(shape, copy=False)  # numpy refuses, rather than copies
+    except ValueError:
+        try:
+            x.data.reshape(shape)
+        except ValueError:  # no shape of that size exists at all
+            raise RuntimeError(shape_errors.reshape(x.data.size, shape)) from None
+        raise RuntimeError(
+            "view size is not compatible with input tensor's size and stride (at least one "
+            "dimension spans across two contiguous subspaces). Use .reshape(...) instead."
+        ) from None
+    return _view_of(record(R["View"], data, (x,), shape=x.shape), x)
 
 
 def permute(x, *dims):
@@ -395,6 +436,28 @@ def stack(tensors, dim=0):
     if not tensors:
         raise RuntimeError("stack expects a non-empty TensorList")
     return cat([unsqueeze(t, dim) for t in tensors], dim)
+
+
+# -- losses with a rule of their own ------------------------------------------------------
+def binary_cross_entropy(x, target, weight=None):
+    """-w (t log x + (1 - t) log(1 - x)) per element, each log clamped at -100, as torch."""
+    xd, td = x.data, _data(target)
+    with np.errstate(divide="ignore"):
+        out = -(td * np.maximum(np.log(xd), -100) + (1 - td) * np.maximum(np.log1p(-xd), -100))
+    if weight is not None:
+        out = out * _data(weight)
+    return record(R["BinaryCrossEntropy"], out.astype(xd.dtype, copy=False), (x, target, weight))
+
+
+def binary_cross_entropy_with_logits(x, target, weight=None, pos_weight=None):
+    """(1 - t) x - (1 + (pw - 1) t) log_sigmoid(x) per element, times w, as torch."""
+    xd, td = x.data, _data(target)
+    log_weight = 1 if pos_weight is None else (_data(pos_weight) - 1) * td + 1
+    out = (1 - td) * xd - log_weight * kernels.log_sigmoid(xd)
+    if weight is not None:
+        out = out * _data(weight)
+    return record(R["BinaryCrossEntropyWithLogits"], out.astype(xd.dtype, copy=False),
+                  (x, target, weight, pos_weight))
 
 
 # -- convolution, pooling, normalisation --------------------------------------------------

@@ -185,6 +185,44 @@ def _sum_channels_into(dest: np.ndarray, g: np.ndarray) -> bool:
     return True
 
 
+# Binary cross-entropy, elementwise (the reduction is a separate sum/mean node). Inputs are
+# (x, target, weight or None[, pos_weight or None]); weights get no gradient, as in torch.
+_BCE_EPS = float(np.float32(1e-12))  # torch's EPSILON is a C float, in every dtype
+
+
+def _bce_input_vjp(g, out, x, t, w):
+    # torch's binary_cross_entropy_backward: (x - t) / max((1 - x) x, 1e-12), so a
+    # probability of exactly 0 or 1 gives a large finite gradient, not inf.
+    grad = g * (x - t) / np.maximum((1 - x) * x, _BCE_EPS)
+    return grad if w is None else grad * w
+
+
+def _bce_target_vjp(g, out, x, t, w):
+    # torch's binary_cross_entropy_target_backward: -logit(x), unclamped (inf at 0 and 1)
+    with np.errstate(divide="ignore"):
+        grad = -np.log(x / (1 - x)) * g
+    return grad if w is None else grad * w
+
+
+def _bce_logits_input_vjp(g, out, x, t, w, pos_weight):
+    if pos_weight is None:
+        grad = kernels.sigmoid(x) - t
+    else:
+        weighted = pos_weight * t
+        grad = (weighted + 1 - t) * kernels.sigmoid(x) - weighted
+    if w is not None:
+        grad = grad * w
+    return grad * g
+
+
+def _bce_logits_target_vjp(g, out, x, t, w, pos_weight):
+    if pos_weight is None:
+        grad = x * -g
+    else:
+        grad = (kernels.log_sigmoid(-x) - kernels.log_sigmoid(x) * pos_weight) * g
+    return grad if w is None else grad * w
+
+
 def _cat_vjp(i, g, dim, bounds):
     return g[(slice(None),) * (dim % g.ndim) + (slice(bounds[i], bounds[i + 1]),)]
 
@@ -250,4 +288,7 @@ RULES = {r.name: r for r in (
          into=(None, lambda d, g, o, x, w, b, **p: kernels.conv2d_grad_weight_into(d, g, w, **p),
                lambda d, g, o, x, w, b, **p: _sum_channels_into(d, g))),
     rule("MaxPool2d", kernels.max_pool2d_grad),
+    rule("BinaryCrossEntropy", _bce_input_vjp, _bce_target_vjp, None, uses="x"),
+    rule("BinaryCrossEntropyWithLogits", _bce_logits_input_vjp, _bce_logits_target_vjp, None,
+         None, uses="x"),
 )}

@@ -8,7 +8,15 @@ from .dropout import Dropout
 from .embedding import Embedding
 from .flatten import Flatten, Unflatten
 from .linear import Identity, Linear
-from .loss import CrossEntropyLoss, HuberLoss, L1Loss, MSELoss, NLLLoss
+from .loss import (
+    BCELoss,
+    BCEWithLogitsLoss,
+    CrossEntropyLoss,
+    HuberLoss,
+    L1Loss,
+    MSELoss,
+    NLLLoss,
+)
 from .module import Module
 from .normalization import LayerNorm
 from .parameter import Parameter
@@ -18,4 +26,5 @@ __all__ = [
     "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "Unflatten", "ReLU", "Tanh",
     "Sigmoid", "GELU", "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm",
     "Embedding", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
+    "BCELoss", "BCEWithLogitsLoss",
 ]

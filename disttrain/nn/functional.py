@@ -27,16 +27,61 @@ def _single(value, name: str) -> int:
     return int(value)
 
 
+def _sizes(shape) -> str:
+    return ", ".join(str(n) for n in shape)
+
+
+def _batched(op, input, *args):
+    """op on a (N, C, H, W) input; a (C, H, W) one runs as a batch of one, as torch's."""
+    if input.ndim == 3:
+        return ops.squeeze(op(ops.unsqueeze(input, 0), *args), 0)
+    return op(input, *args)
+
+
 def conv2d(input, weight, bias=None, stride=1, padding=0):
-    """2-D cross-correlation of (N, C, H, W) input with (out, in, kh, kw) weight."""
-    return ops.conv2d(input, weight, bias, _single(stride, "stride"), _single(padding, "padding"))
+    """2-D cross-correlation of (N, C, H, W) or (C, H, W) input with (out, in, kh, kw) weight."""
+    stride, padding = _single(stride, "stride"), _single(padding, "padding")
+    # torch's checks and texts, before numpy would fail deep inside im2col with its own
+    if input.ndim not in (3, 4):
+        raise RuntimeError("Expected 3D (unbatched) or 4D (batched) input to conv2d, but got "
+                           f"input of size: [{_sizes(input.shape)}]")
+    if weight.ndim != 4:
+        raise RuntimeError(f"conv2d: weight of size [{_sizes(weight.shape)}] must be 4-D "
+                           "(out_channels, in_channels, kernel height, kernel width)")
+    batched = input.shape if input.ndim == 4 else (1, *input.shape)
+    if batched[1] != weight.shape[1]:
+        raise RuntimeError(
+            f"Given groups=1, weight of size [{_sizes(weight.shape)}], expected input"
+            f"[{_sizes(batched)}] to have {weight.shape[1]} channels, but got {batched[1]} "
+            "channels instead")
+    if bias is not None and tuple(bias.shape) != tuple(weight.shape[:1]):
+        raise RuntimeError(
+            f"Given weight of size [{_sizes(weight.shape)}], expected bias to be 1-dimensional "
+            f"with {weight.shape[0]} elements, but got bias of size [{_sizes(bias.shape)}] "
+            "instead")
+    height, width = batched[2] + 2 * padding, batched[3] + 2 * padding
+    if weight.shape[2] > height or weight.shape[3] > width:
+        raise RuntimeError(
+            f"Calculated padded input size per channel: ({height} x {width}). Kernel size: "
+            f"({weight.shape[2]} x {weight.shape[3]}). Kernel size can't be greater than "
+            "actual input size")
+    return _batched(ops.conv2d, input, weight, bias, stride, padding)
 
 
 def max_pool2d(input, kernel_size, stride=None):
-    """Max over kernel_size windows; stride defaults to kernel_size."""
+    """Max over kernel_size windows of a (N, C, H, W) or (C, H, W) input; stride defaults to
+    kernel_size."""
     kernel_size = _single(kernel_size, "kernel_size")
     stride = kernel_size if stride is None else _single(stride, "stride")
-    return ops.max_pool2d(input, kernel_size, stride)
+    if input.ndim not in (3, 4) or input.data.size == 0:
+        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+    channels, height, width = input.shape[-3:]
+    out_h, out_w = (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
+    if out_h < 1 or out_w < 1:
+        raise RuntimeError(
+            f"Given input size: ({channels}x{height}x{width}). Calculated output size: "
+            f"({channels}x{max(out_h, 0)}x{max(out_w, 0)}). Output size is too small")
+    return _batched(ops.max_pool2d, input, kernel_size, stride)
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):
@@ -66,6 +111,8 @@ def embedding(input, weight, padding_idx: int | None = None):
             "Expected tensor for argument #1 'indices' to have one of the following scalar "
             f"types: Long, Int; but got {index.dtype} instead"
         )
+    if index.size and (index.min() < 0 or index.max() >= weight.shape[0]):
+        raise IndexError("index out of range in self")  # torch's text; numpy's would wrap -1
     out = ops.getitem(weight, index)
     if padding_idx is None:
         return out
@@ -183,6 +230,38 @@ def huber_loss(input, target, reduction: str = "mean", delta: float = 1.0):
     quadratic = ops.mul(ops.mul(diff, diff), 0.5)
     linear = ops.mul(ops.sub(size, 0.5 * delta), delta)
     return _reduce(ops.where(size.data < delta, quadratic, linear), reduction)
+
+
+def _same_size(input, target, what: str) -> None:
+    if tuple(np.shape(_array(target))) != tuple(input.shape):
+        raise ValueError(what.format(target=tuple(np.shape(_array(target))),
+                                     input=tuple(input.shape)))
+
+
+def _array(x):
+    return x.data if isinstance(x, Tensor) else np.asarray(x)
+
+
+def binary_cross_entropy(input, target, weight=None, reduction: str = "mean"):
+    """Binary cross-entropy of probabilities in [0, 1] against targets of the same shape;
+    each log is clamped at -100, as torch's, so a probability of 0 or 1 stays finite."""
+    _check_reduction(reduction)
+    _same_size(input, target, "Using a target size ({target}) that is different to the input "
+               "size ({input}) is deprecated. Please ensure they have the same size.")
+    x = input.data
+    if x.size and not (np.all(x >= 0) and np.all(x <= 1)):  # NaN fails both, as in torch
+        raise RuntimeError("all elements of input should be between 0 and 1")
+    return _reduce(ops.binary_cross_entropy(input, target, weight), reduction)
+
+
+def binary_cross_entropy_with_logits(input, target, weight=None, reduction: str = "mean",
+                                     pos_weight=None):
+    """Sigmoid and binary cross-entropy in one stable step, as torch's; pos_weight weighs
+    the positive targets (broadcast along the last dim)."""
+    _check_reduction(reduction)
+    _same_size(input, target, "Target size ({target}) must be the same as input size ({input})")
+    return _reduce(ops.binary_cross_entropy_with_logits(input, target, weight, pos_weight),
+                   reduction)
 
 
 def _rows(input, target):

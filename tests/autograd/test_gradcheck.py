@@ -116,6 +116,18 @@ CASES = [
     case("huber-loss", lambda a, b: F.huber_loss(a, b, reduction="none", delta=0.8),
          (3, 4), (3, 4)),
     case("huber-loss-mean", lambda a, b: F.huber_loss(a, b), (5, 2), (5, 2)),
+    # Binary cross-entropy: soft targets in (0, 1), so the target's gradient is checked too.
+    case("bce", lambda x, t: F.binary_cross_entropy(x, t, reduction="none"), (3, 4), (3, 4),
+         low=0.1, high=0.9),
+    case("bce-weighted-mean", lambda x, t: F.binary_cross_entropy(
+        x, t, weight=disttrain.tensor(np.linspace(0.5, 2.0, 4))), (3, 4), (3, 4),
+         low=0.1, high=0.9),
+    case("bce-logits", lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction="none"),
+         (3, 4), (3, 4)),
+    case("bce-logits-pos-weight", lambda x, t: F.binary_cross_entropy_with_logits(
+        x, t, weight=disttrain.tensor(np.linspace(0.5, 2.0, 4)),
+        pos_weight=disttrain.tensor(np.array([0.5, 1.0, 2.0, 3.0])), reduction="sum"),
+         (3, 4), (3, 4), low=-4.0, high=4.0),
 ]
 
 
