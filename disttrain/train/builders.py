@@ -303,11 +303,18 @@ def _file_arrays(spec: JobSpec, key: str, path: str, y_path: str, dtype):
 def build_optimizer(spec: JobSpec, params):
     """The optimizer the [optimizer] table describes, over params."""
     o = spec.optimizer
+    eps = {"eps": o.eps} if o.eps else {}  # 0: the optimizer's own default
     if o.name == "sgd":
         return optim.SGD(params, lr=o.lr, momentum=o.momentum, dampening=o.dampening,
                          weight_decay=o.weight_decay, nesterov=o.nesterov)
+    if o.name == "rmsprop":
+        return optim.RMSprop(params, lr=o.lr, alpha=o.alpha, weight_decay=o.weight_decay,
+                             momentum=o.momentum, centered=o.centered, **eps)
+    if o.name == "adagrad":
+        return optim.Adagrad(params, lr=o.lr, lr_decay=o.lr_decay, weight_decay=o.weight_decay,
+                             initial_accumulator_value=o.initial_accumulator_value, **eps)
     cls = optim.Adam if o.name == "adam" else optim.AdamW
-    kwargs = dict(lr=o.lr, betas=tuple(o.betas), eps=o.eps)
+    kwargs = dict(lr=o.lr, betas=tuple(o.betas), **eps)
     if o.name == "adam" or o.weight_decay:
         kwargs["weight_decay"] = o.weight_decay
     return cls(params, **kwargs)
@@ -326,9 +333,10 @@ def build_scheduler(spec: JobSpec, optimizer):
 
 # Words of the builders' own messages (torch's texts) and the key each one is about.
 MESSAGE_KEYS = {
-    "optimizer": {"learning rate": "lr", "epsilon": "eps", "beta": "betas",
-                  "weight_decay": "weight_decay", "momentum": "momentum",
-                  "dampening": "dampening", "nesterov": "nesterov"},
+    "optimizer": {"learning rate": "lr", "epsilon": "eps", "beta": "betas", "alpha": "alpha",
+                  "lr_decay": "lr_decay", "weight_decay": "weight_decay",
+                  "initial_accumulator_value": "initial_accumulator_value",
+                  "momentum": "momentum", "dampening": "dampening", "nesterov": "nesterov"},
     "scheduler": {"step_size": "step_size", "gamma": "gamma", "T_max": "t_max",
                   "eta_min": "eta_min"},
     "data": {"val_fraction": "val_fraction", "n_samples": "n_samples",

@@ -111,15 +111,21 @@ class DataSection:
 
 @dataclass
 class OptimizerSection:
-    """The [optimizer] table: SGD, Adam or AdamW and their hyperparameters."""
-    name: str = "sgd"  # sgd | adam | adamw
+    """The [optimizer] table: SGD, Adam, AdamW, RMSprop or Adagrad and their hyperparameters
+    (torch's names and meanings); keys the chosen optimizer does not take are unused, so
+    `--set optimizer.name=adam` works on a job file written for SGD with momentum."""
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | adagrad
     lr: float = 0.1
     momentum: float = 0.0
     dampening: float = 0.0
     weight_decay: float = 0.0
     nesterov: bool = False
     betas: list = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
+    eps: float = 0.0  # 0: the optimizer's own (1e-8; Adagrad's 1e-10)
+    alpha: float = 0.99  # rmsprop's smoothing constant
+    centered: bool = False  # rmsprop
+    lr_decay: float = 0.0  # adagrad
+    initial_accumulator_value: float = 0.0  # adagrad
 
 
 @dataclass
@@ -190,7 +196,7 @@ CHOICES = {
     ("model", "activation"): ("relu", "tanh", "sigmoid", "gelu"),
     ("model", "padding"): ("same", "valid"),
     ("data", "name"): ("digits", "synthetic"),
-    ("optimizer", "name"): ("sgd", "adam", "adamw"),
+    ("optimizer", "name"): ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
     ("scheduler", "name"): ("none", "step", "cosine"),
     ("distributed", "backend"): ("coordinator", "ring", "mpi", "local"),
     ("distributed", "placement"): ("auto", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
@@ -244,6 +250,9 @@ RANGES = {
     ("optimizer", "dampening"): Range(0, 1),
     ("optimizer", "weight_decay"): Range(0),
     ("optimizer", "eps"): Range(0),
+    ("optimizer", "alpha"): Range(0),
+    ("optimizer", "lr_decay"): Range(0),
+    ("optimizer", "initial_accumulator_value"): Range(0),
     ("scheduler", "step_size"): Range(1),
     ("scheduler", "gamma"): Range(0, 1, low_open=True),
     ("scheduler", "t_max"): Range(0),

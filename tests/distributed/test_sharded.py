@@ -31,6 +31,8 @@ def train(model, opt, x, y, steps=4):
     lambda ps: optim.SGD(ps, lr=0.1, momentum=0.9, nesterov=True, weight_decay=0.01),
     lambda ps: optim.Adam(ps, lr=0.01, amsgrad=True),
     lambda ps: optim.AdamW(ps, lr=0.01),
+    lambda ps: optim.RMSprop(ps, lr=0.01, momentum=0.9, centered=True, weight_decay=0.01),
+    lambda ps: optim.Adagrad(ps, lr=0.1, lr_decay=0.01, initial_accumulator_value=0.1),
 ])
 def test_one_rank_equals_the_wrapped_optimizer(make):
     plain_model, x, y = model_and_batch()

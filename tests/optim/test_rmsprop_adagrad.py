@@ -1,0 +1,263 @@
+"""RMSprop and Adagrad follow torch.optim's single-tensor (foreach=False) implementations:
+trajectories, state and state_dict layout, resume, and every constructor error."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from .helpers import LARGE_SHAPES, OURS, TORCH, Lib, initial_values, loss
+from .test_state_dict import _assert_same_state_dict, _through_npz
+
+STEPS, RESUME_AT = 24, 10
+
+
+def _grid(**axes) -> list[dict]:
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+@dataclass(frozen=True)
+class Case:
+    """An optimizer, the first group's settings and what the second group sets otherwise."""
+
+    opt_name: str
+    kwargs: dict
+    second: dict
+
+    @property
+    def id(self) -> str:
+        return self.opt_name + "-" + "-".join(f"{k}={v}" for k, v in self.kwargs.items())
+
+
+# every option that changes the math, in every combination; the second group changes the
+# numbers only (a group's own initial_accumulator_value is ignored by torch: tested too)
+RMSPROP = [Case("RMSprop", dict(lr=0.01, foreach=False, **s),
+                {"lr": 0.004, "alpha": 0.9, "eps": 1e-4})
+           for s in _grid(momentum=[0, 0.9], centered=[False, True], weight_decay=[0, 1e-2],
+                          maximize=[False, True])]
+ADAGRAD = [Case("Adagrad", dict(lr=0.1, foreach=False, **s),
+                {"lr": 0.05, "eps": 1e-6, "lr_decay": 2 * s["lr_decay"],
+                 "initial_accumulator_value": 0.7})
+           for s in _grid(lr_decay=[0, 0.05], weight_decay=[0, 1e-2],
+                          initial_accumulator_value=[0, 0.1], maximize=[False, True])]
+CASES = RMSPROP + ADAGRAD
+# for the state_dict tests: the most state and the least
+STATEFUL = [RMSPROP[-1], RMSPROP[0], ADAGRAD[-1]]  # every option on; none; every option on
+
+
+class Run:
+    """One optimizer over w, b (first group) and c (second group, no grad every 3rd step)."""
+
+    def __init__(self, lib: Lib, case: Case, values=None):
+        self.lib = lib
+        self.params = [lib.leaf(v) for v in (values or initial_values())]
+        groups = [{"params": self.params[:2]}, {"params": self.params[2:], **case.second}]
+        self.opt = getattr(lib.optim, case.opt_name)(groups, **case.kwargs)
+
+    def step(self, k: int) -> None:
+        self.opt.zero_grad()
+        loss(self.lib, self.params, k).backward()
+        self.opt.step()
+
+    def steps(self, start: int, stop: int) -> Run:
+        for k in range(start, stop):
+            self.step(k)
+        return self
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.lib.numpy(p) for p in self.params]
+
+
+def test_the_grids_cover_every_combination():
+    assert len({c.id for c in RMSPROP}) == len({c.id for c in ADAGRAD}) == 16
+    assert all(v for k, v in STATEFUL[0].kwargs.items() if k != "foreach")
+    assert all(v for k, v in STATEFUL[2].kwargs.items() if k != "foreach")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_float64_parameters_match_torch_after_every_step(case: Case):
+    ours, ref = Run(OURS, case), Run(TORCH, case)
+    start_c = ours.arrays()[2]
+    for k in range(STEPS):
+        ours.step(k)
+        ref.step(k)
+        for mine, theirs in zip(ours.arrays(), ref.arrays()):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10, err_msg=f"step {k}")
+        if k == 0:  # c had no gradient: skipped, unchanged, its state untouched
+            np.testing.assert_array_equal(ours.arrays()[2], start_c)
+            c_state = ours.opt.state.get(ours.params[2])
+            if case.opt_name == "RMSprop":
+                assert c_state is None
+            else:  # Adagrad made it in the constructor
+                assert c_state["step"] == 0.0
+                np.testing.assert_array_equal(c_state["sum"], case.kwargs[
+                    "initial_accumulator_value"])
+    assert not np.array_equal(ours.arrays()[2], start_c)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_float32_stays_float32_and_matches_torch(case: Case):
+    values = initial_values(np.float32)
+    ours, ref = Run(OURS, case, values).steps(0, STEPS), Run(TORCH, case, values).steps(0, STEPS)
+    for mine, theirs in zip(ours.arrays(), ref.arrays()):
+        assert mine.dtype == np.float32
+        # torch fuses a + b * c (add with alpha, addcmul) where numpy rounds twice
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-5)
+    for state in ours.opt.state.values():
+        for key, value in state.items():
+            assert isinstance(value, float) if key == "step" else value.dtype == np.float32
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.kwargs["weight_decay"]],
+                         ids=lambda c: c.id)
+def test_large_parameters_match_torch(case: Case):
+    """Above the workspace's SMALL size, so its reused arrays are exercised."""
+    values = initial_values(shapes=LARGE_SHAPES)
+    ours, ref = Run(OURS, case, values), Run(TORCH, case, values)
+    for k in range(6):
+        ours.step(k)
+        ref.step(k)
+        for mine, theirs in zip(ours.arrays(), ref.arrays()):
+            np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10, err_msg=f"step {k}")
+
+
+def test_adagrad_starts_a_late_group_from_the_default_accumulator():
+    runs = {}
+    for lib in (OURS, TORCH):
+        first, late = lib.leaf(np.ones(3)), lib.leaf(np.linspace(-1, 1, 4))
+        opt = lib.optim.Adagrad([first], lr=0.1, initial_accumulator_value=0.3)
+        opt.add_param_group({"params": [late], "initial_accumulator_value": 5.0})
+        assert late not in opt.state  # no state until its first step, as torch
+        for _ in range(3):
+            opt.zero_grad()
+            ((first * late.sum()) ** 2).sum().backward()
+            opt.step()
+        runs[lib] = [lib.numpy(first), lib.numpy(late), opt.state[late]["sum"]]
+    np.testing.assert_allclose(runs[OURS][2], runs[TORCH][2].numpy(), rtol=1e-12)
+    for mine, theirs in zip(runs[OURS][:2], runs[TORCH][:2]):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["RMSprop", "Adagrad"])
+def test_step_runs_the_closure_with_grad_enabled_and_returns_its_loss(name):
+    case = next(c for c in CASES if c.opt_name == name)
+    results = {}
+    for lib in (OURS, TORCH):
+        run = Run(lib, case)
+
+        def closure(lib=lib, run=run):
+            assert lib.module.is_grad_enabled()
+            run.opt.zero_grad()
+            value = loss(lib, run.params, 1)
+            value.backward()
+            return value
+
+        with lib.module.no_grad():
+            results[lib] = [float(run.opt.step(closure).item()) for _ in range(3)]
+        results[lib].append(run.arrays())
+    assert results[OURS][:3] == pytest.approx(results[TORCH][:3], abs=1e-12)
+    for mine, theirs in zip(results[OURS][3], results[TORCH][3]):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+
+
+# -- state_dict ---------------------------------------------------------------------------
+@pytest.mark.parametrize("steps", [0, RESUME_AT])
+@pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
+def test_state_dict_structure_equals_torchs(case: Case, steps):
+    mine = Run(OURS, case).steps(0, steps).opt.state_dict()
+    theirs = Run(TORCH, case).steps(0, steps).opt.state_dict()
+    assert mine["param_groups"] == theirs["param_groups"]  # keys, values, indices
+    for g_mine, g_theirs in zip(mine["param_groups"], theirs["param_groups"]):
+        assert list(g_mine) == list(g_theirs)
+    assert list(mine["state"]) == list(theirs["state"])
+    assert mine["state"] or (steps == 0 and case.opt_name == "RMSprop")
+    for index, state in mine["state"].items():
+        assert list(state) == list(theirs["state"][index])
+        for key, value in state.items():
+            if key == "step":  # torch keeps a 0-d float32 tensor, we keep a float
+                assert isinstance(value, float) and value == theirs["state"][index][key].item()
+            else:
+                assert value.dtype == np.float64
+                np.testing.assert_allclose(value, theirs["state"][index][key].numpy(),
+                                           rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("transport", ["dict", "npz"])
+@pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
+def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tmp_path):
+    straight = Run(OURS, case).steps(0, STEPS)
+    first = Run(OURS, case).steps(0, RESUME_AT)
+    sd = first.opt.state_dict()
+    if transport == "npz":
+        sd = _through_npz(sd, tmp_path)
+    resumed = Run(OURS, case, first.arrays())
+    resumed.opt.load_state_dict(sd)
+    resumed.steps(RESUME_AT, STEPS)
+    for a, b in zip(straight.arrays(), resumed.arrays()):
+        np.testing.assert_array_equal(a, b)
+    _assert_same_state_dict(straight.opt.state_dict(), resumed.opt.state_dict())
+
+
+@pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
+def test_repr_equals_torchs(case: Case):
+    assert repr(Run(OURS, case).opt) == repr(Run(TORCH, case).opt)
+
+
+# -- errors -------------------------------------------------------------------------------
+def _make(lib, name, params=None, **kwargs):
+    if params is None:
+        params = [lib.leaf(np.zeros(2, np.float32))]
+    return getattr(lib.optim, name)(params, **kwargs)
+
+
+ERRORS = {
+    "RMSprop lr": ("RMSprop", dict(lr=-0.1)),
+    "RMSprop lr nan": ("RMSprop", dict(lr=float("nan"))),
+    "RMSprop eps": ("RMSprop", dict(eps=-1e-8)),
+    "RMSprop momentum": ("RMSprop", dict(momentum=-0.9)),
+    "RMSprop weight_decay": ("RMSprop", dict(weight_decay=-1e-2)),
+    "RMSprop alpha": ("RMSprop", dict(alpha=-0.5)),
+    "RMSprop first of several": ("RMSprop", dict(alpha=-1, momentum=-1, eps=-1)),
+    "RMSprop empty params": ("RMSprop", dict(params=[])),
+    "Adagrad lr": ("Adagrad", dict(lr=-0.1)),
+    "Adagrad lr_decay": ("Adagrad", dict(lr_decay=-1e-3)),
+    "Adagrad weight_decay": ("Adagrad", dict(weight_decay=-1e-2)),
+    "Adagrad initial_accumulator_value": ("Adagrad", dict(initial_accumulator_value=-0.1)),
+    "Adagrad eps": ("Adagrad", dict(eps=-1e-10)),
+    "Adagrad first of several": ("Adagrad", dict(eps=-1, weight_decay=-1, lr_decay=-1)),
+    "Adagrad fused and differentiable": ("Adagrad", dict(fused=True, differentiable=True)),
+    "Adagrad fused and foreach": ("Adagrad", dict(fused=True, foreach=True)),
+    "Adagrad fused, empty params": ("Adagrad", dict(params=[], fused=True)),
+}
+
+
+@pytest.mark.parametrize("name", ERRORS)
+def test_constructor_error_matches_torch(name):
+    opt_name, kwargs = ERRORS[name]
+    with pytest.raises(Exception) as theirs:
+        _make(TORCH, opt_name, **kwargs)
+    with pytest.raises(Exception) as mine:
+        _make(OURS, opt_name, **kwargs)
+    assert type(mine.value) is type(theirs.value)
+    assert str(mine.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("opt_name, kwargs", [
+    ("RMSprop", dict(capturable=True)),
+    ("RMSprop", dict(differentiable=True)),
+    ("Adagrad", dict(differentiable=True)),
+    ("Adagrad", dict(fused=True)),
+])
+def test_options_we_cannot_honour_are_refused(opt_name, kwargs):
+    with pytest.raises(NotImplementedError, match="not supported"):
+        _make(OURS, opt_name, **kwargs)
+
+
+def test_defaults_are_torchs():
+    for name in ("RMSprop", "Adagrad"):
+        mine = _make(OURS, name).defaults
+        theirs = _make(TORCH, name).defaults
+        assert mine == theirs and list(mine) == list(theirs)
