@@ -35,6 +35,7 @@ all-gathers each bucket's parameter buffer (allgather_params).
 from __future__ import annotations
 
 import contextlib
+import math
 import queue
 import threading
 import time
@@ -61,6 +62,10 @@ class DistributedDataParallel:
         self.spans: list | None = None  # (name, start, end) per collective, when a list
         self.sharded = False  # shard(): reduce-scatter, for a sharded optimizer
         self.grads_finite = True  # sharded: every rank's chunk finite, agreed after backward
+        # sharded: the averaged gradients' 2-norm, agreed with grads_finite when wanted (a
+        # rank holds only its chunk, so no rank could compute it alone)
+        self.measure_grad_norm = False
+        self.grad_norm: float | None = None
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         _check_same_model(comm, named)
         _broadcast_state(comm, module, broadcast_buffers)
@@ -253,13 +258,18 @@ class DistributedDataParallel:
         reduced yet) and, last, the ranks whose chunk holds a NaN or infinity."""
         mine = [bucket.buffer[slice(*self.chunk(bucket))] for bucket in self.buckets]
         bad = sum(not np.isfinite(chunk.sum()) for chunk in mine)
-        totals = np.concatenate([b.flags for b in self.buckets] + [[bad]]).astype(np.float64)
+        squares = []
+        if self.measure_grad_norm:  # in float64, as the unsharded per-parameter norms are
+            squares = [sum(float(np.dot(c, c)) for c in (m.astype(np.float64) for m in mine))]
+        totals = np.concatenate([b.flags for b in self.buckets] + [squares, [bad]]
+                                ).astype(np.float64)
         self.comm.allreduce_(totals)
         offset = 0
         for bucket in self.buckets:
             bucket.flags[...] = totals[offset:offset + bucket.flags.size]
             offset += bucket.flags.size
         self.grads_finite = bool(totals[-1] == 0)
+        self.grad_norm = math.sqrt(totals[-2]) if self.measure_grad_norm else None
 
     def close(self) -> None:
         """Stop the background all-reduce thread."""

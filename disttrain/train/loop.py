@@ -35,6 +35,7 @@ from ..autograd import manual_seed, no_grad
 from ..autograd.tensor import Tensor
 from ..data import distributed_loader
 from ..distributed import DistributedDataParallel, ShardedOptimizer
+from ..nn.utils import clip_grads_with_norm_, get_total_norm
 from ..optim import state_dict_from_arrays, state_dict_to_arrays
 from .builders import (
     build_datasets,
@@ -119,6 +120,7 @@ class Trainer:
         self.model = model
         self.ddp = DistributedDataParallel(model, self.comm, self.spec.distributed.bucket_cap_mb)
         self.ddp.batch_share = self._batch_share()
+        self.ddp.measure_grad_norm = bool(self.spec.optimizer.max_grad_norm)
         self.params = [p for p in model.parameters() if p.requires_grad]
 
     def _batch_share(self) -> tuple[int, int] | None:
@@ -161,6 +163,7 @@ class Trainer:
         t2 = time.perf_counter()
         applied = self._gradients_finite() or self._not_finite(loss.item())
         if applied:
+            self._clip_gradients()
             self.optimizer.step()
         t3 = time.perf_counter()
         if tracing:
@@ -210,6 +213,22 @@ class Trainer:
         if self.ddp.sharded:
             return self.ddp.grads_finite
         return all(np.isfinite(p.grad.data.sum()) for p in self.params if p.grad is not None)
+
+    def _clip_gradients(self) -> None:
+        """[optimizer] max_grad_norm: torch's clip_grad_norm_ of the averaged gradients (the
+        same on every rank, so every replica takes the same step). Sharded, the norm was
+        agreed with the finiteness check; scaling a whole bucket view also scales the parts
+        outside this rank's chunk, which the step never reads."""
+        max_norm = self.spec.optimizer.max_grad_norm
+        if not max_norm:
+            return
+        if self.ddp.sharded:
+            dtype = self.ddp.buckets[0].buffer.dtype  # a world of one never shards
+            total = np.asarray(self.ddp.grad_norm, dtype=dtype)
+        else:
+            total = get_total_norm([p.grad for p in self.params if p.grad is not None]).data
+        with np.errstate(all="ignore"):  # outside the chunk: whatever the buffer held
+            clip_grads_with_norm_(self.params, max_norm, total)
 
     def _not_finite(self, local_loss: float) -> bool:
         """A step with non-finite gradients: count it (skip), or stop the job (stop)."""

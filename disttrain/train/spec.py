@@ -126,6 +126,9 @@ class OptimizerSection:
     centered: bool = False  # rmsprop
     lr_decay: float = 0.0  # adagrad
     initial_accumulator_value: float = 0.0  # adagrad
+    # every optimizer: clip the averaged gradients' 2-norm to this before each step, as
+    # torch.nn.utils.clip_grad_norm_ (0: no clipping)
+    max_grad_norm: float = 0.0
 
 
 @dataclass
@@ -253,6 +256,7 @@ RANGES = {
     ("optimizer", "alpha"): Range(0),
     ("optimizer", "lr_decay"): Range(0),
     ("optimizer", "initial_accumulator_value"): Range(0),
+    ("optimizer", "max_grad_norm"): Range(0),
     ("scheduler", "step_size"): Range(1),
     ("scheduler", "gamma"): Range(0, 1, low_open=True),
     ("scheduler", "t_max"): Range(0),
