@@ -11,7 +11,9 @@ from .autograd.ops import (  # noqa: F401 - torch-style top-level functions
     max,
     min,
     permute,
+    pow,
     reshape,
+    round,
     squeeze,
     sum,
     transpose,
@@ -21,4 +23,5 @@ from .autograd.ops import (  # noqa: F401 - torch-style top-level functions
 __version__ = "0.1.0"
 __all__ = list(_engine_names) + [
     "flatten", "max", "min", "permute", "reshape", "squeeze", "sum", "transpose", "unsqueeze",
+    "pow", "round",
 ]

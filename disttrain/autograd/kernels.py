@@ -45,9 +45,7 @@ def all_finite(*arrays: np.ndarray) -> bool:
 
 def sgn(x: np.ndarray) -> np.ndarray:
     """torch.sgn for real x: np.sign, but 0 at NaN (abs's gradient there), as in PyTorch."""
-    sign = np.sign(x)
-    np.copyto(sign, 0, where=np.isnan(sign))
-    return sign
+    return np.where(np.isnan(x), 0, np.sign(x))  # np.sign of a 0-d array is a scalar
 
 
 def inside(x: np.ndarray, lo, hi) -> np.ndarray:

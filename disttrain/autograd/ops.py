@@ -6,15 +6,16 @@ else (mean, var, softmax's callers, layer_norm, losses...) is composed from them
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections import namedtuple
 
 import numpy as np
 
-from . import kernels, shape_errors
+from . import factories, kernels, shape_errors
 from .engine import record
 from .rules import RULES
-from .tensor import Tensor, _index_key
+from .tensor import Tensor, _default_dtype, _index_key
 
 R = RULES
 values_indices = namedtuple("values_indices", ["values", "indices"])
@@ -120,6 +121,60 @@ def linear(x, weight, bias=None):
     return record(R["Addmm"], out, (x, weight, bias))
 
 
+# torch's C++ names for dtypes, as its mm and masked_fill errors print them
+_CPP_DTYPE_NAMES = {"float32": "float", "float64": "double", "int64": "long int", "int32": "int",
+                    "int16": "short int", "int8": "signed char", "uint8": "unsigned char",
+                    "bool": "bool"}
+
+
+def mm(a, b):
+    """Product of two matrices, with torch.mm's checks: no broadcasting, 1-D or mixed dtypes."""
+    if a.ndim != 2:
+        raise RuntimeError("self must be a matrix")
+    if b.ndim != 2:
+        raise RuntimeError("mat2 must be a matrix")
+    if a.shape[1] != b.shape[0]:
+        raise RuntimeError(shape_errors.matmul(a.shape, b.shape))
+    if a.dtype != b.dtype:
+        raise RuntimeError("expected m1 and m2 to have the same dtype, but got: "
+                           f"{_CPP_DTYPE_NAMES[a.dtype.name]} != {_CPP_DTYPE_NAMES[b.dtype.name]}")
+    return matmul(a, b)
+
+
+def bmm(a, b):
+    """Batched product of (B, n, m) and (B, m, p), no broadcasting, as torch.bmm."""
+    if a.ndim != 3:
+        raise RuntimeError("batch1 must be a 3D tensor")
+    if b.ndim != 3:
+        raise RuntimeError("batch2 must be a 3D tensor")
+    if (a.shape[0], a.shape[2]) != b.shape[:2]:
+        raise RuntimeError("Expected size for first two dimensions of batch2 tensor to be: "
+                           f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
+    if a.dtype != b.dtype:
+        raise RuntimeError(f"expected scalar type {_TORCH_DTYPE_NAMES[a.dtype.name]} but found "
+                           f"{_TORCH_DTYPE_NAMES[b.dtype.name]}")
+    return matmul(a, b)
+
+
+def dot(a, b):
+    """Inner product of two 1-D tensors of one dtype, as torch.dot."""
+    if a.ndim != 1 or b.ndim != 1:
+        raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
+    if a.dtype != b.dtype:
+        raise RuntimeError("dot : expected both vectors to have same dtype, but found "
+                           f"{_TORCH_DTYPE_NAMES[a.dtype.name]} and "
+                           f"{_TORCH_DTYPE_NAMES[b.dtype.name]}")
+    return matmul(a, b)
+
+
+def outer(a, b):
+    """a[i] * b[j] for 1-D a and b, promoting dtypes as mul does, as torch.outer."""
+    for name, v in (("self", a), ("vec2", b)):
+        if v.ndim != 1:
+            raise RuntimeError(f"outer: Expected 1-D argument {name}, but got {v.ndim}-D")
+    return mul(reshape(a, (-1, 1)), b)
+
+
 # -- elementwise functions ----------------------------------------------------------------
 def exp(x):
     """Elementwise e**x."""
@@ -198,12 +253,104 @@ def minimum(a, b):
     return _binary(R["Minimum"], np.minimum, a, b)
 
 
+def _floating(x) -> np.ndarray:
+    """x's array, integers and bools as float32: torch's float functions promote them so."""
+    d = x.data
+    return d if d.dtype.kind == "f" else d.astype(_default_dtype)
+
+
+def log1p(x):
+    """Elementwise log(1 + x), accurate for small x, as torch.log1p."""
+    return record(R["Log1p"], np.log1p(_floating(x)), (x,))
+
+
+def expm1(x):
+    """Elementwise e**x - 1, accurate for small x, as torch.expm1."""
+    return record(R["Expm1"], np.expm1(_floating(x)), (x,))
+
+
+def sin(x):
+    """Elementwise sine."""
+    return record(R["Sin"], np.sin(_floating(x)), (x,))
+
+
+def cos(x):
+    """Elementwise cosine."""
+    return record(R["Cos"], np.cos(_floating(x)), (x,))
+
+
+def square(x):
+    """Elementwise x ** 2; integers stay integers, as torch.square."""
+    return pow(x, 2)
+
+
+def rsqrt(x):
+    """Elementwise 1 / sqrt(x); integers give float32, as torch.rsqrt."""
+    return pow(x, -0.5)
+
+
+def reciprocal(x):
+    """Elementwise 1 / x; integers give float32, as torch.reciprocal."""
+    return div(1.0, x)
+
+
+def sign(x):
+    """Elementwise -1, 0 or 1 (0 at NaN); its gradient is 0, as torch.sign's."""
+    return record(R["Sign"], kernels.sgn(x.data), (x,))
+
+
+def _rounding(name, fn, x):
+    if x.dtype.kind != "f":  # integers are whole already: torch returns them unchanged
+        return clone(x)
+    return record(R[name], fn(x.data), (x,))
+
+
+def floor(x):
+    """Elementwise largest whole number <= x; its gradient is 0, as torch.floor's."""
+    return _rounding("Floor", np.floor, x)
+
+
+def ceil(x):
+    """Elementwise smallest whole number >= x; its gradient is 0, as torch.ceil's."""
+    return _rounding("Ceil", np.ceil, x)
+
+
+def round(x, *, decimals=0):  # noqa: A001 - torch.round
+    """Round half to even, to `decimals` places; its gradient is 0, as torch.round's."""
+    return _rounding("Round", lambda d: np.round(d, decimals), x)
+
+
+def _elementwise_test(fn):
+    return lambda x: Tensor._make(np.asarray(fn(x.data)))
+
+
+# bool results, never in the graph (as torch's, they do not require grad)
+isnan, isinf, isfinite = (_elementwise_test(f) for f in (np.isnan, np.isinf, np.isfinite))
+clip = clamp  # torch.clip is clamp's alias
+
+
 # -- reductions -------------------------------------------------------------------------------
 def _dims(dim, ndim):
     if dim is None:
         return None
     dims = dim if isinstance(dim, (tuple, list)) else (dim,)
     return tuple(d % ndim for d in dims) if ndim else ()  # torch lets dim 0/-1 name a 0-d
+
+
+def _wrap_dim(dim: int, ndim: int) -> int:
+    """dim counted from 0, or torch's IndexError when it names no dim (a 0-d takes 0, -1)."""
+    top = builtins.max(ndim, 1)
+    if not -top <= dim < top:
+        raise IndexError(f"Dimension out of range (expected to be in range of [{-top}, "
+                         f"{top - 1}], but got {dim})")
+    return dim % top
+
+
+def _checked_dims(dim, ndim):
+    """_dims, with torch's error for a dim out of range (_dims would wrap it around)."""
+    for d in () if dim is None else dim if isinstance(dim, (tuple, list)) else (dim,):
+        _wrap_dim(d, ndim)
+    return _dims(dim, ndim)
 
 
 def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
@@ -213,8 +360,8 @@ def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
     return record(R["Sum"], np.asarray(out), (x,), shape=x.shape, dim=d, keepdim=keepdim)
 
 
-_TORCH_DTYPE_NAMES = {"int64": "Long", "int32": "Int", "int16": "Short", "int8": "Char",
-                      "uint8": "Byte", "bool": "Bool"}
+_TORCH_DTYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int",
+                      "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
 
 
 def mean(x, dim=None, keepdim=False):
@@ -306,6 +453,55 @@ def log_softmax(x, dim):
     shifted = x.data - x.data.max(axis=dim, keepdims=True)
     out = shifted - np.log(np.exp(shifted).sum(axis=dim, keepdims=True))
     return record(R["LogSoftmax"], out, (x,), dim=dim)
+
+
+def logsumexp(x, dim, keepdim=False):
+    """log(sum(exp(x))) over dim (int or tuple), shifted by the max so exp cannot
+    overflow; integers give float32, as torch.logsumexp."""
+    d = _checked_dims(dim, x.ndim)
+    data = _floating(x)
+    with np.errstate(divide="ignore", invalid="ignore"):  # -inf and NaN are torch's answers
+        shift = np.amax(data, axis=d, keepdims=True)
+        # torch shifts an infinite max by 0: an all -inf slice then gives -inf, not NaN
+        shift = np.where(np.isinf(shift), 0, shift)
+        out = np.log(np.sum(np.exp(data - shift), axis=d, keepdims=True)) + shift
+    if not keepdim:
+        out = out.squeeze(d)
+    return record(R["Logsumexp"], out, (x,), dim=d, keepdim=keepdim)
+
+
+_NORMS = {
+    1: lambda a, d, keep: np.sum(a, axis=d, keepdims=keep),
+    2: lambda a, d, keep: np.sqrt(np.sum(a * a, axis=d, keepdims=keep)),
+    math.inf: lambda a, d, keep: np.amax(a, axis=d, keepdims=keep),
+    -math.inf: lambda a, d, keep: np.amin(a, axis=d, keepdims=keep),
+}
+
+
+def norm(x, p="fro", dim=None, keepdim=False):
+    """The vector p-norm over dim (int or tuple; None: all elements), p = 1, 2, inf, -inf
+    or "fro" (the 2-norm), as torch.norm; the 2-norm's gradient at 0 is 0, as torch's."""
+    if x.dtype.kind != "f":
+        raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor "
+                           f"as input. Got {_TORCH_DTYPE_NAMES[x.dtype.name]}")
+    if p == "fro":
+        if isinstance(dim, (tuple, list)) and len(dim) > 2:
+            raise RuntimeError("linalg.matrix_norm: dim must be a 2-tuple. Got "
+                               + " ".join(map(str, dim)))
+        p = 2
+    if p not in _NORMS:
+        raise NotImplementedError(f"disttrain's norm takes p = 1, 2, inf, -inf or 'fro', not {p!r}")
+    d = _checked_dims(dim, x.ndim)
+    out = _NORMS[p](np.abs(x.data), d, keepdim)
+    return record(R["LinalgVectorNorm"], np.asarray(out), (x,), p=p, dim=d, keepdim=keepdim)
+
+
+def cumsum(x, dim):
+    """Running sums along dim; integers and bools sum in int64, as torch.cumsum."""
+    d = _wrap_dim(dim, x.ndim)
+    if x.ndim == 0:  # a 0-d tensor is its own running sum
+        return reshape(cumsum(reshape(x, 1), 0), ())
+    return record(R["Cumsum"], np.cumsum(x.data, axis=d), (x,), dim=d)
 
 
 # -- shape ----------------------------------------------------------------------------------
@@ -438,6 +634,123 @@ def stack(tensors, dim=0):
     return cat([unsqueeze(t, dim) for t in tensors], dim)
 
 
+def _split_sizes(size: int, split, dim) -> list:
+    """The sizes torch.split cuts a dim of `size` into: pieces of an int, or the list."""
+    if isinstance(split, int):
+        if split < 0:
+            raise RuntimeError("split expects split_size be non-negative, but got "
+                               f"split_size={split}")
+        if split == 0 and size:
+            raise RuntimeError("split_size can only be 0 if dimension size is 0, but got "
+                               f"dimension size of {size}")
+        full, rest = divmod(size, split) if split else (0, 0)
+        return [split] * full + ([rest] if rest else []) or [0]  # an empty dim: one piece
+    sizes = list(split)
+    if builtins.min(sizes, default=0) < 0:
+        raise RuntimeError("split_with_sizes expects split_sizes have only non-negative entries, "
+                           f"but got split_sizes={sizes}")
+    if builtins.sum(sizes) != size:
+        raise RuntimeError(f"split_with_sizes expects split_sizes to sum exactly to {size} "
+                           f"(input tensor's size at dimension {dim}), but got split_sizes={sizes}")
+    return sizes
+
+
+def split(x, split_size_or_sections, dim=0):
+    """x cut along dim into pieces of an int size (the last may be smaller) or of the
+    listed sizes: a tuple of views, as torch.split."""
+    d = _wrap_dim(dim, x.ndim)
+    bounds = np.cumsum([0] + _split_sizes(x.shape[d], split_size_or_sections, dim)).tolist()
+    lead = (slice(None),) * d
+    return tuple(getitem(x, lead + (slice(lo, hi),)) for lo, hi in zip(bounds, bounds[1:]))
+
+
+def chunk(x, chunks, dim=0):
+    """x cut along dim into at most `chunks` pieces of ceil(size / chunks), as torch.chunk."""
+    if chunks <= 0:
+        raise RuntimeError(f"chunk expects `chunks` to be greater than 0, got: {chunks}")
+    size = x.shape[_wrap_dim(dim, x.ndim)]
+    if size == 0:  # torch keeps `chunks` empty pieces, where split would give one
+        return split(x, [0] * chunks, dim)
+    return split(x, -(-size // chunks), dim)
+
+
+def gather(x, dim, index):
+    """out[i][j] = x[index[i][j]][j] (for dim 0; likewise for any dim), as torch.gather;
+    the gradient adds up over repeated indices."""
+    d = _wrap_dim(dim, x.ndim)
+    idx = index.data
+    if idx.dtype not in (np.int32, np.int64):
+        raise RuntimeError("gather(): Expected dtype int32/int64 for index")
+    if idx.ndim != x.ndim:
+        raise RuntimeError("Index tensor must have the same number of dimensions as input tensor")
+    if x.ndim == 0:
+        return reshape(gather(reshape(x, 1), 0, reshape(index, 1)), ())
+    _check_gather_index(x.shape, d, idx)
+    key = list(np.indices(idx.shape, sparse=True))
+    key[d] = idx
+    return getitem(x, tuple(key))
+
+
+def _check_gather_index(shape: tuple, d: int, idx: np.ndarray) -> None:
+    """torch's errors for an index larger than x off dim d, or pointing outside it
+    (numpy would wrap a negative index around)."""
+    for i, (n_index, n_self) in enumerate(zip(idx.shape, shape)):
+        if i != d and n_index > n_self:
+            raise RuntimeError(f"Size does not match at dimension {i} expected index "
+                               f"{list(idx.shape)} to be no larger than self {list(shape)} "
+                               f"apart from dimension {d}")
+    outside = (idx < 0) | (idx >= shape[d])
+    if outside.any():
+        raise RuntimeError(f"index {idx[outside][0]} is out of bounds for dimension {d} with "
+                           f"size {shape[d]}")
+
+
+def masked_fill(x, mask, value):
+    """x with value where the bool mask (broadcast) is true, as torch.masked_fill: value (a
+    number or a 0-d tensor, which gets the gradient of the filled places) takes x's dtype."""
+    m = _data(mask)
+    if m.dtype != np.bool_:
+        raise RuntimeError("masked_fill_ only supports boolean masks, but got mask with dtype "
+                           + _CPP_DTYPE_NAMES[m.dtype.name])
+    if isinstance(value, Tensor):
+        if value.ndim:
+            raise RuntimeError("masked_fill_ only supports a 0-dimensional value tensor, but "
+                               f"got tensor with {value.ndim} dimension(s).")
+        value = to(value, x.dtype)
+    else:
+        value = _as_dtype(value, x.dtype)
+    try:
+        np.broadcast_shapes(m.shape, x.shape)
+    except ValueError:
+        raise RuntimeError(shape_errors.broadcast(m.shape, x.shape)) from None
+    return where(m, value, x)
+
+
+def _as_dtype(value, dtype):
+    """A Python number cast to dtype (1.5 into an int tensor is 1); a Python number, so
+    numpy reads it weakly and x's dtype stays."""
+    return np.dtype(dtype).type(value).item()
+
+
+def _triangle(x, diagonal, lower: bool, name: str):
+    if x.ndim < 2:
+        raise RuntimeError(f"{name}: input tensor must have at least 2 dimensions")
+    rows, cols = x.shape[-2:]
+    keep = np.tri(rows, cols, diagonal if lower else diagonal - 1, dtype=bool)
+    # where, not a product with the mask: an inf or NaN outside the triangle gives 0
+    return where(keep if lower else ~keep, x, _as_dtype(0, x.dtype))
+
+
+def tril(x, diagonal=0):
+    """The lower triangle of the last two dims (j - i <= diagonal), rest 0, as torch.tril."""
+    return _triangle(x, diagonal, True, "tril")
+
+
+def triu(x, diagonal=0):
+    """The upper triangle of the last two dims (j - i >= diagonal), rest 0, as torch.triu."""
+    return _triangle(x, diagonal, False, "triu")
+
+
 # -- losses with a rule of their own ------------------------------------------------------
 def binary_cross_entropy(x, target, weight=None):
     """-w (t log x + (1 - t) log(1 - x)) per element, each log clamped at -100, as torch."""
@@ -523,6 +836,62 @@ def clone(x):
     return record(R["View"], x.data.copy(), (x,), shape=x.shape)
 
 
+# -- creation -----------------------------------------------------------------------------
+def linspace(start, end, steps, dtype=None, requires_grad=False):
+    """steps values from start to end inclusive, float32 unless dtype, as torch.linspace."""
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    dtype = np.dtype(dtype or _default_dtype)
+    work = dtype if dtype.kind == "f" else np.dtype(np.float64)
+    lo, hi = (np.asarray(v, dtype=dtype).astype(work) for v in (start, end))
+    step = (hi - lo) / work.type(builtins.max(steps - 1, 1))
+    i = np.arange(steps).astype(work)
+    # torch's kernel, in the result's precision: the first half counts up from start, the
+    # rest back from end, so both ends are exact (one value, steps == 1, is start)
+    half = builtins.max(steps // 2, 1)
+    values = np.where(i < half, lo + step * i, hi - step * (steps - 1 - i))
+    return factories._new(values.astype(dtype), requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False):
+    """The n x m (m defaults to n) identity matrix, float32 unless dtype, as torch.eye."""
+    m = n if m is None else m
+    for name, size in (("n", n), ("m", m)):
+        if size < 0:
+            raise RuntimeError(f"{name} must be greater or equal to 0, got {size}")
+    return factories._new(np.eye(n, m, dtype=dtype or _default_dtype), requires_grad)
+
+
+def full_like(x, fill_value, dtype=None, requires_grad=False):
+    """fill_value in x's shape and, unless dtype is given, x's dtype, as torch.full_like."""
+    return factories._new(np.full_like(x.data, fill_value, dtype=dtype), requires_grad)
+
+
+def _random_like(draw, kernel: str):
+    def like(x, dtype=None, requires_grad=False):
+        dtype = np.dtype(dtype or x.dtype)
+        if dtype.kind != "f":
+            raise NotImplementedError(f'"{kernel}" not implemented for '
+                                      f"'{_TORCH_DTYPE_NAMES[dtype.name]}'")
+        return draw(*x.shape, dtype=dtype, requires_grad=requires_grad)
+    return like
+
+
+# samples from disttrain's generator (manual_seed), in x's shape and dtype
+randn_like = _random_like(factories.randn, "normal_kernel_cpu")
+rand_like = _random_like(factories.rand, "check_uniform_bounds")
+
+
+def is_tensor(obj) -> bool:
+    """Whether obj is a disttrain Tensor, as torch.is_tensor."""
+    return isinstance(obj, Tensor)
+
+
+def numel(x) -> int:
+    """The number of elements of x, as torch.numel."""
+    return x.numel()
+
+
 # Methods: the same functions, bound as PyTorch names them.
 _METHODS = {
     "__add__": add, "__radd__": lambda a, b: add(b, a), "__sub__": sub,
@@ -539,6 +908,12 @@ _METHODS = {
     "permute": permute, "transpose": transpose, "t": t, "squeeze": squeeze,
     "unsqueeze": unsqueeze, "flatten": flatten, "expand": expand, "clone": clone, "to": to,
     "maximum": maximum, "minimum": minimum,
+    "log1p": log1p, "expm1": expm1, "sin": sin, "cos": cos, "square": square, "rsqrt": rsqrt,
+    "reciprocal": reciprocal, "sign": sign, "floor": floor, "ceil": ceil, "round": round,
+    "isnan": isnan, "isinf": isinf, "isfinite": isfinite, "clip": clip,
+    "logsumexp": logsumexp, "norm": norm, "cumsum": cumsum, "mm": mm, "bmm": bmm, "dot": dot,
+    "outer": outer, "split": split, "chunk": chunk, "gather": gather,
+    "masked_fill": masked_fill, "tril": tril, "triu": triu,
     "float": _cast(np.dtype(np.float32)), "double": _cast(np.dtype(np.float64)),
 }
 for _name, _fn in _METHODS.items():

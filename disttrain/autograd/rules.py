@@ -123,6 +123,40 @@ def _pick_vjp(g, shape, dim, keepdim, indices):
     return grad
 
 
+def _zero_vjp(g):
+    # sign, floor, ceil, round: steps, flat almost everywhere; torch defines their gradient
+    # as 0 everywhere (the result still requires grad), so gradients through them vanish.
+    return np.zeros_like(g)
+
+
+def _logsumexp_vjp(g, out, x, dim, keepdim):
+    # g * softmax(x). As torch's, a slice of all -inf or holding +inf gets NaN (x - out is
+    # -inf - -inf or inf - inf there): torch special-cases only the forward.
+    with np.errstate(invalid="ignore"):
+        return _unreduce(g, x.shape, dim, keepdim) * np.exp(x - _unreduce(out, x.shape, dim,
+                                                                              keepdim))
+
+
+def _vector_norm_vjp(g, out, x, p, dim, keepdim):
+    """torch's norm_backward for p = 1, 2 and +-inf."""
+    g, out = _unreduce(g, x.shape, dim, keepdim), _unreduce(out, x.shape, dim, keepdim)
+    if p == 1:
+        return g * kernels.sgn(x)
+    if p == 2:  # x / norm, but 0 where the norm is 0 (a zero vector), not NaN
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(out == 0, 0, g * (x / out))
+    # +-inf: the entries whose |x| is the norm share g evenly. A NaN makes the norm NaN and
+    # is then the only entry in the mask, and its sgn is 0: no entry gets gradient, as torch.
+    mask = (np.abs(x) == out) | np.isnan(x)
+    count = mask.sum(axis=dim, keepdims=True).astype(g.dtype)  # int64 would promote g
+    return kernels.sgn(x) * mask * (g / count)
+
+
+def _cumsum_vjp(g, dim):
+    # Input i feeds every output from i on, so its gradient is g summed from the end.
+    return np.flip(np.cumsum(np.flip(g, dim), axis=dim), dim)
+
+
 def _index_vjp(g, shape, key, advanced):
     grad = np.zeros(shape, dtype=g.dtype)
     if advanced:
@@ -247,6 +281,11 @@ RULES = {r.name: r for r in (
     rule("Exp", lambda g, o, x: g * o, uses="o"),
     rule("Log", lambda g, o, x: g / x, uses="x"),
     rule("Sqrt", lambda g, o, x: g / (2 * o), uses="o"),
+    rule("Log1p", lambda g, o, x: g / (1 + x), uses="x"),
+    rule("Expm1", lambda g, o, x: g * (o + 1), uses="o"),
+    rule("Sin", lambda g, o, x: g * np.cos(x), uses="x"),
+    rule("Cos", lambda g, o, x: -g * np.sin(x), uses="x"),
+    *(rule(name, _zero_vjp) for name in ("Sign", "Floor", "Ceil", "Round")),
     rule("Abs", lambda g, o, x: g * kernels.sgn(x), uses="x"),
     rule("Tanh", lambda g, o, x: g * (1 - o * o), uses="o"),
     rule("Sigmoid", lambda g, o, x: g * o * (1 - o), uses="o"),
@@ -270,6 +309,9 @@ RULES = {r.name: r for r in (
     rule("Sum", lambda g, shape, dim, keepdim: _unreduce(g, shape, dim, keepdim)),
     rule("Amax", _amax_vjp, uses="xo"),
     rule("Max", _pick_vjp),
+    rule("Logsumexp", _logsumexp_vjp, uses="xo"),
+    rule("LinalgVectorNorm", _vector_norm_vjp, uses="xo"),
+    rule("Cumsum", _cumsum_vjp),
     rule("Softmax", lambda g, o, x, dim: o * (g - (g * o).sum(dim, keepdims=True)), uses="o"),
     rule("LogSoftmax", lambda g, o, x, dim: g - np.exp(o) * g.sum(dim, keepdims=True),
          uses="o"),

@@ -110,6 +110,30 @@ CASES = [
     case("max-pool2d-overlap", lambda x: ops.max_pool2d(x, 3, stride=1), (1, 2, 5, 5)),
     case("layer-norm", lambda x, w, b: ops.layer_norm(x, 4, w, b), (3, 4), (4,), (4,)),
     case("to-float64-and-clone", lambda a: a.to(disttrain.float64).clone() * 2, (3,)),
+    case("log1p", lambda a: a.log1p(), (2, 3), low=-0.8),
+    case("expm1", lambda a: disttrain.expm1(a), (2, 3)),
+    case("sin", lambda a: a.sin(), (2, 3), low=-4.0, high=4.0),
+    case("cos", lambda a: disttrain.cos(a), (2, 3), low=-4.0, high=4.0),
+    # Steps: seeded inputs sit away from the jumps (and from the .5 ties of round), where
+    # the finite difference is the rule's 0; * a keeps a nonzero gradient flowing beside.
+    case("sign-floor-ceil-round", lambda a: (a.sign() + a.floor() + a.ceil() + a.round()) * a,
+         (3, 4), low=-3.0, high=3.0),
+    case("logsumexp", lambda a: disttrain.logsumexp(a, dim=-1), (3, 4)),
+    case("logsumexp-dims-keepdim", lambda a: a.logsumexp((0, 2), keepdim=True), (2, 3, 4)),
+    case("norm-fro-all", lambda a: a.norm(), (3, 4)),
+    case("norm-1-dim", lambda a: disttrain.norm(a, p=1, dim=1), (3, 4)),
+    case("norm-2-keepdim", lambda a: disttrain.norm(a, 2, dim=(0, -1), keepdim=True),
+         (2, 3, 4)),
+    case("norm-inf", lambda a: a.norm(p=float("inf"), dim=0), (3, 4)),
+    case("norm-minus-inf", lambda a: a.norm(p=float("-inf")), (3, 4)),
+    case("cumsum", lambda a: a.cumsum(1), (3, 4)),
+    case("cumsum-neg-dim", lambda a: disttrain.cumsum(a, -3), (2, 3, 2)),
+    # Composites of the rules above, where their indexing could go wrong.
+    case("gather-repeated", lambda a: a.gather(1, disttrain.tensor([[0, 0, 2], [1, 1, 1]])),
+         (3, 4)),
+    case("masked-fill-value-tensor", lambda a, v: a.masked_fill(
+        disttrain.tensor([[True], [False], [True]]), v), (3, 4), ()),
+    case("tril-triu", lambda a: a.tril(-1) + a.triu(1) * 2, (2, 3, 4)),
     # Losses written from the rules above (no rule of their own): their kinks (a zero
     # difference, |difference| = delta) are measure-zero, so seeded inputs miss them.
     case("l1-loss", lambda a, b: F.l1_loss(a, b, reduction="none"), (3, 4), (3, 4)),
