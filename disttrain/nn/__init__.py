@@ -1,7 +1,22 @@
 """Layers, losses and the Module base class, mirroring torch.nn."""
 
-from . import functional, init
-from .activation import GELU, LeakyReLU, LogSoftmax, ReLU, Sigmoid, Softmax, Tanh
+from . import functional, init, utils
+from .activation import (
+    ELU,
+    GELU,
+    Hardtanh,
+    LeakyReLU,
+    LogSigmoid,
+    LogSoftmax,
+    Mish,
+    ReLU,
+    Sigmoid,
+    SiLU,
+    Softmax,
+    Softplus,
+    Softsign,
+    Tanh,
+)
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import Conv2d, MaxPool2d
 from .dropout import Dropout
@@ -13,18 +28,22 @@ from .loss import (
     BCEWithLogitsLoss,
     CrossEntropyLoss,
     HuberLoss,
+    KLDivLoss,
     L1Loss,
     MSELoss,
     NLLLoss,
+    SmoothL1Loss,
+    SoftMarginLoss,
 )
 from .module import Module
 from .normalization import LayerNorm
 from .parameter import Parameter
 
 __all__ = [
-    "functional", "init", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
+    "functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
     "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "Unflatten", "ReLU", "Tanh",
     "Sigmoid", "GELU", "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm",
     "Embedding", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
-    "BCELoss", "BCEWithLogitsLoss",
+    "BCELoss", "BCEWithLogitsLoss", "SiLU", "Softplus", "ELU", "Hardtanh", "LogSigmoid",
+    "Mish", "Softsign", "SmoothL1Loss", "KLDivLoss", "SoftMarginLoss",
 ]

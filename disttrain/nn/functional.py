@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
 
-from ..autograd import ops, random
+from ..autograd import grad_mode, ops, random
 from ..autograd.tensor import Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
@@ -148,6 +149,77 @@ def leaky_relu(input, negative_slope: float = 0.01, inplace: bool = False):
     return ops.where(input.data > 0, input, input * negative_slope)
 
 
+def silu(input, inplace: bool = False):
+    """x * sigmoid(x); the product rule gives torch's sigmoid(x) * (1 + x * (1 - sigmoid(x)))."""
+    return ops.mul(input, ops.sigmoid(input))
+
+
+def _with_value(graph, value):
+    """graph's gradient with value, numpy's accurate one: graph + (value - graph).
+
+    For log(1 + exp(x)) at every finite x, which no single op gives without overflow, and
+    for elu's expm1. The graph (the ops below) gives torch's backward formula exactly; the
+    constant added is only the graph's rounding error where the log or exp cancels, which
+    has no derivative of its own."""
+    return ops.add(graph, value - graph.data)
+
+
+def _log1p_exp(x):
+    """log(1 + exp(x)) for every finite x, with log1p's tiny values (3.7e-44 at x = -100).
+
+    The graph is the logits-BCE op with a zero target, x - log_sigmoid(x): finite for all
+    x, gradient sigmoid(x) (torch's softplus_backward z / (z + 1)), but it cancels to 0
+    below x = -37; logaddexp gives the value as torch's max(x, 0) + log1p(exp(-|x|))."""
+    with np.errstate(invalid="ignore"):  # NaN in, NaN out, as torch: no warning
+        value = np.logaddexp(0, x.data)
+    return _with_value(ops.binary_cross_entropy_with_logits(x, 0), value)
+
+
+def softplus(input, beta: float = 1.0, threshold: float = 20.0):
+    """log(1 + exp(beta * x)) / beta, and x itself (gradient 1) where beta * x > threshold."""
+    scaled = ops.mul(input, beta)
+    return ops.where(scaled.data > threshold, input, ops.div(_log1p_exp(scaled), beta))
+
+
+def _expm1(x):
+    """exp(x) - 1 with expm1's value, as torch's elu forward, and exp(x) as its gradient, as
+    torch's elu backward (ops.expm1's gradient, expm1(x) + 1, rounds differently near 0)."""
+    return _with_value(ops.sub(ops.exp(x), 1.0), np.expm1(x.data))
+
+
+def elu(input, alpha: float = 1.0, inplace: bool = False):
+    """alpha * (exp(x) - 1) where x <= 0, else x; the gradient at 0 is alpha, as torch's."""
+    # exp sees min(x, 0): exp of a large x, unused, would overflow and its gradient be NaN.
+    negative = ops.mul(_expm1(ops.clamp(input, max=0.0)), alpha)
+    return ops.where(input.data <= 0, negative, input)  # torch's test: NaN takes the x branch
+
+
+def hardtanh(input, min_val: float = -1.0, max_val: float = 1.0, inplace: bool = False):
+    """x clamped to [min_val, max_val]. The gradient is 0 at the bounds themselves, as
+    torch's hardtanh_backward (clamp's would pass it there); NaN passes g, as in torch's
+    scalar loop (its vectorised loop gives 0, so torch's own answer depends on position)."""
+    if min_val > max_val:
+        raise ValueError("min_val cannot be greater than max_val")
+    x = input.data
+    outside = (x <= min_val) | (x >= max_val)
+    return ops.where(outside, ops.clamp(input.detach(), min_val, max_val), input)
+
+
+def logsigmoid(input):
+    """log(sigmoid(x)) = -softplus(-x), finite for every finite x; gradient sigmoid(-x)."""
+    return ops.neg(_log1p_exp(ops.neg(input)))
+
+
+def mish(input, inplace: bool = False):
+    """x * tanh(softplus(x)), softplus without a threshold, as torch's mish."""
+    return ops.mul(input, ops.tanh(_log1p_exp(input)))
+
+
+def softsign(input):
+    """x / (1 + |x|)."""
+    return ops.div(input, ops.add(ops.abs(input), 1))
+
+
 def _softmax_dim(ndim: int, dim, name: str) -> int:
     if dim is not None:
         return dim
@@ -179,6 +251,138 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     keep = random.generator().random(input.shape) >= p
     mask = keep.astype(input.dtype) * input.dtype.type(1.0 / (1.0 - p))
     return ops.mul(input, mask)
+
+
+# -- tensor utilities -----------------------------------------------------------------
+def one_hot(tensor, num_classes: int = -1):
+    """(*, num_classes) int64 tensor with a 1 at each index; num_classes=-1 infers max + 1."""
+    if not isinstance(tensor, Tensor):
+        raise TypeError("one_hot(): argument 'input' (position 1) must be Tensor, not "
+                        f"{type(tensor).__name__}")
+    if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
+        raise TypeError("one_hot(): argument 'num_classes' (position 2) must be int, not "
+                        f"{type(num_classes).__name__}")
+    index = tensor.data
+    if index.dtype != np.int64:
+        raise RuntimeError("one_hot is only applicable to index tensor of type LongTensor.")
+    num_classes = _class_count(index, int(num_classes))
+    return Tensor._make((index[..., None] == np.arange(num_classes)).astype(np.int64))
+
+
+def _class_count(index, num_classes: int) -> int:
+    """num_classes checked against the indices, in torch's order and words."""
+    if index.size == 0:
+        if num_classes <= 0:
+            raise RuntimeError("Can not infer total number of classes from empty tensor.")
+        return num_classes
+    if index.min() < 0:
+        raise RuntimeError("Class values must be non-negative.")
+    if num_classes == -1:
+        return int(index.max()) + 1
+    if index.max() >= num_classes:
+        raise RuntimeError("Class values must be smaller than num_classes.")
+    return num_classes
+
+
+_PAD_MODES = ("constant", "reflect", "replicate", "circular")
+
+
+def pad(input, pad, mode: str = "constant", value=None):
+    """Pad (or, with negative sizes, crop) the last len(pad) // 2 dims: pad is (left, right)
+    of the last dim, then of the one before, and so on. Only mode="constant" is supported."""
+    _check_pad(input, pad, mode, value)
+    out = input
+    for k in range(len(pad) // 2):
+        out = _pad_dim(out, input.ndim - 1 - k, pad[2 * k], pad[2 * k + 1], value or 0)
+    return ops.clone(input) if out is input else out  # always a new tensor, as torch's
+
+
+def _check_pad(input, pad, mode, value) -> None:
+    if not isinstance(pad, (tuple, list)):
+        raise TypeError("pad(): argument 'pad' (position 2) must be tuple of ints, not "
+                        f"{type(pad).__name__}")
+    for pos, size in enumerate(pad):
+        if not isinstance(size, (int, np.integer)) or isinstance(size, bool):
+            raise TypeError("pad(): argument 'pad' (position 2) must be tuple of ints, but "
+                            f"found element of type {type(size).__name__} at pos {pos}")
+    if value is not None and not isinstance(value, (int, float, np.number)):
+        raise TypeError("pad(): argument 'value' (position 4) must be float, not "
+                        f"{type(value).__name__}")
+    if mode not in _PAD_MODES:
+        raise NotImplementedError(f"Unrecognised padding mode {mode}")
+    if mode != "constant":
+        raise NotImplementedError(f"pad: mode={mode!r} is not supported, only 'constant'")
+    if len(pad) % 2:
+        raise RuntimeError("Padding length must be divisible by 2")
+    if len(pad) // 2 > input.ndim:
+        raise RuntimeError(
+            "Padding length should be less than or equal to two times the input dimension but "
+            f"got padding length {len(pad)} and input of dimension {input.ndim}")
+
+
+def _pad_dim(x, dim: int, left: int, right: int, value):
+    """Crop the negative sides of dim with a slice, then join constant blocks to the positive
+    ones: the gradient is the slice of g that x's elements landed in."""
+    size = x.shape[dim]
+    if size + min(left, 0) + min(right, 0) < 0:  # torch crops first, with narrow()
+        raise RuntimeError("narrow(): length must be non-negative.")
+    if left < 0 or right < 0:
+        kept = slice(max(-left, 0), size - max(-right, 0))
+        x = ops.getitem(x, (slice(None),) * dim + (kept,))
+    blocks = [_filled(x, dim, left, value), x, _filled(x, dim, right, value)]
+    blocks = [b for b in blocks if b is not None]
+    return x if len(blocks) == 1 else ops.cat(blocks, dim)
+
+
+def _filled(x, dim: int, count: int, value):
+    """A block of count constants to join to x along dim, or None for count <= 0."""
+    if count <= 0:
+        return None
+    shape = x.shape[:dim] + (count,) + x.shape[dim + 1:]
+    return Tensor._make(np.full(shape, value, dtype=x.dtype))
+
+
+def normalize(input, p: float = 2.0, dim=1, eps: float = 1e-12):
+    """input / max(||input||_p, eps) along dim (an int or a tuple), as torch's normalize."""
+    dims = _reduced_dims(dim, input.ndim)
+    if input.dtype.kind != "f":
+        name = ops._TORCH_DTYPE_NAMES.get(input.dtype.name, input.dtype.name)
+        raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor as "
+                           f"input. Got {name}")
+    return ops.div(input, ops.clamp(_vector_norm(input, p, dims), min=eps))
+
+
+def _reduced_dims(dim, ndim: int) -> tuple:
+    """dim (int or tuple) checked and wrapped as torch's reductions do; a 0-d has dim 0/-1."""
+    dims = tuple(dim) if isinstance(dim, (tuple, list)) else (dim,)
+    span = max(ndim, 1)
+    for d in dims:
+        if not -span <= d < span:
+            raise IndexError("Dimension out of range (expected to be in range of "
+                             f"[{-span}, {span - 1}], but got {d})")
+    wrapped = [d % span for d in dims]
+    for d in wrapped:
+        if wrapped.count(d) > 1:
+            raise RuntimeError(f"dim {d} appears multiple times in the list of dims")
+    return tuple(wrapped) if ndim else ()
+
+
+def _vector_norm(x, p, dims):
+    """The p-norm over dims, kept; p > 0 or inf (the max of |x|, ties sharing the gradient)."""
+    if p == math.inf:
+        return ops.amax(ops.abs(x), dims, keepdim=True)
+    if not p > 0:
+        raise NotImplementedError(f"normalize: p={p} is not supported, only p > 0 or inf")
+    return _pow_of_nonnegative(ops.sum(_pow_of_nonnegative(ops.abs(x), p), dims, keepdim=True),
+                               1.0 / p)
+
+
+def _pow_of_nonnegative(x, exponent: float):
+    """x ** exponent for x >= 0, with gradient 0 at x == 0 as torch's norm backward masks
+    it: the pow runs on 1 there, so its derivative (infinite at 0 for exponents below 1)
+    never meets a zero gradient and makes NaN."""
+    positive = x.data > 0
+    return ops.where(positive, ops.pow(ops.where(positive, x, 1.0), exponent), 0.0)
 
 
 # -- losses ---------------------------------------------------------------------------
@@ -373,3 +577,68 @@ def _soft_cross_entropy(input, target, weight, reduction, eps):
         target = target * w.reshape(shape)
     loss = ops.neg(ops.sum(ops.mul(logp, target.astype(logp.dtype, copy=False)), class_dim))
     return _reduce(loss, reduction)
+
+
+def smooth_l1_loss(input, target, reduction: str = "mean", beta: float = 1.0):
+    """0.5 * d**2 / beta where |d| < beta, else |d| - 0.5 * beta, for d = input - target;
+    beta == 0 is l1_loss, as torch's. Both branches' gradients are d / beta = sign(d) at
+    |d| == beta, torch's smooth_l1_loss_backward."""
+    if beta < 0:
+        raise RuntimeError("smooth_l1_loss does not support negative values for beta.")
+    diff = _difference(input, target, reduction)
+    size = ops.abs(diff)
+    if beta == 0:  # the quadratic branch would divide by 0, and its NaN reach the gradient
+        return _reduce(size, reduction)
+    quadratic = ops.div(ops.mul(ops.mul(diff, diff), 0.5), beta)
+    linear = ops.sub(size, 0.5 * beta)
+    return _reduce(ops.where(size.data < beta, quadratic, linear), reduction)
+
+
+_KL_MEAN_WARNING = (
+    "reduction: 'mean' divides the total loss by both the batch size and the support size."
+    "'batchmean' divides only by the batch size, and aligns with the KL div math definition."
+    "'mean' will be changed to behave the same as 'batchmean' in the next major release."
+)
+
+
+def kl_div(input, target, reduction: str = "mean", log_target: bool = False):
+    """Pointwise KL divergence of target from input (log-probabilities): target * (log target
+    - input), or exp(target) * (target - input) for log_target; "batchmean" is the sum over
+    the first dim's size, the KL divergence per sample."""
+    if reduction == "mean":
+        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+    if reduction != "batchmean":
+        _check_reduction(reduction)
+    if not isinstance(target, Tensor):
+        target = Tensor._make(np.asarray(target))
+    if log_target:
+        loss = ops.mul(ops.exp(target), ops.sub(target, input))
+    else:
+        loss = ops.sub(_xlogx(target), ops.mul(target, input))
+    if reduction != "batchmean":
+        return _reduce(loss, reduction)
+    total = ops.sum(loss)
+    return total if input.ndim == 0 else ops.div(total, input.shape[0])
+
+
+def _xlogx(t):
+    """torch's xlogy(t, t): t * log(t), 0 where t == 0. There the unused t * log(t) is NaN,
+    so a target that requires grad gets NaN, as torch's xlogy backward gives (0 / 0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return ops.where(t.data == 0, 0.0, ops.mul(t, ops.log(t)))
+
+
+def soft_margin_loss(input, target, reduction: str = "mean"):
+    """log(1 + exp(-target * input)) per element, for targets of +1 / -1, then reduced.
+
+    Where -target * input passes exp's range (88 in float32, 709 in float64) torch's value
+    overflows to inf and its gradient is NaN; this one stays exact: the margin itself."""
+    _check_reduction(reduction)
+    if isinstance(target, Tensor) and target.requires_grad and grad_mode.is_grad_enabled():
+        raise RuntimeError("The function 'soft_margin_loss' is not differentiable with respect "
+                           "to argument 'target'. This input cannot have requires_grad True.")
+    margin = ops.mul(ops.neg(input), target)
+    if margin.shape != input.shape:  # torch writes into an input-shaped output
+        raise RuntimeError(f"output with shape [{_sizes(input.shape)}] doesn't match the "
+                           f"broadcast shape [{_sizes(margin.shape)}]")
+    return _reduce(_log1p_exp(margin), reduction)

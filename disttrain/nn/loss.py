@@ -1,4 +1,5 @@
-"""Losses: MSELoss, L1Loss, HuberLoss, CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss."""
+"""Losses: MSELoss, L1Loss, HuberLoss, SmoothL1Loss, KLDivLoss, SoftMarginLoss,
+CrossEntropyLoss, NLLLoss, BCELoss, BCEWithLogitsLoss."""
 
 from __future__ import annotations
 
@@ -48,6 +49,38 @@ class HuberLoss(_Loss):
 
     def forward(self, input, target):
         return F.huber_loss(input, target, reduction=self.reduction, delta=self.delta)
+
+
+class SmoothL1Loss(_Loss):
+    """Squared error / beta for differences below beta, absolute error (shifted) above it."""
+
+    def __init__(self, reduction: str = "mean", beta: float = 1.0):
+        super().__init__(reduction)
+        self.beta = beta
+
+    def forward(self, input, target):
+        return F.smooth_l1_loss(input, target, reduction=self.reduction, beta=self.beta)
+
+
+class KLDivLoss(_Loss):
+    """KL divergence of target from input (log-probabilities); reduction may also be
+    "batchmean", the divergence per sample."""
+
+    def __init__(self, reduction: str = "mean", log_target: bool = False):
+        # "batchmean" is kl_div's alone; any other reduction is checked as every loss's
+        super().__init__("sum" if reduction == "batchmean" else reduction)
+        self.reduction = reduction
+        self.log_target = log_target
+
+    def forward(self, input, target):
+        return F.kl_div(input, target, reduction=self.reduction, log_target=self.log_target)
+
+
+class SoftMarginLoss(_Loss):
+    """log(1 + exp(-target * input)): logistic loss for targets of +1 / -1."""
+
+    def forward(self, input, target):
+        return F.soft_margin_loss(input, target, reduction=self.reduction)
 
 
 class NLLLoss(_WeightedLoss):
