@@ -322,12 +322,19 @@ def build_optimizer(spec: JobSpec, params):
 
 def build_scheduler(spec: JobSpec, optimizer):
     """A per-epoch learning-rate scheduler, or None."""
-    s = spec.scheduler
+    s, schedulers = spec.scheduler, optim.lr_scheduler
     if s.name == "step":
-        return optim.lr_scheduler.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+        return schedulers.StepLR(optimizer, step_size=s.step_size, gamma=s.gamma)
+    if s.name == "multistep":
+        return schedulers.MultiStepLR(optimizer, milestones=s.milestones, gamma=s.gamma)
+    if s.name == "exponential":
+        return schedulers.ExponentialLR(optimizer, gamma=s.gamma)
     if s.name == "cosine":
-        return optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, T_max=s.t_max or spec.job.epochs, eta_min=s.eta_min)
+        return schedulers.CosineAnnealingLR(optimizer, T_max=s.t_max or spec.job.epochs,
+                                            eta_min=s.eta_min)
+    if s.name == "linear":
+        return schedulers.LinearLR(optimizer, start_factor=s.start_factor,
+                                   end_factor=s.end_factor, total_iters=s.total_iters)
     return None
 
 
@@ -338,7 +345,8 @@ MESSAGE_KEYS = {
                   "initial_accumulator_value": "initial_accumulator_value",
                   "momentum": "momentum", "dampening": "dampening", "nesterov": "nesterov"},
     "scheduler": {"step_size": "step_size", "gamma": "gamma", "T_max": "t_max",
-                  "eta_min": "eta_min"},
+                  "eta_min": "eta_min", "Starting multiplicative": "start_factor",
+                  "Ending multiplicative": "end_factor", "milestones": "milestones"},
     "data": {"val_fraction": "val_fraction", "n_samples": "n_samples",
              "n_features": "n_features", "n_classes": "n_classes", "n_targets": "n_targets"},
     "model": {},

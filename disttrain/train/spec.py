@@ -133,12 +133,18 @@ class OptimizerSection:
 
 @dataclass
 class SchedulerSection:
-    """The [scheduler] table: no schedule, or a per-epoch step or cosine one."""
-    name: str = "none"  # none | step | cosine
+    """The [scheduler] table: no schedule, or one of torch's, stepped once per epoch."""
+    name: str = "none"  # none | step | multistep | exponential | cosine | linear
     step_size: int = 1  # epochs, for step
-    gamma: float = 0.1
+    gamma: float = 0.1  # step, multistep, exponential
+    milestones: list = field(default_factory=list)  # epochs, for multistep
     t_max: int = 0  # epochs, for cosine; 0: the job's epochs
     eta_min: float = 0.0
+    # linear (e.g. a warmup): the lr times start_factor, moving to end_factor over
+    # total_iters epochs (torch's LinearLR and its defaults)
+    start_factor: float = 1 / 3
+    end_factor: float = 1.0
+    total_iters: int = 5
 
 
 @dataclass
@@ -200,7 +206,7 @@ CHOICES = {
     ("model", "padding"): ("same", "valid"),
     ("data", "name"): ("digits", "synthetic"),
     ("optimizer", "name"): ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
-    ("scheduler", "name"): ("none", "step", "cosine"),
+    ("scheduler", "name"): ("none", "step", "multistep", "exponential", "cosine", "linear"),
     ("distributed", "backend"): ("coordinator", "ring", "mpi", "local"),
     ("distributed", "placement"): ("auto", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
 }
@@ -261,6 +267,9 @@ RANGES = {
     ("scheduler", "gamma"): Range(0, 1, low_open=True),
     ("scheduler", "t_max"): Range(0),
     ("scheduler", "eta_min"): Range(0),
+    ("scheduler", "start_factor"): Range(0, 1, low_open=True),
+    ("scheduler", "end_factor"): Range(0, 1),
+    ("scheduler", "total_iters"): Range(1),
     ("distributed", "workers"): Range(1, 4096),
     ("distributed", "cpus_per_worker"): Range(0, 1024, low_open=True),
     ("distributed", "timeout_s"): Range(1, 86_400),  # a day: OS timers overflow far above
@@ -279,6 +288,7 @@ LISTS = {
     ("model", "channels"): (int, 1, 64, Range(1, 100_000)),
     ("data", "shape"): (int, 0, 3, Range(1, 1_000_000)),  # [] or 3: _check_data
     ("optimizer", "betas"): (float, 2, 2, Range(0, 1, high_open=True)),
+    ("scheduler", "milestones"): (int, 0, 1000, Range(1)),
 }
 # The built-in losses ([job] loss, torch's names) and the task each fits.
 LOSS_TASKS = {"cross_entropy": "classification", "nll": "classification",
@@ -508,6 +518,9 @@ def _check_together(spec: JobSpec, source: str) -> None:
     if data.val_y_path and not data.val_path:
         raise SpecError(f"{source}: [data] val_y_path: the labels of a .npy val_path; set "
                         "[data] val_path to the validation features' .npy")
+    if spec.scheduler.name == "multistep" and not spec.scheduler.milestones:
+        raise SpecError(f"{source}: [scheduler] milestones: multistep multiplies the lr by gamma "
+                        "at each of these epochs; set e.g. milestones = [30, 80]")
     if spec.optimizer.nesterov and (spec.optimizer.momentum <= 0 or spec.optimizer.dampening):
         raise SpecError(f"{source}: [optimizer] nesterov: Nesterov momentum requires a momentum "
                         "and zero dampening; set momentum > 0 and dampening = 0")
