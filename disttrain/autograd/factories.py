@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import builtins
+
 import numpy as np
 
 from . import random
-from .tensor import Tensor, _default_dtype
+from .tensor import TORCH_DTYPE_NAMES, Tensor, _default_dtype
 
 
 def _shape(size) -> tuple:
@@ -80,3 +82,58 @@ def arange(start, end=None, step=1, dtype=None, requires_grad=False) -> Tensor:
 def from_numpy(array: np.ndarray) -> Tensor:
     """A tensor sharing array's memory, as torch.from_numpy."""
     return Tensor._make(array)
+
+
+def linspace(start, end, steps, dtype=None, requires_grad=False):
+    """steps values from start to end inclusive, float32 unless dtype, as torch.linspace."""
+    if steps < 0:
+        raise RuntimeError("number of steps must be non-negative")
+    dtype = np.dtype(dtype or _default_dtype)
+    work = dtype if dtype.kind == "f" else np.dtype(np.float64)
+    lo, hi = (np.asarray(v, dtype=dtype).astype(work) for v in (start, end))
+    step = (hi - lo) / work.type(builtins.max(steps - 1, 1))
+    i = np.arange(steps).astype(work)
+    # torch's kernel, in the result's precision: the first half counts up from start, the
+    # rest back from end, so both ends are exact (one value, steps == 1, is start)
+    half = builtins.max(steps // 2, 1)
+    values = np.where(i < half, lo + step * i, hi - step * (steps - 1 - i))
+    return _new(values.astype(dtype), requires_grad)
+
+
+def eye(n, m=None, dtype=None, requires_grad=False):
+    """The n x m (m defaults to n) identity matrix, float32 unless dtype, as torch.eye."""
+    m = n if m is None else m
+    for name, size in (("n", n), ("m", m)):
+        if size < 0:
+            raise RuntimeError(f"{name} must be greater or equal to 0, got {size}")
+    return _new(np.eye(n, m, dtype=dtype or _default_dtype), requires_grad)
+
+
+def full_like(x, fill_value, dtype=None, requires_grad=False):
+    """fill_value in x's shape and, unless dtype is given, x's dtype, as torch.full_like."""
+    return _new(np.full_like(x.data, fill_value, dtype=dtype), requires_grad)
+
+
+def _random_like(draw, kernel: str):
+    def like(x, dtype=None, requires_grad=False):
+        dtype = np.dtype(dtype or x.dtype)
+        if dtype.kind != "f":
+            raise NotImplementedError(f'"{kernel}" not implemented for '
+                                      f"'{TORCH_DTYPE_NAMES[dtype.name]}'")
+        return draw(*x.shape, dtype=dtype, requires_grad=requires_grad)
+    return like
+
+
+# samples from disttrain's generator (manual_seed), in x's shape and dtype
+randn_like = _random_like(randn, "normal_kernel_cpu")
+rand_like = _random_like(rand, "check_uniform_bounds")
+
+
+def is_tensor(obj) -> bool:
+    """Whether obj is a disttrain Tensor, as torch.is_tensor."""
+    return isinstance(obj, Tensor)
+
+
+def numel(x) -> int:
+    """The number of elements of x, as torch.numel."""
+    return x.numel()

@@ -12,10 +12,10 @@ from collections import namedtuple
 
 import numpy as np
 
-from . import factories, kernels, shape_errors
+from . import kernels, shape_errors
 from .engine import record
 from .rules import RULES
-from .tensor import Tensor, _default_dtype, _index_key
+from .tensor import TORCH_DTYPE_NAMES, Tensor, _default_dtype, _index_key
 
 R = RULES
 values_indices = namedtuple("values_indices", ["values", "indices"])
@@ -151,8 +151,8 @@ def bmm(a, b):
         raise RuntimeError("Expected size for first two dimensions of batch2 tensor to be: "
                            f"[{a.shape[0]}, {a.shape[2]}] but got: [{b.shape[0]}, {b.shape[1]}].")
     if a.dtype != b.dtype:
-        raise RuntimeError(f"expected scalar type {_TORCH_DTYPE_NAMES[a.dtype.name]} but found "
-                           f"{_TORCH_DTYPE_NAMES[b.dtype.name]}")
+        raise RuntimeError(f"expected scalar type {TORCH_DTYPE_NAMES[a.dtype.name]} but found "
+                           f"{TORCH_DTYPE_NAMES[b.dtype.name]}")
     return matmul(a, b)
 
 
@@ -162,8 +162,8 @@ def dot(a, b):
         raise RuntimeError(f"1D tensors expected, but got {a.ndim}D and {b.ndim}D tensors")
     if a.dtype != b.dtype:
         raise RuntimeError("dot : expected both vectors to have same dtype, but found "
-                           f"{_TORCH_DTYPE_NAMES[a.dtype.name]} and "
-                           f"{_TORCH_DTYPE_NAMES[b.dtype.name]}")
+                           f"{TORCH_DTYPE_NAMES[a.dtype.name]} and "
+                           f"{TORCH_DTYPE_NAMES[b.dtype.name]}")
     return matmul(a, b)
 
 
@@ -360,14 +360,12 @@ def sum(x, dim=None, keepdim=False):  # noqa: A001 - torch.sum
     return record(R["Sum"], np.asarray(out), (x,), shape=x.shape, dim=d, keepdim=keepdim)
 
 
-_TORCH_DTYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int",
-                      "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
 
 
 def mean(x, dim=None, keepdim=False):
     """Mean over dim (int or tuple; None: all), keeping reduced dims if keepdim, as torch.mean."""
     if x.data.dtype.kind not in "fc":
-        name = _TORCH_DTYPE_NAMES.get(x.data.dtype.name, x.data.dtype.name)
+        name = TORCH_DTYPE_NAMES.get(x.data.dtype.name, x.data.dtype.name)
         raise RuntimeError("mean(): could not infer output dtype. Input dtype must be either a "
                            f"floating point or complex dtype. Got: {name}")
     d = _dims(dim, x.ndim)
@@ -483,7 +481,7 @@ def norm(x, p="fro", dim=None, keepdim=False):
     or "fro" (the 2-norm), as torch.norm; the 2-norm's gradient at 0 is 0, as torch's."""
     if x.dtype.kind != "f":
         raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor "
-                           f"as input. Got {_TORCH_DTYPE_NAMES[x.dtype.name]}")
+                           f"as input. Got {TORCH_DTYPE_NAMES[x.dtype.name]}")
     if p == "fro":
         if isinstance(dim, (tuple, list)) and len(dim) > 2:
             raise RuntimeError("linalg.matrix_norm: dim must be a 2-tuple. Got "
@@ -834,62 +832,6 @@ def to(x, dtype):
 def clone(x):
     """A copy of x that stays in the graph, as torch.clone."""
     return record(R["View"], x.data.copy(), (x,), shape=x.shape)
-
-
-# -- creation -----------------------------------------------------------------------------
-def linspace(start, end, steps, dtype=None, requires_grad=False):
-    """steps values from start to end inclusive, float32 unless dtype, as torch.linspace."""
-    if steps < 0:
-        raise RuntimeError("number of steps must be non-negative")
-    dtype = np.dtype(dtype or _default_dtype)
-    work = dtype if dtype.kind == "f" else np.dtype(np.float64)
-    lo, hi = (np.asarray(v, dtype=dtype).astype(work) for v in (start, end))
-    step = (hi - lo) / work.type(builtins.max(steps - 1, 1))
-    i = np.arange(steps).astype(work)
-    # torch's kernel, in the result's precision: the first half counts up from start, the
-    # rest back from end, so both ends are exact (one value, steps == 1, is start)
-    half = builtins.max(steps // 2, 1)
-    values = np.where(i < half, lo + step * i, hi - step * (steps - 1 - i))
-    return factories._new(values.astype(dtype), requires_grad)
-
-
-def eye(n, m=None, dtype=None, requires_grad=False):
-    """The n x m (m defaults to n) identity matrix, float32 unless dtype, as torch.eye."""
-    m = n if m is None else m
-    for name, size in (("n", n), ("m", m)):
-        if size < 0:
-            raise RuntimeError(f"{name} must be greater or equal to 0, got {size}")
-    return factories._new(np.eye(n, m, dtype=dtype or _default_dtype), requires_grad)
-
-
-def full_like(x, fill_value, dtype=None, requires_grad=False):
-    """fill_value in x's shape and, unless dtype is given, x's dtype, as torch.full_like."""
-    return factories._new(np.full_like(x.data, fill_value, dtype=dtype), requires_grad)
-
-
-def _random_like(draw, kernel: str):
-    def like(x, dtype=None, requires_grad=False):
-        dtype = np.dtype(dtype or x.dtype)
-        if dtype.kind != "f":
-            raise NotImplementedError(f'"{kernel}" not implemented for '
-                                      f"'{_TORCH_DTYPE_NAMES[dtype.name]}'")
-        return draw(*x.shape, dtype=dtype, requires_grad=requires_grad)
-    return like
-
-
-# samples from disttrain's generator (manual_seed), in x's shape and dtype
-randn_like = _random_like(factories.randn, "normal_kernel_cpu")
-rand_like = _random_like(factories.rand, "check_uniform_bounds")
-
-
-def is_tensor(obj) -> bool:
-    """Whether obj is a disttrain Tensor, as torch.is_tensor."""
-    return isinstance(obj, Tensor)
-
-
-def numel(x) -> int:
-    """The number of elements of x, as torch.numel."""
-    return x.numel()
 
 
 # Methods: the same functions, bound as PyTorch names them.

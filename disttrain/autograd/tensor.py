@@ -12,6 +12,9 @@ from .grad_mode import is_grad_enabled
 
 float32, float64, int64, bool_ = np.float32, np.float64, np.int64, np.bool_
 _default_dtype = np.float32
+# torch's names of the dtypes, as its error messages print them
+TORCH_DTYPE_NAMES = {"float32": "Float", "float64": "Double", "int64": "Long", "int32": "Int",
+                      "int16": "Short", "int8": "Char", "uint8": "Byte", "bool": "Bool"}
 
 NON_LEAF_GRAD_WARNING = (
     "The .grad attribute of a Tensor that is not a leaf Tensor is being accessed. Its .grad "

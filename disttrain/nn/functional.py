@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 
 from ..autograd import grad_mode, ops, random
-from ..autograd.tensor import Tensor
+from ..autograd.tensor import TORCH_DTYPE_NAMES, Tensor
 
 _REDUCTIONS = ("none", "mean", "sum")
 
@@ -346,7 +346,7 @@ def normalize(input, p: float = 2.0, dim=1, eps: float = 1e-12):
     """input / max(||input||_p, eps) along dim (an int or a tuple), as torch's normalize."""
     dims = _reduced_dims(dim, input.ndim)
     if input.dtype.kind != "f":
-        name = ops._TORCH_DTYPE_NAMES.get(input.dtype.name, input.dtype.name)
+        name = TORCH_DTYPE_NAMES.get(input.dtype.name, input.dtype.name)
         raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor as "
                            f"input. Got {name}")
     return ops.div(input, ops.clamp(_vector_norm(input, p, dims), min=eps))
