@@ -13,6 +13,10 @@ __all__ = ["Adagrad", "adagrad"]
 class Adagrad(Optimizer):
     """Adagrad; state per parameter: step and sum, created with the optimizer (as torch)."""
 
+    _LATE_KEYS = (
+        ("foreach", None), ("maximize", False), ("differentiable", False), ("fused", None),
+    )
+
     def __init__(self, params, lr=1e-2, lr_decay=0, weight_decay=0, initial_accumulator_value=0,
                  eps=1e-10, foreach=None, *, maximize=False, differentiable=False,
                  fused=None) -> None:
@@ -47,13 +51,6 @@ class Adagrad(Optimizer):
                 # the constructor's value, not the group's: a group's own
                 # initial_accumulator_value is ignored, as in torch
                 self._new_state(p, initial_accumulator_value)
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for key, value in (("foreach", None), ("maximize", False),
-                               ("differentiable", False), ("fused", None)):
-                group.setdefault(key, value)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns the closure's loss, if any."""

@@ -13,6 +13,11 @@ __all__ = ["Adam", "AdamW", "adam"]
 class Adam(Optimizer):
     """Adam; state per parameter: step, exp_avg, exp_avg_sq (and max_exp_avg_sq with amsgrad)."""
 
+    _LATE_KEYS = (
+        ("amsgrad", False), ("maximize", False), ("foreach", None), ("capturable", False),
+        ("differentiable", False), ("decoupled_weight_decay", False), ("fused", None),
+    )
+
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  amsgrad=False, *, foreach=None, maximize=False, capturable=False,
                  differentiable=False, fused=None, decoupled_weight_decay=False) -> None:
@@ -37,14 +42,6 @@ class Adam(Optimizer):
         }
         super().__init__(params, defaults)
         self._workspace = Workspace()
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for key, value in (("amsgrad", False), ("maximize", False), ("foreach", None),
-                               ("capturable", False), ("differentiable", False),
-                               ("decoupled_weight_decay", False), ("fused", None)):
-                group.setdefault(key, value)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns the closure's loss, if any."""

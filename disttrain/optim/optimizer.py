@@ -70,9 +70,16 @@ class Optimizer:
             text += "".join(f"    {k}: {group[k]}\n" for k in sorted(group) if k != "params")
         return text + ")"
 
+    # (key, value) pairs a group saved by an older torch may lack, filled on load as torch's
+    # __setstate__ does; each optimizer lists its own
+    _LATE_KEYS: tuple = ()
+
     def __setstate__(self, state: dict) -> None:
-        """Install loaded state and groups; subclasses fill keys older dicts lack."""
+        """Install loaded state and groups, filling the keys older dicts lack."""
         self.__dict__.update(state)
+        for group in self.param_groups:
+            for key, value in self._LATE_KEYS:
+                group.setdefault(key, value)
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group of parameters, with its own hyperparameters, to optimize."""

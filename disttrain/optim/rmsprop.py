@@ -14,6 +14,11 @@ __all__ = ["RMSprop", "rmsprop"]
 class RMSprop(Optimizer):
     """RMSprop; state per parameter: step, square_avg (and momentum_buffer, grad_avg)."""
 
+    _LATE_KEYS = (
+        ("momentum", 0), ("centered", False), ("foreach", None), ("maximize", False),
+        ("differentiable", False), ("capturable", False),
+    )
+
     def __init__(self, params, lr=1e-2, alpha=0.99, eps=1e-8, weight_decay=0, momentum=0,
                  centered=False, capturable=False, foreach=None, maximize=False,
                  differentiable=False) -> None:
@@ -36,14 +41,6 @@ class RMSprop(Optimizer):
         }
         super().__init__(params, defaults)
         self._workspace = Workspace()
-
-    def __setstate__(self, state: dict) -> None:
-        super().__setstate__(state)
-        for group in self.param_groups:
-            for key, value in (("momentum", 0), ("centered", False), ("foreach", None),
-                               ("maximize", False), ("differentiable", False),
-                               ("capturable", False)):
-                group.setdefault(key, value)
 
     def step(self, closure=None):
         """Update every parameter that has a gradient; returns the closure's loss, if any."""
