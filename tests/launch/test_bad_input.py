@@ -171,7 +171,7 @@ KEY_CASES = {
     "eps negative": ({"optimizer.name": '"adam"', "optimizer.eps": "-1e-8"},
                      "[optimizer] eps", ()),
     # [scheduler]
-    "scheduler unknown": ({"scheduler.name": '"linear"'}, "[scheduler] name", ()),
+    "scheduler unknown": ({"scheduler.name": '"cyclic"'}, "[scheduler] name", ()),
     "gamma zero": ({"scheduler.name": '"step"', "scheduler.gamma": "0"},
                    "[scheduler] gamma", ()),
     "gamma nan": ({"scheduler.name": '"step"', "scheduler.gamma": "nan"},
