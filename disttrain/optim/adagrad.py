@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .optimizer import Optimizer, _check_unsupported
-from .workspace import Workspace
+from .workspace import Workspace, descent_grad
 
 __all__ = ["Adagrad", "adagrad"]
 
@@ -86,11 +86,7 @@ def adagrad(params, grads, state_sums, state_steps, *, lr, weight_decay, lr_deca
     ws = workspace or Workspace()
     for i, (p, g) in enumerate(zip(params, grads)):
         state_steps[i] = step = state_steps[i] + 1
-        if maximize:
-            g = np.negative(g, out=ws.like(p, "grad"))
-        if weight_decay != 0:
-            decay = np.multiply(p, weight_decay, out=ws.like(p, "term"))
-            g = np.add(g, decay, out=ws.like(p, "grad"))
+        g = descent_grad(p, g, maximize, weight_decay, ws)
         clr = lr / (1 + (step - 1) * lr_decay)
         state_sum = state_sums[i]
         state_sum += np.multiply(g, g, out=ws.like(p, "term"))  # addcmul_ with value=1

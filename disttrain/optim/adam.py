@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .optimizer import Optimizer, _check_unsupported
-from .workspace import Workspace
+from .workspace import Workspace, descent_grad
 
 __all__ = ["Adam", "AdamW", "adam"]
 
@@ -101,14 +101,9 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, 
     ws = workspace or Workspace()
     for i, (p, g) in enumerate(zip(params, grads)):
         state_steps[i] = step = state_steps[i] + 1
-        if maximize:
-            g = np.negative(g, out=ws.like(p, "grad"))
-        if weight_decay != 0:
-            if decoupled_weight_decay:
-                p *= 1 - lr * weight_decay
-            else:
-                decay = np.multiply(p, weight_decay, out=ws.like(p, "term"))
-                g = np.add(g, decay, out=ws.like(p, "grad"))
+        if weight_decay != 0 and decoupled_weight_decay:  # AdamW: decay p, not g
+            p *= 1 - lr * weight_decay
+        g = descent_grad(p, g, maximize, 0 if decoupled_weight_decay else weight_decay, ws)
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
         _lerp_(exp_avg, g, 1 - beta1, ws.like(p, "term"))
         exp_avg_sq *= beta2

@@ -6,7 +6,7 @@ import numpy as np
 
 from .adam import _lerp_
 from .optimizer import Optimizer, _check_unsupported
-from .workspace import Workspace
+from .workspace import Workspace, descent_grad
 
 __all__ = ["RMSprop", "rmsprop"]
 
@@ -83,11 +83,7 @@ def rmsprop(params, grads, square_avgs, grad_avgs, momentum_buffers, state_steps
     ws = workspace or Workspace()
     for i, (p, g) in enumerate(zip(params, grads)):
         state_steps[i] += 1  # torch counts steps here although the update never reads them
-        if maximize:
-            g = np.negative(g, out=ws.like(p, "grad"))
-        if weight_decay != 0:
-            decay = np.multiply(p, weight_decay, out=ws.like(p, "term"))
-            g = np.add(g, decay, out=ws.like(p, "grad"))
+        g = descent_grad(p, g, maximize, weight_decay, ws)
         square_avg = square_avgs[i]
         square_avg *= alpha
         square = np.multiply(g, 1 - alpha, out=ws.like(p, "term"))  # torch's addcmul order

@@ -33,3 +33,16 @@ class Workspace:
         if buf is None or buf.size < a.size:
             buf = self._buffers[a.dtype, slot] = np.empty(a.size, a.dtype)
         return buf[:a.size].reshape(a.shape)
+
+
+def descent_grad(p: np.ndarray, g: np.ndarray, maximize: bool, weight_decay: float,
+                     ws: Workspace) -> np.ndarray:
+    """The gradient an update descends along, as torch's optimizers prepare it: negated
+    when maximizing, plus weight_decay * p (L2 decay). Into ws's "grad" slot (the "term"
+    slot holds the product for a moment), g itself when neither applies."""
+    if maximize:
+        g = np.negative(g, out=ws.like(p, "grad"))
+    if weight_decay != 0:
+        decay = np.multiply(p, weight_decay, out=ws.like(p, "term"))
+        g = np.add(g, decay, out=ws.like(p, "grad"))
+    return g

@@ -8,6 +8,7 @@ the outputs, the input gradients and every parameter's gradient by its dotted na
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 import disttrain
@@ -62,3 +63,12 @@ def check_module(ours, theirs, x, dtype=np.float64, seed=0, input_grad=True):
         assert param.grad.dtype == np.dtype(dtype), name
         assert_close(param.grad, torch_params[name].grad, dtype)
     return out, out_torch
+
+
+def same_error(ours_fn, torch_fn, error):
+    """Both raise error with the same text."""
+    with pytest.raises(error) as theirs:
+        torch_fn()
+    with pytest.raises(error) as ours:
+        ours_fn()
+    assert str(ours.value) == str(theirs.value)

@@ -15,6 +15,8 @@ import disttrain
 import disttrain.nn.functional as F
 from disttrain import nn
 
+from .helpers import same_error
+
 DTYPES = [np.float64, np.float32]
 # float64: the compositions reach torch's values and gradients to 1e-13 at every point
 # below, so any relative difference over 1e-12 fails, however small the value (the 1e-44
@@ -155,20 +157,11 @@ def test_repr_matches_torch(ours, theirs):
     assert repr(nn.Sequential(ours)) == repr(torch.nn.Sequential(theirs))
 
 
-def _same_error(ours_fn, torch_fn, error):
-    """Both raise error with the same text."""
-    with pytest.raises(error) as theirs:
-        torch_fn()
-    with pytest.raises(error) as ours:
-        ours_fn()
-    assert str(ours.value) == str(theirs.value)
-
-
 def test_hardtanh_argument_errors_match_torch():
-    _same_error(lambda: F.hardtanh(disttrain.ones(2), 2.0, 1.0),
+    same_error(lambda: F.hardtanh(disttrain.ones(2), 2.0, 1.0),
                 lambda: TF.hardtanh(torch.ones(2), 2.0, 1.0), ValueError)
     for bounds in [(1, 1), (2.0, -1.0)]:
-        _same_error(lambda b=bounds: nn.Hardtanh(*b), lambda b=bounds: torch.nn.Hardtanh(*b),
+        same_error(lambda b=bounds: nn.Hardtanh(*b), lambda b=bounds: torch.nn.Hardtanh(*b),
                     AssertionError)
     # F.hardtanh allows min_val == max_val (a constant), as torch's does
     compare(lambda x: F.hardtanh(x, 0.5, 0.5), lambda x: TF.hardtanh(x, 0.5, 0.5),
@@ -205,12 +198,12 @@ def test_one_hot_matches_torch(index, num_classes):
 def test_one_hot_errors_match_torch(index, num_classes):
     index = np.asarray(index, dtype=np.int64 if not len(index) else None)
     error = TypeError if isinstance(num_classes, float | bool) else RuntimeError
-    _same_error(lambda: F.one_hot(disttrain.tensor(index), num_classes),
+    same_error(lambda: F.one_hot(disttrain.tensor(index), num_classes),
                 lambda: TF.one_hot(torch.from_numpy(index), num_classes), error)
 
 
 def test_one_hot_wants_a_tensor_as_torch():
-    _same_error(lambda: F.one_hot([0, 1]), lambda: TF.one_hot([0, 1]), TypeError)
+    same_error(lambda: F.one_hot([0, 1]), lambda: TF.one_hot([0, 1]), TypeError)
 
 
 # -- pad --------------------------------------------------------------------------------
@@ -249,7 +242,7 @@ def test_pad_with_no_sizes_is_a_new_tensor():
     ((1, 1), {"mode": "foo"}, NotImplementedError), ((1, 1), {"value": "a"}, TypeError),
 ], ids=str)
 def test_pad_errors_match_torch(sizes, kwargs, error):
-    _same_error(lambda: F.pad(disttrain.ones(2, 3), sizes, **kwargs),
+    same_error(lambda: F.pad(disttrain.ones(2, 3), sizes, **kwargs),
                 lambda: TF.pad(torch.ones(2, 3), sizes, **kwargs), error)
 
 
@@ -298,13 +291,13 @@ def test_normalize_defaults_and_shapes_match_torch():
     ((2, 3), {"dim": (0, 0)}, RuntimeError), ((2, 3), {"dim": (1, -1)}, RuntimeError),
 ], ids=str)
 def test_normalize_errors_match_torch(shape, kwargs, error):
-    _same_error(lambda: F.normalize(disttrain.ones(*shape), **kwargs),
+    same_error(lambda: F.normalize(disttrain.ones(*shape), **kwargs),
                 lambda: TF.normalize(torch.ones(*shape), **kwargs), error)
 
 
 def test_normalize_refuses_integers_as_torch_and_p_it_lacks():
     index = np.array([[1, 2], [3, 4]])
-    _same_error(lambda: F.normalize(disttrain.tensor(index)),
+    same_error(lambda: F.normalize(disttrain.tensor(index)),
                 lambda: TF.normalize(torch.from_numpy(index)), RuntimeError)
     for p in (0.0, -1.0, -math.inf):
         with pytest.raises(NotImplementedError, match=f"p={p}"):

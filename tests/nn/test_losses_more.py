@@ -15,6 +15,8 @@ import disttrain
 import disttrain.nn.functional as F
 from disttrain import nn
 
+from .helpers import same_error
+
 DTYPES = [np.float64, np.float32]
 REDUCTIONS = ["mean", "sum", "none"]
 # float64: the losses agree with torch to 1e-13, so 1e-12 relative; float32: a few ulps
@@ -51,15 +53,6 @@ def compare(ours_fn, torch_fn, x, target, dtype, target_grad=True):
         assert_matches(ours[1].grad, theirs[1].grad, dtype)
 
 
-def _same_error(ours_fn, torch_fn, error):
-    """Both raise error with the same text."""
-    with pytest.raises(error) as theirs:
-        torch_fn()
-    with pytest.raises(error) as ours:
-        ours_fn()
-    assert str(ours.value) == str(theirs.value)
-
-
 # -- SmoothL1Loss -----------------------------------------------------------------------
 def _smooth_l1_pair(beta):
     """Inputs and targets whose differences are 0, exactly +-beta, just either side of it,
@@ -94,18 +87,18 @@ def test_smooth_l1_loss_gradient_at_the_kinks_is_torchs_exactly():
 
 
 def test_smooth_l1_loss_errors_and_warning_match_torch():
-    _same_error(lambda: F.smooth_l1_loss(disttrain.ones(2), disttrain.zeros(2), beta=-1.0),
+    same_error(lambda: F.smooth_l1_loss(disttrain.ones(2), disttrain.zeros(2), beta=-1.0),
                 lambda: TF.smooth_l1_loss(torch.ones(2), torch.zeros(2), beta=-1.0),
                 RuntimeError)
-    _same_error(lambda: F.smooth_l1_loss(disttrain.ones(2), disttrain.zeros(2), reduction="avg"),
+    same_error(lambda: F.smooth_l1_loss(disttrain.ones(2), disttrain.zeros(2), reduction="avg"),
                 lambda: TF.smooth_l1_loss(torch.ones(2), torch.zeros(2), reduction="avg"),
                 ValueError)
     # the module refuses at construction, as every disttrain loss (torch: at the call)
-    _same_error(lambda: nn.SmoothL1Loss(reduction="avg"),
+    same_error(lambda: nn.SmoothL1Loss(reduction="avg"),
                 lambda: torch.nn.SmoothL1Loss(reduction="avg")(torch.ones(2), torch.zeros(2)),
                 ValueError)
     with pytest.warns(UserWarning, match="Using a target size"):  # then the shape error
-        _same_error(lambda: F.smooth_l1_loss(disttrain.ones(2), disttrain.zeros(3)),
+        same_error(lambda: F.smooth_l1_loss(disttrain.ones(2), disttrain.zeros(3)),
                     lambda: TF.smooth_l1_loss(torch.ones(2), torch.zeros(3)), RuntimeError)
     with pytest.warns(UserWarning) as theirs:
         TF.smooth_l1_loss(torch.ones(4, 1), torch.ones(4))
@@ -176,13 +169,13 @@ def test_kl_div_mean_warns_as_torch_does():
 
 
 def test_kl_div_reduction_errors_match_torch():
-    _same_error(lambda: F.kl_div(disttrain.ones(2), disttrain.ones(2), reduction="avg"),
+    same_error(lambda: F.kl_div(disttrain.ones(2), disttrain.ones(2), reduction="avg"),
                 lambda: TF.kl_div(torch.ones(2), torch.ones(2), reduction="avg"), ValueError)
-    _same_error(lambda: nn.KLDivLoss(reduction="avg"),
+    same_error(lambda: nn.KLDivLoss(reduction="avg"),
                 lambda: torch.nn.KLDivLoss(reduction="avg")(torch.ones(2), torch.ones(2)),
                 ValueError)
     assert nn.KLDivLoss(reduction="batchmean").reduction == "batchmean"
-    _same_error(lambda: F.kl_div(disttrain.ones(2), disttrain.ones(3), reduction="sum"),
+    same_error(lambda: F.kl_div(disttrain.ones(2), disttrain.ones(3), reduction="sum"),
                 lambda: TF.kl_div(torch.ones(2), torch.ones(3), reduction="sum"), RuntimeError)
 
 
@@ -223,15 +216,15 @@ def test_soft_margin_loss_stays_finite_where_torchs_overflows():
 
 
 def test_soft_margin_loss_errors_match_torch():
-    _same_error(lambda: F.soft_margin_loss(disttrain.ones(2), disttrain.ones(3)),
+    same_error(lambda: F.soft_margin_loss(disttrain.ones(2), disttrain.ones(3)),
                 lambda: TF.soft_margin_loss(torch.ones(2), torch.ones(3)), RuntimeError)
-    _same_error(lambda: F.soft_margin_loss(disttrain.ones(3, 1), disttrain.ones(3)),
+    same_error(lambda: F.soft_margin_loss(disttrain.ones(3, 1), disttrain.ones(3)),
                 lambda: TF.soft_margin_loss(torch.ones(3, 1), torch.ones(3)), RuntimeError)
-    _same_error(lambda: F.soft_margin_loss(disttrain.ones(2),
+    same_error(lambda: F.soft_margin_loss(disttrain.ones(2),
                                            disttrain.ones(2, requires_grad=True)),
                 lambda: TF.soft_margin_loss(torch.ones(2), torch.ones(2, requires_grad=True)),
                 RuntimeError)
-    _same_error(lambda: nn.SoftMarginLoss(reduction="avg"),
+    same_error(lambda: nn.SoftMarginLoss(reduction="avg"),
                 lambda: torch.nn.SoftMarginLoss(reduction="avg")(torch.ones(2), torch.ones(2)),
                 ValueError)
     with disttrain.no_grad():  # only a graph needs the target not to require grad
