@@ -6,10 +6,12 @@ import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
+import pytest
 import torch
 
 import disttrain
 import disttrain.optim as optim
+from disttrain.optim import state_dict_from_arrays, state_dict_to_arrays
 
 SHAPES = {"w": (3, 4), "b": (4,), "c": (5,)}
 # above disttrain.optim.workspace.SMALL elements, so the reused workspace arrays are exercised
@@ -125,3 +127,67 @@ STATEFUL = [
     Case("Adam", dict(lr=0.05, amsgrad=True, weight_decay=1e-2), 0.02),
     Case("AdamW", dict(lr=0.05, maximize=True), 0.02),
 ]
+
+
+def through_npz(sd, tmp_path):
+    arrays, meta = state_dict_to_arrays(sd)
+    np.savez(tmp_path / "optim.npz", meta=np.array(meta), **arrays)
+    with np.load(tmp_path / "optim.npz", allow_pickle=False) as npz:
+        return state_dict_from_arrays(npz, str(npz["meta"]))
+
+
+def assert_same_state_dict(a, b):
+    """Equal structure, types and values, arrays bit for bit."""
+    assert list(a["state"]) == list(b["state"])
+    for index in a["state"]:
+        assert list(a["state"][index]) == list(b["state"][index])
+        for key, value in a["state"][index].items():
+            other = b["state"][index][key]
+            assert type(value) is type(other)
+            if isinstance(value, np.ndarray):
+                assert value.dtype == other.dtype
+                np.testing.assert_array_equal(value, other)
+            else:
+                assert value == other
+    assert a["param_groups"] == b["param_groups"]
+    for ga, gb in zip(a["param_groups"], b["param_groups"]):
+        assert [type(v) for v in ga.values()] == [type(v) for v in gb.values()]
+
+
+def assert_state_dict_like_torchs(mine: dict, theirs: dict) -> None:
+    """Our state_dict has torch's structure: groups (keys in order, values, indices), state
+    per index with torch's keys in order, and torch's values (step as a float)."""
+    assert mine["param_groups"] == theirs["param_groups"]  # keys, order, values, indices
+    for g_mine, g_theirs in zip(mine["param_groups"], theirs["param_groups"]):
+        assert list(g_mine) == list(g_theirs)
+    assert list(mine["state"]) == list(theirs["state"])
+    for index, state in mine["state"].items():
+        assert list(state) == list(theirs["state"][index])
+        for key, value in state.items():
+            if key == "step":  # torch keeps a 0-d float32 tensor, we keep a float
+                assert isinstance(value, float) and value == theirs["state"][index][key].item()
+            else:
+                np.testing.assert_allclose(value, theirs["state"][index][key].numpy(),
+                                           rtol=1e-12, atol=1e-12)
+
+
+def assert_closure_steps_match_torch(make_run) -> None:
+    """Three step(closure) calls under no_grad, in both libraries: the closure runs with
+    grad enabled, step returns its loss, and losses and parameters are torch's."""
+    results = {}
+    for lib in (OURS, TORCH):
+        run = make_run(lib)
+
+        def closure(lib=lib, run=run):
+            assert lib.module.is_grad_enabled()
+            run.opt.zero_grad()
+            value = loss(lib, run.params, 1)
+            value.backward()
+            return value
+
+        with lib.module.no_grad():
+            results[lib] = [float(run.opt.step(closure).item()) for _ in range(3)]
+        results[lib].append(run.arrays())
+    assert results[OURS][:3] == pytest.approx(results[TORCH][:3], abs=1e-12)
+    for mine, theirs in zip(results[OURS][3], results[TORCH][3]):
+        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)

@@ -8,9 +8,18 @@ import torch
 
 import disttrain
 import disttrain.optim as optim
-from disttrain.optim import state_dict_from_arrays, state_dict_to_arrays
+from disttrain.optim import state_dict_to_arrays
 
-from .helpers import OURS, STATEFUL, TORCH, Case, Run
+from .helpers import (
+    OURS,
+    STATEFUL,
+    TORCH,
+    Case,
+    Run,
+    assert_same_state_dict,
+    assert_state_dict_like_torchs,
+    through_npz,
+)
 
 STEPS, RESUME_AT = 20, 10
 
@@ -22,46 +31,10 @@ def _run(case: Case, lib=OURS, steps=RESUME_AT) -> Run:
     return run
 
 
-def _through_npz(sd, tmp_path):
-    arrays, meta = state_dict_to_arrays(sd)
-    np.savez(tmp_path / "optim.npz", meta=np.array(meta), **arrays)
-    with np.load(tmp_path / "optim.npz", allow_pickle=False) as npz:
-        return state_dict_from_arrays(npz, str(npz["meta"]))
-
-
-def _assert_same_state_dict(a, b):
-    """Equal structure, types and values, arrays bit for bit."""
-    assert list(a["state"]) == list(b["state"])
-    for index in a["state"]:
-        assert list(a["state"][index]) == list(b["state"][index])
-        for key, value in a["state"][index].items():
-            other = b["state"][index][key]
-            assert type(value) is type(other)
-            if isinstance(value, np.ndarray):
-                assert value.dtype == other.dtype
-                np.testing.assert_array_equal(value, other)
-            else:
-                assert value == other
-    assert a["param_groups"] == b["param_groups"]
-    for ga, gb in zip(a["param_groups"], b["param_groups"]):
-        assert [type(v) for v in ga.values()] == [type(v) for v in gb.values()]
-
-
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
 def test_state_dict_structure_equals_torchs(case: Case):
     mine, theirs = _run(case).opt.state_dict(), _run(case, TORCH).opt.state_dict()
-    assert mine["param_groups"] == theirs["param_groups"]  # keys, order, values, indices
-    for g_mine, g_theirs in zip(mine["param_groups"], theirs["param_groups"]):
-        assert list(g_mine) == list(g_theirs)
-    assert list(mine["state"]) == list(theirs["state"])
-    for index, state in mine["state"].items():
-        assert list(state) == list(theirs["state"][index])
-        for key, value in state.items():
-            if key == "step":  # torch keeps a 0-d float32 tensor, we keep a float
-                assert isinstance(value, float) and value == theirs["state"][index][key].item()
-            else:
-                np.testing.assert_allclose(value, theirs["state"][index][key].numpy(),
-                                           rtol=1e-12, atol=1e-12)
+    assert_state_dict_like_torchs(mine, theirs)
 
 
 @pytest.mark.parametrize("transport", ["dict", "npz"])
@@ -72,7 +45,7 @@ def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tm
     first = _run(case, steps=RESUME_AT)
     sd = first.opt.state_dict()
     if transport == "npz":
-        sd = _through_npz(sd, tmp_path)
+        sd = through_npz(sd, tmp_path)
     resumed = Run(OURS, case.opt_name, case.kwargs, case.second_lr, first.arrays())
     resumed.opt.load_state_dict(sd)
     for k in range(RESUME_AT, STEPS):
@@ -80,14 +53,14 @@ def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tm
 
     for a, b in zip(straight.arrays(), resumed.arrays()):
         np.testing.assert_array_equal(a, b)
-    _assert_same_state_dict(straight.opt.state_dict(), resumed.opt.state_dict())
+    assert_same_state_dict(straight.opt.state_dict(), resumed.opt.state_dict())
 
 
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
 def test_flat_arrays_round_trip_through_npz_bit_identically(case: Case, tmp_path):
     sd = _run(case).opt.state_dict()
-    back = _through_npz(sd, tmp_path)
-    _assert_same_state_dict(sd, back)
+    back = through_npz(sd, tmp_path)
+    assert_same_state_dict(sd, back)
     if case.opt_name != "SGD":
         assert isinstance(back["param_groups"][0]["betas"], tuple)
 
@@ -95,7 +68,7 @@ def test_flat_arrays_round_trip_through_npz_bit_identically(case: Case, tmp_path
 def test_flat_arrays_keep_numpy_scalars_and_refuse_what_needs_pickle(tmp_path):
     sd = {"state": {0: {"step": 3.0, "s": np.float32(1.5)}}, "param_groups": [
         {"lr": 0.1, "extra": None, "flag": True, "params": [0]}]}
-    back = _through_npz(sd, tmp_path)
+    back = through_npz(sd, tmp_path)
     assert back["state"][0]["s"] == np.float32(1.5)
     assert type(back["state"][0]["s"]) is np.float32
     assert back["param_groups"] == sd["param_groups"]

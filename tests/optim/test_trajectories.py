@@ -16,8 +16,8 @@ from .helpers import (
     VALID,
     Case,
     Run,
+    assert_closure_steps_match_torch,
     initial_values,
-    loss,
 )
 
 STEPS = 20
@@ -97,23 +97,7 @@ def test_step_updates_parameter_arrays_in_place():
 
 @pytest.mark.parametrize("name", ["SGD", "Adam", "AdamW"])
 def test_step_runs_the_closure_with_grad_enabled_and_returns_its_loss(name):
-    losses = {}
-    for lib in (OURS, TORCH):
-        run = Run(lib, name, dict(lr=0.05), 0.02)
-
-        def closure(lib=lib, run=run):
-            assert lib.module.is_grad_enabled()
-            run.opt.zero_grad()
-            value = loss(lib, run.params, 1)
-            value.backward()
-            return value
-
-        with lib.module.no_grad():
-            losses[lib] = [float(run.opt.step(closure).item()) for _ in range(3)]
-        losses[lib].append(run.arrays())
-    assert losses[OURS][:3] == pytest.approx(losses[TORCH][:3], abs=1e-12)
-    for mine, theirs in zip(losses[OURS][3], losses[TORCH][3]):
-        np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+    assert_closure_steps_match_torch(lambda lib: Run(lib, name, dict(lr=0.05), 0.02))
 
 
 def test_functional_sgd_fills_buffers_and_works_on_plain_arrays():
