@@ -53,9 +53,16 @@ class PathRank(RankActor):
         for root in range(comm.world_size):
             out[f"broadcast{root}"] = digest(comm.broadcast_(int_data(comm.rank, N, "float64"),
                                                              root))
+        sent = [comm.leaders_bytes_sent]
         buf = comm.reduce_scatter_(int_data(comm.rank, N, "float64"))
         out["reduce_scatter"] = digest(own_chunk(buf, comm.rank, comm.world_size))
+        sent.append(comm.leaders_bytes_sent)
         out["allgather"] = digest(comm.allgather_(int_data(comm.rank, N, "float64")))
+        sent.append(comm.leaders_bytes_sent)
+        comm.allreduce_(np.ones(N))
+        sent.append(comm.leaders_bytes_sent)
+        # Bytes on the leaders' ring: reduce-scatter, all-gather, an all-reduce of one size
+        out["leaders_bytes"] = np.diff(sent).tolist()
         out["objects"] = comm.allgather(comm.rank)
         return out
 
@@ -98,7 +105,7 @@ def run_group(name: str, nodes: list, secret) -> dict:
     report = {"name": name, "nodes": ray.get([a.node.remote() for a in group]),
               "paths": ray.get([a.data_path.remote() for a in group]),
               "digests": [digest(o) for o in outs]}
-    if name == "mixed":
+    if name in ("across", "mixed", "mixed-no-secret"):
         report["script"] = ray.get([a.script.remote() for a in group])
         report["paths_after"] = ray.get([a.data_path.remote() for a in group])
     for handle in (*group, coordinator):

@@ -32,7 +32,7 @@ from disttrain.distributed.comm import (
     StepMismatch,
 )
 from disttrain.workers.comm import shm
-from disttrain.workers.comm.base import sum_in_rank_order
+from disttrain.workers.comm.base import chunk_bounds, sum_in_rank_order
 from disttrain.workers.comm.shm import ShmGroup, new_token, segment_name
 from disttrain.workers.coordinator import Coordinator, create_coordinator
 from tests.workers.helpers import RankActor, digest, random_data
@@ -528,13 +528,13 @@ def test_ranks_on_different_nodes_take_the_object_store_path(ray_session):
             assert out.tobytes() == expected.tobytes()
 
 
-def mixed_expected() -> dict:
-    """What multinode_shm_main's script must give on 4 ranks: numpy's rank-order sums of
-    integer-valued floats (exact on every path), root's buffer, chunks."""
+def script_expected(world: int) -> dict:
+    """What multinode_shm_main's script must give on `world` ranks: numpy's rank-order
+    sums of integer-valued floats (exact on every path), root's buffer, chunks."""
     from disttrain.workers.comm.base import chunk_bounds
     from tests.workers.helpers import int_data
 
-    n, world = 300_001, 4
+    n = 300_001
 
     def total(dtype, size=n):
         return sum_in_rank_order([int_data(r, size, dtype) for r in range(world)],
@@ -578,19 +578,40 @@ def test_two_node_cluster_paths_results_and_failures():
     assert len(set(mixed["nodes"])) == 2, mixed
     assert [p["path"] for p in mixed["paths"]] == ["hier"] * 4, mixed
     assert len(set(mixed["digests"])) == 1, mixed  # the same bits on every rank
-    want = mixed_expected()
-    for rank, got in enumerate(mixed["script"]):
-        for key, value in want.items():
-            assert got[key] == value, (rank, key)
-        lo, hi = chunk_bounds(300_001, 4)[rank]
-        chunk = sum_in_rank_order([int_data(r, 300_001, "float64")[lo:hi] for r in range(4)],
-                                  np.empty(hi - lo))
-        assert got["reduce_scatter"] == digest(chunk), rank
-        assert got["objects"] == [0, 1, 2, 3]
-    assert len({s["random"] for s in mixed["script"]}) == 1
-    for p in mixed["paths_after"]:  # allreduce, 2 x allreduce, 4 broadcasts, reduce_scatter,
-        assert p["taken"]["hier"] == 1 + 3 + 4 + 2, p  # allgather_; the small one: star
+    # Every collective gives numpy's answer on every path: the object store (one rank per
+    # node, or no secret) and the hierarchical one (ranks 0, 2 on node a, 1, 3 on node b:
+    # the reduce-scatter and all-gather run on a copy in node order)
+    for report in (across, mixed, reports["mixed-no-secret"]):
+        world = len(report["script"])
+        want = script_expected(world)
+        for rank, got in enumerate(report["script"]):
+            for key, value in want.items():
+                assert got[key] == value, (report["name"], rank, key)
+            lo, hi = chunk_bounds(300_001, world)[rank]
+            chunk = sum_in_rank_order([int_data(r, 300_001, "float64")[lo:hi]
+                                       for r in range(world)], np.empty(hi - lo))
+            assert got["reduce_scatter"] == digest(chunk), (report["name"], rank)
+            assert got["objects"] == list(range(world))
+        assert len({s["random"] for s in report["script"]}) == 1
+    # Paths: the first allreduce, 3 in the script, 4 broadcasts, reduce_scatter, allgather_,
+    # one more allreduce; the small one: star
+    for p in mixed["paths_after"]:
+        assert p["taken"]["hier"] == 1 + 3 + 4 + 2 + 1, p
         assert p["taken"]["star"] == 1 and "object store" not in p["taken"], p
+    for p in across["paths_after"]:
+        assert p["taken"]["object store"] == 1 + 3 + 2 + 2 + 1, p
+        assert p["taken"]["star"] == 1 and "hier" not in p["taken"], p
+    # On the leaders' ring (leaders 0 and 1; 2 and 3 send nothing there) a reduce-scatter
+    # and an all-gather each send one phase, half the all-reduce's bytes, not a whole one
+    for rank, got in enumerate(mixed["script"]):
+        scatter, gather, allreduce = got["leaders_bytes"]
+        if rank in (2, 3):
+            assert (scatter, gather, allreduce) == (0, 0, 0), (rank, got["leaders_bytes"])
+            continue
+        payload = 300_001 // 2 * 8  # the other node's region (150,000 or 150,001 float64)
+        assert payload - 8 <= scatter < payload + 4096 and payload - 8 <= gather < payload + 4096, (
+            rank, got["leaders_bytes"])
+        assert allreduce > 2 * payload - 16, (rank, got["leaders_bytes"])
     # Without the job's secret there is no leaders' ring: the object store, as before.
     assert [p["path"] for p in reports["mixed-no-secret"]["paths"]] == ["object store"] * 4
 
@@ -620,3 +641,42 @@ def test_two_node_cluster_paths_results_and_failures():
             assert result["error"].startswith("CollectiveAborted"), (rank, report)
             assert f"the test aborted the job; rank {absent} stayed out" in result["error"], (
                 rank, report)
+
+
+@pytest.mark.parametrize("world_size", [2, 3, 4])
+def test_scatter_and_gather_move_only_the_chunks_from_and_to_every_root(world_size):
+    # The hierarchical reduce-scatter's and all-gather's node steps: scatter leaves every
+    # rank its chunk of root's buffer and the rest of its own; gather fills root's buffer
+    # with every rank's chunk and leaves the others' untouched. n < world_size: empty chunks.
+    with joined_groups(world_size) as groups:
+        seq = 0
+        for n in (1, 7, 100_003, 2_000_001):
+            bounds = chunk_bounds(n, world_size)
+            data = [random_data(r, n, "float64") for r in range(world_size)]
+            chunks = np.concatenate([data[r][lo:hi] for r, (lo, hi) in enumerate(bounds)])
+            for root in range(world_size):
+                seq += 1
+                bufs = [d.copy() for d in data]
+                assert run_ranks(groups, lambda g, bufs=bufs, root=root, seq=seq: g.scatter_(
+                    bufs[g.rank], root, step=2, seq=seq, timeout_s=30)) == [True] * world_size
+                for r, (lo, hi) in enumerate(bounds):
+                    expected = data[r].copy()
+                    expected[lo:hi] = data[root][lo:hi]
+                    assert bufs[r].tobytes() == expected.tobytes(), (n, root, r)
+                seq += 1
+                bufs = [d.copy() for d in data]
+                assert run_ranks(groups, lambda g, bufs=bufs, root=root, seq=seq: g.gather_(
+                    bufs[g.rank], root, step=2, seq=seq, timeout_s=30)) == [True] * world_size
+                for r in range(world_size):
+                    expected = chunks if r == root else data[r]
+                    assert bufs[r].tobytes() == expected.tobytes(), (n, root, r)
+
+
+def test_scatter_with_different_roots_names_both_roots():
+    with joined_groups(2) as groups:
+        errors = run_ranks(groups, lambda g: g.scatter_(np.ones(1000), g.rank, step=0, seq=1,
+                                                        timeout_s=30))
+        for error in errors:
+            assert isinstance(error, CollectiveError), error
+            assert "scatter #1 from root 0" in str(error), error
+            assert "scatter #1 from root 1" in str(error), error

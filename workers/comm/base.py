@@ -42,11 +42,16 @@ from disttrain.distributed.comm import (  # noqa: F401 - chunk_bounds: the backe
 
 # Collective kinds as they travel in shared-memory headers, ring frames and MPI tables.
 # "allgather" is allgather(obj), plain data; "allgather_" fills a buffer's chunks in place.
+# "scatter" and "gather" are a shared-memory group's, inside the hierarchical reduce-scatter
+# and all-gather: a root's chunks to their ranks, and the ranks' chunks to a root.
 KINDS = {"allreduce": 1, "broadcast": 2, "allgather": 3, "barrier": 4, "reduce_scatter": 5,
-         "allgather_": 6, "bucket_buffers": 7, "abort": 9}
+         "allgather_": 6, "bucket_buffers": 7, "abort": 9, "scatter": 10, "gather": 11}
 KIND_NAMES = {v: k for k, v in KINDS.items()}
 # Kinds whose ranks must pass buffers of one size and dtype.
-DATA_KINDS = ("allreduce", "broadcast", "reduce_scatter", "allgather_", "bucket_buffers")
+DATA_KINDS = ("allreduce", "broadcast", "reduce_scatter", "allgather_", "bucket_buffers",
+              "scatter", "gather")
+
+ROOTED_KINDS = ("broadcast", "scatter", "gather")
 
 
 @dataclass(frozen=True)
@@ -67,8 +72,8 @@ class Call:
 
     def __str__(self) -> str:
         text = f"{self.kind} #{self.seq}"
-        if self.kind == "broadcast" and self.root is not None:
-            text += f" from root {self.root}"
+        if self.kind in ROOTED_KINDS and self.root is not None:
+            text += f" {'to' if self.kind == 'gather' else 'from'} root {self.root}"
         if self.nbytes is not None and self.kind in DATA_KINDS:
             text += f" on {self.nbytes} bytes of {dtype_name(self.dtype)}"
         return text
@@ -94,7 +99,7 @@ def check_same_call(call: Call, reference: Call) -> None:
     if call.step != reference.step:
         raise StepMismatch(mismatch_text(call, reference))
     same = call.kind == reference.kind and call.seq == reference.seq
-    if same and call.kind == "broadcast" and None not in (call.root, reference.root):
+    if same and call.kind in ROOTED_KINDS and None not in (call.root, reference.root):
         same = call.root == reference.root
     if same and call.kind in DATA_KINDS and None not in (call.nbytes, reference.nbytes):
         same = (call.nbytes, call.dtype) == (reference.nbytes, reference.dtype)

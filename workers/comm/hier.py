@@ -45,23 +45,23 @@ Collectives:
     allgather, barrier   the control ring.
     reduce_scatter_, allgather_   the sharded optimizer's, chunks as chunk_bounds over the
                job's ranks. Mode "flat": the control ring's own. Mode "shm": the ShmGroup's
-               own (local rank == job rank). Mode "hier", where every node's ranks are
-               contiguous, so node k's chunks form one region of the buffer, and
-               chunk_bounds over that region and its ranks gives the very same chunks:
-                 reduce_scatter_  node sum in shared memory (its reduce-scatter, then its
-                   all-gather: the all-reduce's sum, ((x0 + x1) + x2) ..., in local rank
-                   order) -> the leaders' ring reduce-scatter over the node regions (node k's
-                   region finished at leader k, in the ring's fixed order) -> shared-memory
-                   broadcast of the region from the leader.
-                 allgather_  shared-memory all-gather of the region (each rank's chunk to
-                   the leader) -> the leaders' ring all-gather over the regions ->
-                   shared-memory broadcast of the whole buffer from the leader.
+               own (local rank == job rank). Mode "hier": on the buffer laid out node by
+               node (`staging`: node k's ranks' chunks side by side form region k; that is
+               the buffer's own layout where every node's ranks are contiguous, else a copy
+               in that order, "a,b,a"), where chunk_bounds over region k and its ranks gives
+               the very same chunks:
+                 reduce_scatter_  node sum in shared memory (its reduce-scatter, then a
+                   gather at the leader: the all-reduce's sum, ((x0 + x1) + x2) ..., in local
+                   rank order) -> the leaders' ring reduce-scatter over the node regions
+                   (node k's region finished at leader k, in the ring's fixed order) ->
+                   shared-memory scatter of the region from the leader (each rank copies
+                   its own chunk only).
+                 allgather_  shared-memory gather of the region at the leader -> the
+                   leaders' ring all-gather over the regions -> shared-memory broadcast of
+                   the whole buffer from the leader.
                Each moves one phase's bytes over the network: (N-1)/N of the buffer out of
-               every leader, half the all-reduce's. ShmGroup has no scatter, so every local
-               rank copies its node's region, not only its chunk, out of the leader's slot
-               (a copy in memory; the network cost is what this saves). Where a node's
-               ranks are not contiguous ("a,b,a"), the regions would be scattered pieces:
-               CommunicatorBase's fallbacks on the allreduce above (twice the bytes).
+               every leader, half the all-reduce's; within a node only the leader copies
+               what only it needs.
 
 `bucket_buffers` (DDP's gradient buckets) cuts buffers from a pinned area of the node's
 shared memory (ShmGroup.pin), so the node's sums read them where backward wrote them.
@@ -83,8 +83,8 @@ while others are in an allreduce or broadcast waits on another part than they do
 ends in a CollectiveTimeout naming the ranks that never arrived, not in a mismatch error.
 A rank in reduce_scatter_, allgather_ or allreduce while others are in another of the
 three fails at the first header they share (its node's shared memory, else the leaders'
-ring) with the error that names both calls; the shared-memory header of allgather_ names
-the size of the node's region, not the whole buffer's.
+ring) with the error that names both calls; in shared memory allgather_ shows as the
+gather of the node's region at its leader ("gather #7 to root 0 on <region> bytes").
 
 Failing a part goes through its public names: ShmGroup.fail (the group's own failure
 path: the reason in its row, the failed flag set) and RingCommunicator.abort (its abort
@@ -172,6 +172,9 @@ class NodePath:
         self.layout = plan(infos, hierarchical)
         self.node, self._local = self.layout.place(rank)
         self._members = self.layout.nodes[self.node]
+        # Whether the nodes' ranks are contiguous, so the chunk collectives need no staging
+        self._in_rank_order = [r for m in self.layout.nodes for r in m] == list(range(world_size))
+        self._scratch: np.ndarray | None = None
         if self.layout.mode != "flat":
             self._join_node()
         if self.mode == "hier":
@@ -253,54 +256,79 @@ class NodePath:
 
     # --- the sharded optimizer's chunks (chunk_bounds over the job's ranks) -----------
 
-    @property
-    def native_chunks(self) -> bool:
-        """Whether reduce_scatter_ and allgather_ below may run: on one node (local rank ==
-        job rank), or where every node's ranks are contiguous, so that a node's chunks form
-        one region of the buffer that its leader can stand for on the leaders' ring."""
-        return self.mode == "shm" or all(
-            list(m) == list(range(m[0], m[0] + len(m))) for m in self.layout.nodes)
-
-    def regions(self, size: int) -> list:
-        """Node k's region of a buffer of `size` elements: the union of its ranks' chunks
-        (contiguous ranks only). Within it, chunk_bounds(region, node's ranks) are exactly
-        those ranks' chunks: both split into sizes that differ by at most one, larger
-        first; so the node's shared memory can scatter and gather them natively."""
+    def staging(self, size: int) -> tuple:
+        """(pieces, regions) for a buffer of `size` elements laid out node by node: rank r's
+        chunk (chunk_bounds over the job's ranks) at pieces[r], node k's chunks side by
+        side in regions[k]. Where every node's ranks are contiguous this is the buffer's own
+        layout; otherwise ("a,b,a") the collectives below run on a copy in this order, so a
+        node's chunks are still one region its leader can stand for on the leaders' ring.
+        Within region k, chunk_bounds(region, node's ranks) are exactly those ranks'
+        pieces: a node's ranks ascend, so their chunk sizes never grow and differ by at
+        most one, as chunk_bounds cuts them; so the node's shared memory scatters and
+        gathers them natively."""
         bounds = chunk_bounds(size, self.world_size)
-        return [(bounds[m[0]][0], bounds[m[-1]][1]) for m in self.layout.nodes]
+        pieces, regions, at = [None] * self.world_size, [], 0
+        for members in self.layout.nodes:
+            start = at
+            for r in members:
+                at += bounds[r][1] - bounds[r][0]
+                pieces[r] = (at - (bounds[r][1] - bounds[r][0]), at)
+            regions.append((start, at))
+        return pieces, regions
 
     def reduce_scatter_(self, flat: np.ndarray, step: int, seq: int) -> None:
-        """Sum over every rank into this rank's chunk; the other chunks left undefined.
-        Only where native_chunks."""
+        """Sum over every rank into this rank's chunk; the other chunks left undefined."""
         if self.mode == "shm":
             self._in_node("reduce_scatter_", flat, step, seq)
             return
-        regions = self.regions(flat.size)
+        pieces, regions = self.staging(flat.size)
+        work = self._node_ordered(flat, pieces, whole=True)
         if self._group is not None:
-            # The node's sum, ((x0 + x1) + x2) ..., on every rank of it (the leader needs all
-            # of it). A reduce-scatter and an all-gather rather than the all-reduce: a local
-            # peer in another collective then fails at the first header, naming both calls.
-            self._in_node("reduce_scatter_", flat, step, seq)
-            self._in_node("allgather_", flat, step, seq)
+            # The node's sum, ((x0 + x1) + x2) ..., gathered at the leader, which needs all
+            # of it. A reduce-scatter first rather than a reduce: a local peer in another
+            # collective then fails at the first header, naming both calls.
+            self._in_node("reduce_scatter_", work, step, seq)
+            self._in_node("gather_", work, step, seq, 0)
         if self._leaders is not None:  # one phase: leader k ends with its region summed
-            self._across("reduce_scatter_", flat, step, seq, bounds=regions)
-        if self._group is not None:  # the region from the leader: ShmGroup has no scatter
+            self._across("reduce_scatter_", work, step, seq, bounds=regions)
+        if self._group is not None:  # each rank's piece of the region from the leader
             lo, hi = regions[self.node]
-            self._in_node("broadcast_", flat[lo:hi], step, seq, 0)
+            self._in_node("scatter_", work[lo:hi], step, seq, 0)
+        if work is not flat:
+            lo, hi = chunk_bounds(flat.size, self.world_size)[self.rank]
+            np.copyto(flat[lo:hi], work[slice(*pieces[self.rank])])
 
     def allgather_(self, flat: np.ndarray, step: int, seq: int) -> None:
-        """Fill every rank's chunk from its owner. Only where native_chunks."""
+        """Fill every rank's chunk from its owner."""
         if self.mode == "shm":
             self._in_node("allgather_", flat, step, seq)
             return
-        regions = self.regions(flat.size)
+        pieces, regions = self.staging(flat.size)
+        work = self._node_ordered(flat, pieces, whole=False)
         lo, hi = regions[self.node]
-        if self._group is not None:  # the node's chunks to its ranks, the leader among them
-            self._in_node("allgather_", flat[lo:hi], step, seq)
+        if self._group is not None:  # the node's pieces to its leader
+            self._in_node("gather_", work[lo:hi], step, seq, 0)
         if self._leaders is not None:  # one phase: every region to every leader
-            self._across("allgather_", flat, step, seq, bounds=regions)
+            self._across("allgather_", work, step, seq, bounds=regions)
         if self._group is not None:
-            self._in_node("broadcast_", flat, step, seq, 0)
+            self._in_node("broadcast_", work, step, seq, 0)
+        if work is not flat:
+            bounds = chunk_bounds(flat.size, self.world_size)
+            for r, (a, b) in enumerate(pieces):
+                np.copyto(flat[slice(*bounds[r])], work[a:b])
+
+    def _node_ordered(self, flat: np.ndarray, pieces: list, whole: bool) -> np.ndarray:
+        """`flat` in node order (staging): itself where that is its own order, else a
+        reused scratch buffer holding every rank's chunk (`whole`) or this rank's only."""
+        if self._in_rank_order:
+            return flat
+        work = self._scratch
+        if work is None or work.size != flat.size or work.dtype != flat.dtype:
+            work = self._scratch = np.empty_like(flat)
+        bounds = chunk_bounds(flat.size, self.world_size)
+        for r in range(self.world_size) if whole else [self.rank]:
+            np.copyto(work[slice(*pieces[r])], flat[slice(*bounds[r])])
+        return work
 
     @property
     def leaders_bytes_sent(self) -> int:
@@ -426,20 +454,16 @@ class HierarchicalCommunicator(CommunicatorBase):
         if self.mode == "flat":  # the ring's own, one phase of its all-reduce
             self._collective("reduce_scatter",
                              lambda: self._control_call("_reduce_scatter", flat))
-        elif self._path.native_chunks:
+        else:
             self._collective("reduce_scatter",
                              lambda: self._path.reduce_scatter_(flat, self.step, self._seq))
-        else:
-            super()._reduce_scatter(flat)  # the hierarchical all-reduce, read in part
 
     def _allgather_chunks(self, flat: np.ndarray) -> None:
         if self.mode == "flat":
             self._collective("allgather_", lambda: self._control_call("_allgather_chunks", flat))
-        elif self._path.native_chunks:
+        else:
             self._collective("allgather_",
                              lambda: self._path.allgather_(flat, self.step, self._seq))
-        else:
-            super()._allgather_chunks(flat)  # zeros outside this rank's chunk, all-reduced
 
     def bucket_buffers(self, sizes: list) -> list | None:
         """Zeroed flat buffers, one per (numel, dtype), in this rank's part of a pinned area

@@ -40,10 +40,13 @@ a peer's slot: nothing of the other chunks is summed or copied out. All-gather: 
 rank copies only its own chunk into the same place of its slot, first barrier, every
 rank copies the peers' chunks out of their slots, second barrier. Broadcast: the root
 copies its buffer into its slot, first barrier, the others copy it out, second barrier.
-In these three, as in the all-reduce, a rank writes nothing but its own slot before the
-first barrier and reads peers' slots only between the first and the last, so the next
-collective's writes never meet this one's reads. A buffer that does not fit grows the
-segment after the header check, before anything is read, in every collective alike.
+Scatter and gather (the hierarchical reduce-scatter's and all-gather's, on a node): a
+broadcast in which each rank copies only its own chunk out, and an all-gather whose
+chunks only the root copies out. In these, as in the all-reduce, a rank writes nothing
+but its own slot before the first barrier and reads peers' slots only between the first
+and the last, so the next collective's writes never meet this one's reads. A buffer
+that does not fit grows the segment after the header check, before anything is read,
+in every collective alike.
 
 Waiting: poll the peers' counters in a short spin, then os.sched_yield(), then sleeps
 growing to 0.5 ms. While waiting the rank checks, every few milliseconds, whether a
@@ -368,6 +371,22 @@ class ShmGroup(Breakable):
         self._begin("allgather_", step, seq, timeout_s, on_wait)
         return self._guarded(self._allgather_chunks, flat, step, seq)
 
+    def scatter_(self, flat: np.ndarray, root: int, *, step: int, seq: int, timeout_s: float,
+                 on_wait=None) -> bool:
+        """Overwrite this rank's chunk of the 1-D `flat` (chunk_bounds) with root's; the other
+        chunks keep this rank's values. A broadcast in which each rank copies only its
+        chunk. False as in allreduce_."""
+        self._begin("scatter", step, seq, timeout_s, on_wait)
+        return self._guarded(self._scatter, flat, root, step, seq)
+
+    def gather_(self, flat: np.ndarray, root: int, *, step: int, seq: int, timeout_s: float,
+                on_wait=None) -> bool:
+        """Fill root's `flat` with every rank's chunk of it (chunk_bounds); the others'
+        buffers are only read. An all-gather whose result only root copies out. False as
+        in allreduce_."""
+        self._begin("gather", step, seq, timeout_s, on_wait)
+        return self._guarded(self._gather, flat, root, step, seq)
+
     def _allreduce(self, flat, step, seq) -> bool:
         # Pipelined in blocks that stay in cache between the copy in, the peer's sum and
         # the copy out: after barrier k every rank has copied block k in and summed its
@@ -440,6 +459,29 @@ class ShmGroup(Breakable):
             lo, hi = chunk_bounds(flat.size, self.world_size)[p]
             np.copyto(flat[lo:hi], slots[p][lo:hi])
         self._barrier()  # every peer is done reading this rank's slot
+        return True
+
+    def _scatter(self, flat, root, step, seq) -> bool:
+        write = self._slot_in if self.rank == root else _nothing
+        slots, _ = self._publish("scatter", step, seq, flat, write, root)
+        if slots is None:
+            return False
+        if self.rank != root:
+            lo, hi = self._chunk(flat)
+            np.copyto(flat[lo:hi], slots[root][lo:hi])
+        self._barrier()  # every peer is done reading root's slot
+        return True
+
+    def _gather(self, flat, root, step, seq) -> bool:
+        write = _nothing if self.rank == root else self._chunk_in
+        slots, _ = self._publish("gather", step, seq, flat, write, root)
+        if slots is None:
+            return False
+        if self.rank == root:
+            for p in self._peers():
+                lo, hi = chunk_bounds(flat.size, self.world_size)[p]
+                np.copyto(flat[lo:hi], slots[p][lo:hi])
+        self._barrier()  # root is done reading its peers' slots
         return True
 
     def _publish(self, kind, step, seq, flat, write, root=-1) -> tuple:

@@ -29,8 +29,12 @@ and abort. The data path depends on where the ranks are:
   zero-copy in rank order, and the ranks swap the summed slices the same way.
 * `shared_memory=False`: the star and object-store paths, wherever the ranks are.
 
-Reduce-scatter and all-gather of chunks off shared memory take the base class's exact
-fallbacks: an all-reduce each, on whichever path that takes.
+Reduce-scatter and all-gather of chunks (the sharded optimizer's) off shared memory:
+small buffers take the base class's exact fallbacks (an all-reduce each, on the star
+path); large ones take the hierarchical path's own (one phase of the leaders' ring each,
+whatever the placement: hier.py), or the object store's, which are the two halves of its
+split all-reduce (rank r sums chunk r of every rank's buffer; the ranks swap their
+chunks), so each moves half an all-reduce's bytes.
 
 The star, shared-memory and object-store paths add each element as ((b0 + b1) + b2) +
 ..., so their bits are the star sum's. The hierarchical path adds in another fixed
@@ -177,15 +181,29 @@ class CoordinatorCommunicator(CommunicatorBase):
         if self._shm.takes(flat, "reduce_scatter_", self.timeout_s) and self._shm.reduce_scatter_(
                 flat, step=self.step, seq=self._next_seq("reduce_scatter"),
                 timeout_s=self.timeout_s):
-            return
-        super()._reduce_scatter(flat)  # an all-reduce: star, hierarchical or object store
+            self.paths_taken["shm"] += 1
+        elif flat.nbytes <= self.inline_bytes:
+            super()._reduce_scatter(flat)  # the star all-reduce: one round trip
+        elif self._hierarchical():
+            self._across_nodes("reduce_scatter", lambda seq: self._node_path.reduce_scatter_(
+                flat, self.step, seq))
+        else:
+            self._sum_own_chunk(flat, "reduce_scatter")
+            self.paths_taken["object store"] += 1
 
     def _allgather_chunks(self, flat: np.ndarray) -> None:
         if self._shm.takes(flat, "allgather_", self.timeout_s) and self._shm.allgather_(
                 flat, step=self.step, seq=self._next_seq("allgather_"),
                 timeout_s=self.timeout_s):
-            return
-        super()._allgather_chunks(flat)
+            self.paths_taken["shm"] += 1
+        elif flat.nbytes <= self.inline_bytes:
+            super()._allgather_chunks(flat)
+        elif self._hierarchical():
+            self._across_nodes("allgather_", lambda seq: self._node_path.allgather_(
+                flat, self.step, seq))
+        else:
+            self._swap_chunks(flat, "allgather_")
+            self.paths_taken["object store"] += 1
 
     def _allgather(self, blob: bytes) -> list:
         return self._exchange("allgather", blob)
@@ -204,6 +222,12 @@ class CoordinatorCommunicator(CommunicatorBase):
                 self._coord.leave.remote(self.rank)
             except Exception:  # the coordinator may already be gone at shutdown
                 pass
+
+    @property
+    def leaders_bytes_sent(self) -> int:
+        """Bytes this rank sent on the hierarchical path's leaders' ring so far (0 off that
+        path, or for a rank that leads no node): what a collective costs on the network."""
+        return 0 if self._node_path is None else self._node_path.leaders_bytes_sent
 
     # --- across nodes: shared memory per node, a ring of node leaders ----------------
 
@@ -261,25 +285,44 @@ class CoordinatorCommunicator(CommunicatorBase):
             raise cause
         raise error from None
 
-    # --- the split all-reduce ---------------------------------------------------------
+    # --- the split all-reduce: a reduce-scatter, then an all-gather, through the store ---
 
     def _allreduce_split(self, flat: np.ndarray) -> None:
+        self._sum_own_chunk(flat, "allreduce")
+        self._swap_chunks(flat, "allreduce-parts")
+
+    def _sum_own_chunk(self, flat: np.ndarray, kind: str) -> None:
+        """Every rank `ray.put`s its buffer; rank r sums chunk r of all of them, read
+        zero-copy, in rank order, into its own: the reduce-scatter, and the all-reduce's
+        first half. A peer's buffer of another size or dtype is refused before it is read."""
         mine = ray.put(flat)
-        refs = self._exchange("allreduce", [mine])
+        rows = self._exchange(kind, [mine, flat.nbytes, flat.dtype.char])
+        self._check_rows(kind, rows, flat.nbytes, flat.dtype.char)
+        lo, hi = chunk_bounds(flat.size, self.world_size)[self.rank]
+        arrays = self._fetch([row[:1] for row in rows], range(self.world_size))
+        sum_in_rank_order([a[lo:hi] for a in arrays], out=flat[lo:hi])
+        del arrays  # unpin the peers' buffers before the next round
+        del mine  # the peers hold their own references to it while they read it
+
+    def _swap_chunks(self, flat: np.ndarray, kind: str) -> None:
+        """Every rank `ray.put`s its own chunk and copies the others' into place: the
+        all-gather of chunks, and the all-reduce's second half."""
         bounds = chunk_bounds(flat.size, self.world_size)
         lo, hi = bounds[self.rank]
-        arrays = self._fetch(refs, range(self.world_size))
-        for r, a in enumerate(arrays):
-            self._check_arrived(r, "allreduce", a, flat)
-        sum_in_rank_order([a[lo:hi] for a in arrays], out=flat[lo:hi])
-        del arrays  # unpin the peers' buffers before the second round
         part = ray.put(flat[lo:hi])
-        parts = self._exchange("allreduce-parts", [part])
+        rows = self._exchange(kind, [part, flat.nbytes, flat.dtype.char])
+        self._check_rows(kind, rows, flat.nbytes, flat.dtype.char)
         others = [r for r in range(self.world_size) if r != self.rank]
-        for r, arr in zip(others, self._fetch([parts[r] for r in others], others)):
+        for r, arr in zip(others, self._fetch([rows[r][:1] for r in others], others)):
             plo, phi = bounds[r]
             np.copyto(flat[plo:phi], arr)
-        del mine
+        del part
+
+    def _check_rows(self, kind: str, rows: list, nbytes: int, dtype: str) -> None:
+        """Each rank's [ref, nbytes, dtype] names the buffer it passed: the same as ours."""
+        mine = self._my_call(kind, nbytes=nbytes, dtype=dtype)
+        for r, (_, their_nbytes, their_dtype) in enumerate(rows):
+            check_same_call(Call(r, self.step, self._seq, kind, their_nbytes, their_dtype), mine)
 
     # --- plumbing ---------------------------------------------------------------------
 
