@@ -1,11 +1,13 @@
 """Run the equivalence job on a two-node ray.cluster_utils.Cluster, PER_NODE workers per node.
 
-Usage: python -m tests.launch.multinode_main OUT_DIR [--per-node N] [--wide] BACKEND...;
+Usage: python -m tests.launch.multinode_main OUT_DIR [--per-node N] [--wide] [--sharded]
+BACKEND...;
 prints one JSON line per backend with the run directory, the Ray node of each rank and,
 for the coordinator backend, the data path each rank's communicator took (recorded by a
 worker setup hook as the communicator closes, in OUT_DIR/paths). --wide: the job with
 WIDE's model, whose gradient bucket (295 KB) is above the coordinator's inline size, so
-it leaves the star path.
+it leaves the star path. --sharded: with [distributed] shard_optimizer = true, so the
+gradients are reduce-scattered and the parameters all-gathered across the nodes.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ def record_paths() -> None:
     star.CoordinatorCommunicator._release = _release
 
 
-def main(out: str, backends: list, per_node: int = 1, wide: bool = False) -> None:
+def main(out: str, backends: list, per_node: int = 1, wide: bool = False,
+         sharded: bool = False) -> None:
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": per_node})
     cluster.add_node(num_cpus=per_node)
     paths_root = Path(out) / "paths"
@@ -57,7 +60,9 @@ def main(out: str, backends: list, per_node: int = 1, wide: bool = False) -> Non
                 old.unlink()
             # placement "auto" must choose SPREAD on a cluster of two nodes
             job = small_job(**{"distributed.backend": backend,
-                               "distributed.workers": 2 * per_node, **(WIDE if wide else {})})
+                               "distributed.workers": 2 * per_node,
+                               "distributed.shard_optimizer": sharded,
+                               **(WIDE if wide else {})})
             run_on_ray(job, run_dir)
             workers = json.loads((run_dir / "status.json").read_text())["workers"]
             paths = {p.stem: json.loads(p.read_text()) for p in paths_root.iterdir()}
@@ -72,11 +77,11 @@ def main(out: str, backends: list, per_node: int = 1, wide: bool = False) -> Non
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    per_node, wide = 1, "--wide" in args
-    if wide:
-        args.remove("--wide")
+    flags = {flag: flag in args for flag in ("--wide", "--sharded")}
+    args = [a for a in args if a not in flags]
+    per_node = 1
     if "--per-node" in args:
         i = args.index("--per-node")
         per_node = int(args[i + 1])
         del args[i:i + 2]
-    main(args[0], args[1:], per_node, wide)
+    main(args[0], args[1:], per_node, flags["--wide"], flags["--sharded"])
