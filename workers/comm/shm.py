@@ -377,7 +377,7 @@ class ShmGroup(Breakable):
         chunks keep this rank's values. A broadcast in which each rank copies only its
         chunk. False as in allreduce_."""
         self._begin("scatter", step, seq, timeout_s, on_wait)
-        return self._guarded(self._scatter, flat, root, step, seq)
+        return self._guarded(self._broadcast, flat, root, step, seq, "scatter")
 
     def gather_(self, flat: np.ndarray, root: int, *, step: int, seq: int, timeout_s: float,
                 on_wait=None) -> bool:
@@ -461,17 +461,6 @@ class ShmGroup(Breakable):
         self._barrier()  # every peer is done reading this rank's slot
         return True
 
-    def _scatter(self, flat, root, step, seq) -> bool:
-        write = self._slot_in if self.rank == root else _nothing
-        slots, _ = self._publish("scatter", step, seq, flat, write, root)
-        if slots is None:
-            return False
-        if self.rank != root:
-            lo, hi = self._chunk(flat)
-            np.copyto(flat[lo:hi], slots[root][lo:hi])
-        self._barrier()  # every peer is done reading root's slot
-        return True
-
     def _gather(self, flat, root, step, seq) -> bool:
         write = _nothing if self.rank == root else self._chunk_in
         slots, _ = self._publish("gather", step, seq, flat, write, root)
@@ -524,13 +513,15 @@ class ShmGroup(Breakable):
         lo, hi = self._chunk(flat)
         np.copyto(self._slot(self.rank, flat)[lo:hi], flat[lo:hi])
 
-    def _broadcast(self, flat, root, step, seq) -> bool:
+    def _broadcast(self, flat, root, step, seq, kind="broadcast") -> bool:
+        """Root's buffer to every rank: all of it, or (kind "scatter") each rank's chunk."""
         write = self._slot_in if self.rank == root else _nothing
-        slots, _ = self._publish("broadcast", step, seq, flat, write, root)
+        slots, _ = self._publish(kind, step, seq, flat, write, root)
         if slots is None:
             return False
         if self.rank != root:
-            np.copyto(flat, slots[root])
+            lo, hi = self._chunk(flat) if kind == "scatter" else (0, flat.size)
+            np.copyto(flat[lo:hi], slots[root][lo:hi])
         self._barrier()  # every peer is done reading root's slot
         return True
 
