@@ -104,7 +104,19 @@ def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_e
     return {"system": "disttrain", "backend": backend, "workers": workers, "steps": n,
             "samples_per_s": batch / (compute + comm), "interval_samples_per_s": intervals,
             "step_ms": (compute + comm) * 1e3, "compute_ms": compute * 1e3,
-            "comm_ms": comm * 1e3}
+            "comm_ms": comm * 1e3,
+            "spread": spread([(r["compute_s"] + r["comm_s"]) * 1e3 / log_every for r in timed],
+                             [r["comm_s"] * 1e3 / log_every for r in timed])}
+
+
+def spread(step_ms: list, comm_ms: list) -> dict:
+    """Deciles of the per-interval step and comm wait (per step), to tell a slower step
+    from a noisier one: on shared cores a synchronous step waits for the slower rank."""
+    def deciles(values):
+        values = sorted(values)
+        return [values[round(q * (len(values) - 1))] for q in (0.1, 0.5, 0.9)]
+
+    return {"step_ms": deciles(step_ms), "comm_ms": deciles(comm_ms), "n": len(step_ms)}
 
 
 def run_disttrain_alone(workers: int, sizes, batch, steps, warmup, log_every,
@@ -171,13 +183,15 @@ def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dic
     """torch DDP on `workers` local processes; step, no_sync step and samples/s (rank max)."""
     args = ["--child", "torch", "--sizes", ",".join(map(str, sizes)), "--batch", str(batch),
             "--steps", str(steps), "--warmup", str(warmup), "--blocks", str(blocks)]
-    step_s, compute_s = run_gloo_children("disttrain.bench.scaling", args, workers,
-                                          CHILD_TIMEOUT_S)
+    step_s, compute_s, *deciles = run_gloo_children("disttrain.bench.scaling", args, workers,
+                                                    CHILD_TIMEOUT_S)
     comm_s = max(step_s - compute_s, 0.0)
     return {"system": "torch", "backend": "gloo", "workers": workers, "steps": steps,
             "samples_per_s": batch / step_s, "step_ms": step_s * 1e3,
             "compute_ms": compute_s * 1e3, "comm_ms": comm_s * 1e3,
-            "alone_ms": compute_s * 1e3}  # the no_sync step: no all-reduce at all
+            "alone_ms": compute_s * 1e3,  # the no_sync step: no all-reduce at all
+            "spread": {"step_ms": [d * 1e3 for d in deciles], "comm_ms": None,
+                       "n": max(1, steps // blocks) * blocks}}  # as _ddp_step_medians
 
 
 def _torch_child(sizes, batch: int, steps: int, warmup: int, blocks: int) -> None:
@@ -224,9 +238,11 @@ def _ddp_step_medians(dist, sizes, batch: int, steps: int, warmup: int, blocks: 
         synced += [step(i) for i in range(per_block)]
         with model.no_sync():
             local_only += [step(i) for i in range(per_block)]
-    # the slowest rank's median counts, as in bench/allreduce.py
-    medians = torch.tensor([statistics.median(synced), statistics.median(local_only)],
-                           dtype=torch.float64)
+    # the slowest rank's median counts, as in bench/allreduce.py; then its deciles
+    q = sorted(synced)
+    deciles = [q[round(f * (len(q) - 1))] for f in (0.1, 0.5, 0.9)]
+    medians = torch.tensor([statistics.median(synced), statistics.median(local_only),
+                            *deciles], dtype=torch.float64)
     dist.all_reduce(medians, op=dist.ReduceOp.MAX)
     return medians.tolist()
 
@@ -278,6 +294,28 @@ def format_rows(rows: list[dict]) -> str:
     return format_table(header, body)
 
 
+def format_spread(rows: list[dict], log_every: int) -> str:
+    """Per-step deciles of each row, and the scaling of the 10th-percentile steps: what the
+    machine gives in the steps no other process slowed down."""
+    base = {(r["system"], r["backend"]): r for r in rows if r["workers"] == 1}
+    header = ["system", "backend", "workers", "steps", "step ms p10/p50/p90",
+              "comm wait ms p10/p50/p90", "scaling at p10"]
+    body = []
+    for r in rows:
+        s = r.get("spread")
+        if not s:
+            continue
+        one = base.get((r["system"], r["backend"]), {}).get("spread")
+        at_p10 = ("" if r["workers"] == 1 or not one else
+                  f"{one['step_ms'][0] / s['step_ms'][0]:.2f}")
+        comm = "" if s["comm_ms"] is None else "/".join(f"{v:.1f}" for v in s["comm_ms"])
+        body.append([r["system"], r["backend"], r["workers"], s["n"],
+                     "/".join(f"{v:.1f}" for v in s["step_ms"]), comm, at_p10])
+    unit = "each step" if log_every == 1 else f"intervals of {log_every} steps, per step"
+    return (format_table(header, body) + f"\ndisttrain: rank 0's {unit} (--log-every 1 for "
+            "single steps); torch: single synced steps, the slowest rank's deciles")
+
+
 def format_summary(rows: list[dict]) -> str:
     header = ["system", "backend", "workers", "samples/s med [min-max]", "scaling med [min-max]",
               "ceiling med [min-max]"]
@@ -302,7 +340,8 @@ def run(workers=(1, 2), backends=("coordinator",), systems=SYSTEMS,
         if batch % w:
             raise ValueError(f"--batch {batch} is not divisible by {w} workers")
     result = {"load_start": load_average(), "machine": machine_facts(), "sizes": list(sizes),
-              "batch": batch, "steps": steps, "warmup": warmup, "runs": []}
+              "batch": batch, "steps": steps, "warmup": warmup, "log_every": log_every,
+              "runs": []}
     with tempfile.TemporaryDirectory(prefix="bench-scaling-") as tmp:
         root = Path(run_root or tmp)
         for repeat in range(repeats):
@@ -342,7 +381,8 @@ def report(result: dict) -> str:
              "warm-up; per-step times are means over the timed steps (torch: medians), "
              "rank 0 (torch: slowest rank)"]
     for i, rows in enumerate(result["runs"]):
-        lines += ["", f"run {i + 1} of {len(result['runs'])}", format_rows(rows)]
+        lines += ["", f"run {i + 1} of {len(result['runs'])}", format_rows(rows), "",
+                  format_spread(rows, result.get("log_every", 1))]
     if len(result["runs"]) > 1:
         lines += ["", "over the runs", format_summary(result["summary"])]
     lines += ["", f"target: scaling (2 workers / 1 worker samples/s) >= {TARGET_SCALING}. "

@@ -93,6 +93,22 @@ def test_scaling_tables_from_rows():
     assert "samples/s med [min-max]" in text and "1.60 [1.60-1.60]" in text
 
 
+def test_scaling_spread_deciles_and_the_scaling_of_the_fastest_steps():
+    one = scaling.spread([float(v) for v in range(10, 0, -1)], [0.0] * 10)
+    # the values at ranks round(q * 9) of ten: 1, 4 (round half to even) and 8
+    assert one == {"step_ms": [2.0, 5.0, 9.0], "comm_ms": [0.0, 0.0, 0.0], "n": 10}
+    two = scaling.spread([1.25, 5.0, 5.0, 9.0], [0.25, 1.0, 1.0, 3.0])
+    assert two["step_ms"] == [1.25, 5.0, 9.0] and two["comm_ms"] == [0.25, 1.0, 3.0]
+    rows = [{"system": "disttrain", "backend": "mpi", "workers": 1, "spread": one},
+            {"system": "disttrain", "backend": "mpi", "workers": 2, "spread": two},
+            {"system": "torch", "backend": "gloo", "workers": 2,
+             "spread": {"step_ms": [1.0, 2.0, 3.0], "comm_ms": None, "n": 8}}]
+    text = scaling.format_spread(rows, log_every=1)
+    assert "2.0/5.0/9.0" in text and "0.2/1.0/3.0" in text
+    assert "1.60" in text  # p10 step of 1 worker (2.0) over that of 2 (1.25)
+    assert "rank 0's each step" in text
+
+
 def test_scaling_job_covers_the_steps_in_one_epoch():
     from disttrain.train.builders import build_datasets
     from disttrain.train.spec import spec_from_dict
@@ -113,6 +129,9 @@ def _check_rows(rows: list[dict], system: str, backend: str) -> None:
         assert r["compute_ms"] > 0 and r["comm_ms"] >= 0 and r["alone_ms"] > 0
     assert rows[1]["ceiling"] == rows[0]["alone_ms"] / rows[1]["alone_ms"]
     assert rows[0]["scaling"] == 1.0 and rows[1]["scaling"] > 0
+    for r in rows:  # deciles in order, of as many steps (or intervals) as were timed
+        p10, p50, p90 = r["spread"]["step_ms"]
+        assert 0 < p10 <= p50 <= p90 and r["spread"]["n"] > 0
 
 
 def test_scaling_torch_ddp():
