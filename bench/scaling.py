@@ -109,13 +109,15 @@ def run_disttrain(workers: int, backend: str, sizes, batch, steps, warmup, log_e
                              [r["comm_s"] * 1e3 / log_every for r in timed])}
 
 
+def deciles(values: list) -> list:
+    """The 10th, 50th and 90th percentiles of values (the nearest ranks)."""
+    values = sorted(values)
+    return [values[round(q * (len(values) - 1))] for q in (0.1, 0.5, 0.9)]
+
+
 def spread(step_ms: list, comm_ms: list) -> dict:
     """Deciles of the per-interval step and comm wait (per step), to tell a slower step
     from a noisier one: on shared cores a synchronous step waits for the slower rank."""
-    def deciles(values):
-        values = sorted(values)
-        return [values[round(q * (len(values) - 1))] for q in (0.1, 0.5, 0.9)]
-
     return {"step_ms": deciles(step_ms), "comm_ms": deciles(comm_ms), "n": len(step_ms)}
 
 
@@ -183,14 +185,14 @@ def run_torch(workers: int, sizes, batch, steps, warmup, blocks: int = 4) -> dic
     """torch DDP on `workers` local processes; step, no_sync step and samples/s (rank max)."""
     args = ["--child", "torch", "--sizes", ",".join(map(str, sizes)), "--batch", str(batch),
             "--steps", str(steps), "--warmup", str(warmup), "--blocks", str(blocks)]
-    step_s, compute_s, *deciles = run_gloo_children("disttrain.bench.scaling", args, workers,
+    step_s, compute_s, *step_deciles = run_gloo_children("disttrain.bench.scaling", args, workers,
                                                     CHILD_TIMEOUT_S)
     comm_s = max(step_s - compute_s, 0.0)
     return {"system": "torch", "backend": "gloo", "workers": workers, "steps": steps,
             "samples_per_s": batch / step_s, "step_ms": step_s * 1e3,
             "compute_ms": compute_s * 1e3, "comm_ms": comm_s * 1e3,
             "alone_ms": compute_s * 1e3,  # the no_sync step: no all-reduce at all
-            "spread": {"step_ms": [d * 1e3 for d in deciles], "comm_ms": None,
+            "spread": {"step_ms": [d * 1e3 for d in step_deciles], "comm_ms": None,
                        "n": max(1, steps // blocks) * blocks}}  # as _ddp_step_medians
 
 
@@ -239,10 +241,8 @@ def _ddp_step_medians(dist, sizes, batch: int, steps: int, warmup: int, blocks: 
         with model.no_sync():
             local_only += [step(i) for i in range(per_block)]
     # the slowest rank's median counts, as in bench/allreduce.py; then its deciles
-    q = sorted(synced)
-    deciles = [q[round(f * (len(q) - 1))] for f in (0.1, 0.5, 0.9)]
     medians = torch.tensor([statistics.median(synced), statistics.median(local_only),
-                            *deciles], dtype=torch.float64)
+                            *deciles(synced)], dtype=torch.float64)
     dist.all_reduce(medians, op=dist.ReduceOp.MAX)
     return medians.tolist()
 

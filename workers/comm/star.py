@@ -178,31 +178,27 @@ class CoordinatorCommunicator(CommunicatorBase):
             np.copyto(flat, arr)
 
     def _reduce_scatter(self, flat: np.ndarray) -> None:
-        if self._shm.takes(flat, "reduce_scatter_", self.timeout_s) and self._shm.reduce_scatter_(
-                flat, step=self.step, seq=self._next_seq("reduce_scatter"),
-                timeout_s=self.timeout_s):
-            self.paths_taken["shm"] += 1
-        elif flat.nbytes <= self.inline_bytes:
-            super()._reduce_scatter(flat)  # the star all-reduce: one round trip
-        elif self._hierarchical():
-            self._across_nodes("reduce_scatter", lambda seq: self._node_path.reduce_scatter_(
-                flat, self.step, seq))
-        else:
-            self._sum_own_chunk(flat, "reduce_scatter")
-            self.paths_taken["object store"] += 1
+        self._in_chunks(flat, "reduce_scatter", "reduce_scatter_", super()._reduce_scatter,
+                        self._sum_own_chunk)
 
     def _allgather_chunks(self, flat: np.ndarray) -> None:
-        if self._shm.takes(flat, "allgather_", self.timeout_s) and self._shm.allgather_(
-                flat, step=self.step, seq=self._next_seq("allgather_"),
-                timeout_s=self.timeout_s):
+        self._in_chunks(flat, "allgather_", "allgather_", super()._allgather_chunks,
+                        self._swap_chunks)
+
+    def _in_chunks(self, flat: np.ndarray, kind: str, op: str, fallback, through_store) -> None:
+        """A collective of chunks (`op` of ShmPath and NodePath) on the first path that takes
+        it: shared memory; the base class's all-reduce fallback (star) for small buffers;
+        the hierarchical path; else its half of the object store's split all-reduce."""
+        if self._shm.takes(flat, op, self.timeout_s) and getattr(self._shm, op)(
+                flat, step=self.step, seq=self._next_seq(kind), timeout_s=self.timeout_s):
             self.paths_taken["shm"] += 1
         elif flat.nbytes <= self.inline_bytes:
-            super()._allgather_chunks(flat)
+            fallback(flat)
         elif self._hierarchical():
-            self._across_nodes("allgather_", lambda seq: self._node_path.allgather_(
+            self._across_nodes(kind, lambda seq: getattr(self._node_path, op)(
                 flat, self.step, seq))
         else:
-            self._swap_chunks(flat, "allgather_")
+            through_store(flat, kind)
             self.paths_taken["object store"] += 1
 
     def _allgather(self, blob: bytes) -> list:
@@ -302,7 +298,6 @@ class CoordinatorCommunicator(CommunicatorBase):
         arrays = self._fetch([row[:1] for row in rows], range(self.world_size))
         sum_in_rank_order([a[lo:hi] for a in arrays], out=flat[lo:hi])
         del arrays  # unpin the peers' buffers before the next round
-        del mine  # the peers hold their own references to it while they read it
 
     def _swap_chunks(self, flat: np.ndarray, kind: str) -> None:
         """Every rank `ray.put`s its own chunk and copies the others' into place: the
@@ -316,7 +311,6 @@ class CoordinatorCommunicator(CommunicatorBase):
         for r, arr in zip(others, self._fetch([rows[r][:1] for r in others], others)):
             plo, phi = bounds[r]
             np.copyto(flat[plo:phi], arr)
-        del part
 
     def _check_rows(self, kind: str, rows: list, nbytes: int, dtype: str) -> None:
         """Each rank's [ref, nbytes, dtype] names the buffer it passed: the same as ours."""
