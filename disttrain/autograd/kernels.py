@@ -58,12 +58,14 @@ def inside(x: np.ndarray, lo, hi) -> np.ndarray:
     return mask
 
 
-def _taps(kh: int, kw: int, stride: int, oh: int, ow: int):
-    """For each kernel tap (i, j), the slices of the (padded) input it reads at every output."""
+def _taps(kernel: tuple, stride: tuple, dilation: tuple, oh: int, ow: int):
+    """For each kernel tap (i, j), the slices of the (padded) input it reads at every output.
+    kernel, stride and dilation are (height, width) pairs."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, stride, dilation
     for i in range(kh):
         for j in range(kw):
-            yield i, j, (slice(i, i + stride * (oh - 1) + 1, stride),
-                         slice(j, j + stride * (ow - 1) + 1, stride))
+            yield i, j, (slice(i * dh, i * dh + sh * (oh - 1) + 1, sh),
+                         slice(j * dw, j * dw + sw * (ow - 1) + 1, sw))
 
 
 # Convolution as im2col and one matmul per product, in a layout chosen so BLAS sees large
@@ -153,8 +155,30 @@ def _result(role: str, value: np.ndarray) -> np.ndarray:
     return buf
 
 
-def _out_size(size: int, k: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - k) // stride + 1
+# Sizes are (height, width) pairs; padding is (top, bottom, left, right): torch's
+# padding="same" puts the odd pixel of an even kernel's padding at the bottom and right.
+def _out_size(size: int, k: int, stride: int, pad_before: int, pad_after: int,
+              dilation: int) -> int:
+    return (size + pad_before + pad_after - dilation * (k - 1) - 1) // stride + 1
+
+
+def _out_sizes(x_shape: tuple, kernel: tuple, stride: tuple, padding: tuple,
+               dilation: tuple) -> tuple:
+    """(H', W') of a window op over an (N, C, H, W) input."""
+    return (_out_size(x_shape[2], kernel[0], stride[0], padding[0], padding[1], dilation[0]),
+            _out_size(x_shape[3], kernel[1], stride[1], padding[2], padding[3], dilation[1]))
+
+
+def _padded_dims(x_shape: tuple, padding: tuple) -> tuple:
+    return x_shape[2] + padding[0] + padding[1], x_shape[3] + padding[2] + padding[3]
+
+
+def _inner(layout: tuple, x_shape: tuple, padding: tuple) -> tuple:
+    """The index of the unpadded input inside its padded copy laid out in `layout`."""
+    inner = [slice(None)] * 4
+    inner[layout.index(2)] = slice(padding[0], padding[0] + x_shape[2])
+    inner[layout.index(3)] = slice(padding[2], padding[2] + x_shape[3])
+    return tuple(inner)
 
 
 class _Cols(NamedTuple):
@@ -202,27 +226,26 @@ def _copy_in_layout(dest: np.ndarray, src: np.ndarray, layout: tuple) -> None:
         dest[...] = src.transpose(layout)
 
 
-def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int, bias=None):
+def conv2d(x: np.ndarray, w: np.ndarray, stride: tuple, padding: tuple, dilation: tuple,
+           bias=None):
     """Cross-correlation as PyTorch's conv2d, by im2col and one matmul; returns (out, cols).
+    stride and dilation are (height, width) pairs, padding (top, bottom, left, right).
 
     bias, if given ((O,), of the product's dtype), is added to the (O, outputs) product
     in place, before it is laid out NCHW: one contiguous pass (0.03 ms at 64x6x28x28),
     where a broadcast add to the NCHW result cost a fresh array and ~0.1 ms."""
-    n, c, h, wd = x.shape
+    n, c, _, _ = x.shape
     o, _, kh, kw = w.shape
-    oh, ow = _out_size(h, kh, stride, padding), _out_size(wd, kw, stride, padding)
+    oh, ow = _out_sizes(x.shape, (kh, kw), stride, padding, dilation)
     layout = _layout(ow)
-    hp, wp = h + 2 * padding, wd + 2 * padding
+    hp, wp = _padded_dims(x.shape, padding)
     # the border stays zero from the buffer's creation: the key must fix where it is
     padded = _scratch(f"conv_input{layout}_pad{padding}", _in_layout((n, c, hp, wp), layout),
                       x.dtype)
-    inner = [slice(None)] * 4
-    inner[layout.index(2)] = slice(padding, padding + h)
-    inner[layout.index(3)] = slice(padding, padding + wd)
-    _copy_in_layout(padded[tuple(inner)], np.ascontiguousarray(x), layout)
+    _copy_in_layout(padded[_inner(layout, x.shape, padding)], np.ascontiguousarray(x), layout)
     out_dims = _in_layout((n, c, oh, ow), layout)[1:]
     cols = _reusable(f"conv_cols{layout}", (c, kh, kw) + out_dims, x.dtype)  # for backward
-    cols[...] = _taps_view(padded, layout, (kh, kw), stride, out_dims)
+    cols[...] = _taps_view(padded, layout, (kh, kw), stride, dilation, out_dims)
     cols = cols.reshape(c * kh * kw, n * oh * ow)
     out = np.matmul(w.reshape(o, -1), cols, out=_scratch("conv_out", (o, n * oh * ow), x.dtype))
     if bias is not None:
@@ -231,19 +254,19 @@ def conv2d(x: np.ndarray, w: np.ndarray, stride: int, padding: int, bias=None):
     return _result("conv_result", out), _Cols(cols, layout)
 
 
-def _taps_view(padded: np.ndarray, layout: tuple, kernel: tuple, stride: int,
-               out_dims: tuple) -> np.ndarray:
+def _taps_view(padded: np.ndarray, layout: tuple, kernel: tuple, stride: tuple,
+               dilation: tuple, out_dims: tuple) -> np.ndarray:
     """The im2col of padded as a read-only (C, kh, kw, *out_dims) view: [c, i, j, *at] is
     what kernel tap (i, j) reads in channel c for the output at `at` (in the layout's
     order). One copy of it fills the im2col buffer, faster than a copy per tap (1.41 ->
     1.33 ms at 64x3x32x32, 0.29 -> 0.23 at 64x6x14x14)."""
     st = padded.strides
     row, col = st[layout.index(2)], st[layout.index(3)]
-    out_strides = tuple(row * stride if a == 2 else col * stride if a == 3
+    out_strides = tuple(row * stride[0] if a == 2 else col * stride[1] if a == 3
                         else st[layout.index(a)] for a in layout[1:])
     return np.lib.stride_tricks.as_strided(
         padded, shape=(padded.shape[0],) + kernel + out_dims,
-        strides=(st[0], row, col) + out_strides, writeable=False)
+        strides=(st[0], row * dilation[0], col * dilation[1]) + out_strides, writeable=False)
 
 
 def _grad_rows(g: np.ndarray, layout: tuple) -> np.ndarray:
@@ -254,12 +277,13 @@ def _grad_rows(g: np.ndarray, layout: tuple) -> np.ndarray:
     return rows.reshape(g.shape[1], -1)
 
 
-def conv2d_grad_weight(g, w, *, cols, stride, padding, x_shape):
+def conv2d_grad_weight(g, w, *, cols, stride, padding, dilation, x_shape):
     """dL/dw = g . cols^T from the saved im2col matrix."""
     return (_grad_rows(g, cols.layout) @ cols.matrix.T).reshape(w.shape)
 
 
-def conv2d_grad_weight_into(dest, g, w, *, cols, stride, padding, x_shape) -> bool:
+def conv2d_grad_weight_into(dest, g, w, *, cols, stride, padding, dilation,
+                            x_shape) -> bool:
     """conv2d_grad_weight written into dest (a gradient buffer of w's shape) by the
     matmul itself; False, with nothing written, if dest cannot take it."""
     rows, cols = _grad_rows(g, cols.layout), cols.matrix
@@ -277,14 +301,14 @@ def conv2d_grad_weight_into(dest, g, w, *, cols, stride, padding, x_shape) -> bo
 _WIDE_WASTE = 1.9
 
 
-def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
+def conv2d_grad_input(g, w, *, cols, stride, padding, dilation, x_shape):
     """dL/dx: the column gradient w^T . g added back where each tap read (col2im)."""
-    n, c, h, wd = x_shape
+    n, c, _, _ = x_shape
     o, _, kh, kw = w.shape
     oh, ow = g.shape[2], g.shape[3]
-    hp, wp = h + 2 * padding, wd + 2 * padding
-    if stride == 1 and hp * wp < _WIDE_WASTE * oh * ow:
-        return _conv2d_grad_input_wide(g, w, padding, x_shape)
+    hp, wp = _padded_dims(x_shape, padding)
+    if stride == (1, 1) and hp * wp < _WIDE_WASTE * oh * ow:
+        return _conv2d_grad_input_wide(g, w, padding, dilation, x_shape)
     layout = _layout(ow)
     gcols = np.matmul(w.reshape(o, -1).T, _grad_rows(g, layout),
                       out=_scratch("conv_grad_cols", (c * kh * kw, n * oh * ow), g.dtype))
@@ -292,41 +316,40 @@ def conv2d_grad_input(g, w, *, cols, stride, padding, x_shape):
     padded = _scratch(f"conv_grad_input{layout}", _in_layout((n, c, hp, wp), layout), g.dtype)
     padded.fill(0)
     tap = [slice(None)] * 4
-    for i, j, (rows, columns) in _taps(kh, kw, stride, oh, ow):
+    for i, j, (rows, columns) in _taps((kh, kw), stride, dilation, oh, ow):
         tap[layout.index(2)], tap[layout.index(3)] = rows, columns
         padded[tuple(tap)] += gcols[:, i, j]
-    inner = [slice(None)] * 4
-    inner[layout.index(2)] = slice(padding, padding + h)
-    inner[layout.index(3)] = slice(padding, padding + wd)
-    return _result("conv_grad_input_result", padded[tuple(inner)].transpose(np.argsort(layout)))
+    inner = padded[_inner(layout, x_shape, padding)]
+    return _result("conv_grad_input_result", inner.transpose(np.argsort(layout)))
 
 
 # The input gradient at stride 1 in the "wide" layout, without col2im. Number the padded
 # input's pixels flat, p = (n*Hp + y)*Wp + x, and let the output live at every p (its
 # values where y >= H' or x >= W' are never used). Then tap (i, j) links output p to input
-# p + i*Wp + j: one shift of a flat axis, so shifted operands are plain 2-D slices. The
-# output gradient, put in that layout with zeros where no output is, is stacked at the kh
-# row shifts (kh contiguous copies), one matmul with K = kh*O gives, per (c, j), the
-# gradient each input pixel receives through column tap j, and kw shifted adds sum the j.
+# p + i*dh*Wp + j*dw (dh, dw the dilation): one shift of a flat axis, so shifted
+# operands are plain 2-D slices. The output gradient, put in that layout with zeros
+# where no output is, is stacked at the kh row shifts (kh contiguous copies), one
+# matmul with K = kh*O gives, per (c, j), the gradient each input pixel receives through
+# column tap j, and kw shifted adds sum the j.
 # Channels-first col2im makes kh*kw strided adds over rows of only W' elements: the wide
 # path took 1.8 ms instead of 2.6 on conv 6->16 at 14x14, batch 64. Batch-last col2im is
 # faster still where most padded pixels are no output (see _WIDE_WASTE).
 
-def _conv2d_grad_input_wide(g, w, padding, x_shape):
-    n, c, h, wd = x_shape
+def _conv2d_grad_input_wide(g, w, padding, dilation, x_shape):
+    n, c, _, _ = x_shape
     o, _, kh, kw = w.shape
-    oh, ow = g.shape[2], g.shape[3]
-    hp, wp = h + 2 * padding, wd + 2 * padding
+    (oh, ow), (dh, dw) = g.shape[2:], dilation
+    hp, wp = _padded_dims(x_shape, padding)
     size = n * hp * wp
     # g at each output's flat position, after one image of zeros so that every row shift
     # is a slice. Only the outputs are written: the rest stays zero from the buffer's
-    # creation, so the key must fix where the outputs are (shape and kernel, hence oh, ow).
-    wide = _scratch(f"conv_grad_wide_{kh}x{kw}", (o, n + 1, hp, wp), g.dtype)
+    # creation, so the key must fix where the outputs are (oh and ow).
+    wide = _scratch(f"conv_grad_wide_{oh}x{ow}", (o, n + 1, hp, wp), g.dtype)
     wide[:, 1:, :oh, :ow] = g.transpose(1, 0, 2, 3)
     wide = wide.reshape(o, -1)
     stacked = _scratch("conv_grad_stack", (kh, o, size), g.dtype)
-    for i in range(kh):  # row i of the kernel reads the output i rows above
-        start = hp * wp - i * wp
+    for i in range(kh):  # row i of the kernel reads the output i * dh rows above
+        start = hp * wp - i * dh * wp
         stacked[i] = wide[:, start:start + size]
     w_cols = w.transpose(1, 3, 2, 0).reshape(c * kw, kh * o)  # rows (c, j), cols (i, o)
     by_col_tap = np.matmul(w_cols, stacked.reshape(kh * o, size),
@@ -334,31 +357,39 @@ def _conv2d_grad_input_wide(g, w, padding, x_shape):
     by_col_tap = by_col_tap.reshape(c, kw, size)
     grad = _scratch("conv_grad_wide_input", (c, size), g.dtype)
     grad[...] = by_col_tap[:, 0]
-    for j in range(1, kw):  # column tap j reads the input j pixels right of the output
-        grad[:, j:] += by_col_tap[:, j, :size - j]
-    inner = grad.reshape(c, n, hp, wp)[:, :, padding:padding + h, padding:padding + wd]
+    for j in range(1, kw):  # column tap j reads the input j * dw pixels right of the output
+        grad[:, j * dw:] += by_col_tap[:, j, :size - j * dw]
+    inner = grad.reshape(c, n, hp, wp)[_inner(_CHANNELS_FIRST, x_shape, padding)]
     return _result("conv_grad_input_result", inner.transpose(1, 0, 2, 3))
 
 
-def max_pool2d(x: np.ndarray, kernel_size: int, stride: int):
+def max_pool2d(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple, dilation: tuple):
     """Max over each window; returns (out, the winner's flat index within its window).
+    kernel, stride and dilation are (height, width) pairs, padding (top, bottom, left,
+    right): torch's padding on both sides, plus what ceil_mode adds at the bottom/right.
 
     Works on strided views of x, one per window position (no copied window array): the
     max is a chain of np.maximum, and the winner the first position equal to it, as in
     PyTorch's CPU kernel (ties go to the first maximum). That index is built backwards
     from the "not equal" masks as small integers, idx = ne_0 * (1 + ne_1 * (1 + ...)),
     which is several times faster than masked writes. A NaN equals nothing, so windows
-    holding one take the slower exact test of PyTorch's kernel.
+    holding one take the slower exact test of PyTorch's kernel; so do padded inputs
+    holding -inf, as the padding (-inf) must never win where torch's kernel skips it.
     """
-    n, c, h, w = x.shape
-    oh, ow = (h - kernel_size) // stride + 1, (w - kernel_size) // stride + 1
-    views = [x[:, :, rows, cols] for _, _, (rows, cols)
-             in _taps(kernel_size, kernel_size, stride, oh, ow)]
+    oh, ow = _out_sizes(x.shape, kernel, stride, padding, dilation)
+    if any(padding):
+        padded = _scratch(f"pool_input_pad{padding}",
+                          (*x.shape[:2], *_padded_dims(x.shape, padding)), x.dtype)
+        padded.fill(_lowest(x.dtype))
+        padded[_inner((0, 1, 2, 3), x.shape, padding)] = x
+        x = padded
+    views = [x[:, :, rows, cols] for _, _, (rows, cols) in _taps(kernel, stride, dilation, oh, ow)]
     out = _result("pool_result", views[0])
     for v in views[1:]:
         np.maximum(out, v, out=out)
-    if np.isnan(out).any():
-        return _max_pool2d_nan(views)
+    if np.isnan(out).any() or (any(padding) and (out == _lowest(x.dtype)).any()):
+        return _max_pool2d_exact(views, _first_valid_tap(x.shape, kernel, stride, padding,
+                                                          dilation, (oh, ow)))
     small = len(views) <= 256  # a bool mask reads as uint8 0/1 for free
     arg = _reusable("pool_arg", out.shape, np.uint8 if small else np.int32)
     arg.fill(0)
@@ -369,11 +400,31 @@ def max_pool2d(x: np.ndarray, kernel_size: int, stride: int):
     return out, arg
 
 
-def _max_pool2d_nan(views):
-    """max_pool2d by PyTorch's test, `val > max || isnan(val)`: a NaN wins, the last one."""
-    out = views[0].copy()
-    arg = np.zeros(out.shape, dtype=np.int16)
-    for k, v in enumerate(views[1:], 1):
+def _lowest(dtype):
+    dtype = np.dtype(dtype)
+    return -np.inf if dtype.kind == "f" else np.iinfo(dtype).min
+
+
+def _first_valid_tap(padded_shape, kernel, stride, padding, dilation, out_hw) -> np.ndarray:
+    """(H', W'): the index of each window's first tap inside the unpadded input, where
+    PyTorch's kernel starts its search (rows and columns are valid independently)."""
+    firsts = []
+    for axis in (0, 1):
+        size = padded_shape[2 + axis] - padding[2 * axis] - padding[2 * axis + 1]
+        before, k, s, d = padding[2 * axis], kernel[axis], stride[axis], dilation[axis]
+        start = np.arange(out_hw[axis])[:, None] * s + np.arange(k)[None, :] * d - before
+        valid = (start >= 0) & (start < size)
+        firsts.append(valid.argmax(axis=1))
+    return firsts[0][:, None] * kernel[1] + firsts[1][None, :]
+
+
+def _max_pool2d_exact(views, first: np.ndarray):
+    """max_pool2d by PyTorch's test, `val > max || isnan(val)`, from each window's first
+    valid tap: a NaN wins (the last one); padding (the lowest value) never does."""
+    out = np.empty(views[0].shape, views[0].dtype)
+    arg = np.broadcast_to(first, out.shape).astype(np.int32)
+    out[...] = np.take_along_axis(np.stack(views, -1), arg[..., None], -1)[..., 0]
+    for k, v in enumerate(views):
         wins = v > out
         wins |= v != v
         np.copyto(out, v, where=wins)
@@ -381,19 +432,35 @@ def _max_pool2d_nan(views):
     return out, arg
 
 
-def max_pool2d_grad(g, *, arg, kernel_size, stride, x_shape):
+def max_pool2d_grad(g, *, arg, kernel, stride, padding, dilation, x_shape):
     """Send each window's gradient to the element that won it, one window position at a time.
 
-    Windows that do not overlap (stride >= kernel) write disjoint elements, so each
-    position is a product with its mask, written in place; overlapping windows add.
+    Windows that do not overlap (stride >= the dilated kernel's span) write disjoint
+    elements, so each position is a product with its mask, written in place; overlapping
+    windows add.
     """
     oh, ow = g.shape[2], g.shape[3]
-    grad = _reusable("pool_grad", x_shape, g.dtype)
-    if not (stride == kernel_size and oh * stride == x_shape[2] and ow * stride == x_shape[3]):
+    hp, wp = _padded_dims(x_shape, padding)
+    grad = _reusable("pool_grad", (*x_shape[:2], hp, wp), g.dtype)
+    spans = [dilation[a] * (kernel[a] - 1) + 1 for a in (0, 1)]
+    disjoint = stride[0] >= spans[0] and stride[1] >= spans[1]
+    if not (stride == kernel and dilation == (1, 1) and oh * stride[0] == hp
+            and ow * stride[1] == wp):
         grad.fill(0)  # else the windows tile the input and write every element
-    for k, (_, _, (rows, cols)) in enumerate(_taps(kernel_size, kernel_size, stride, oh, ow)):
-        if stride >= kernel_size:
+    for k, (_, _, (rows, cols)) in enumerate(_taps(kernel, stride, dilation, oh, ow)):
+        if disjoint:
             np.multiply(g, arg == k, out=grad[:, :, rows, cols])
         else:
             grad[:, :, rows, cols] += g * (arg == k)
+    if any(padding):
+        return _result("pool_grad_inner", grad[_inner((0, 1, 2, 3), x_shape, padding)])
     return grad
+
+
+def max_pool2d_indices(arg, kernel, stride, padding, dilation, x_shape) -> np.ndarray:
+    """PyTorch's return_indices: each winner's flat index in its (H, W) input plane."""
+    oh, ow = arg.shape[2], arg.shape[3]
+    i, j = np.divmod(arg.astype(np.int64), kernel[1])
+    rows = np.arange(oh)[:, None] * stride[0] + i * dilation[0] - padding[0]
+    cols = np.arange(ow)[None, :] * stride[1] + j * dilation[1] - padding[2]
+    return rows * x_shape[3] + cols

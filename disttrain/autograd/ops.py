@@ -772,8 +772,25 @@ def binary_cross_entropy_with_logits(x, target, weight=None, pos_weight=None):
 
 
 # -- convolution, pooling, normalisation --------------------------------------------------
-def conv2d(x, weight, bias=None, stride=1, padding=0):
-    """2-D cross-correlation, NCHW input and OIHW weight, int stride and padding, as F.conv2d.
+def _pair(value, name: str) -> tuple:
+    """(height, width) from an int or a pair, as torch's _pair."""
+    pair = tuple(int(v) for v in value) if isinstance(value, (tuple, list)) else (int(value),) * 2
+    if len(pair) != 2:
+        raise RuntimeError(f"{name} must be an int or a pair of ints, but got {tuple(value)}")
+    return pair
+
+
+def _padding4(padding) -> tuple:
+    """(top, bottom, left, right) from an int, a (height, width) pair or a 4-tuple."""
+    if isinstance(padding, (tuple, list)) and len(padding) == 4:
+        return tuple(int(p) for p in padding)
+    ph, pw = _pair(padding, "padding")
+    return ph, ph, pw, pw
+
+
+def conv2d(x, weight, bias=None, stride=1, padding=0, dilation=1):
+    """2-D cross-correlation, NCHW input and OIHW weight, as F.conv2d: stride and dilation
+    an int or a (height, width) pair, padding an int, a pair or (top, bottom, left, right).
 
     The bias is the kernel's (one node, as torch's ConvolutionBackward0) when its dtype
     and shape are those of the product; otherwise a broadcast add after it, as before.
@@ -781,19 +798,26 @@ def conv2d(x, weight, bias=None, stride=1, padding=0):
     dtype = x.data.dtype
     fold = bias is not None and (weight.data.dtype == dtype == bias.data.dtype
                                  and bias.shape == weight.shape[:1])
-    out, cols = kernels.conv2d(x.data, weight.data, stride, padding,
-                               bias.data if fold else None)
-    y = record(R["Conv2d"], out, (x, weight, bias if fold else None), cols=cols,
-               stride=stride, padding=padding, x_shape=x.shape)
+    sizes = {"stride": _pair(stride, "stride"), "padding": _padding4(padding),
+             "dilation": _pair(dilation, "dilation")}
+    out, cols = kernels.conv2d(x.data, weight.data, **sizes, bias=bias.data if fold else None)
+    y = record(R["Conv2d"], out, (x, weight, bias if fold else None), cols=cols, **sizes,
+               x_shape=x.shape)
     return y if bias is None or fold else y + reshape(bias, (1, -1, 1, 1))
 
 
-def max_pool2d(x, kernel_size, stride=None):
-    """2-D max pooling, square int kernel, stride defaulting to kernel_size, no padding."""
-    stride = kernel_size if stride is None else stride
-    out, arg = kernels.max_pool2d(x.data, kernel_size, stride)
-    return record(R["MaxPool2d"], out, (x,), arg=arg, kernel_size=kernel_size, stride=stride,
-                  x_shape=x.shape)
+def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, return_indices=False):
+    """2-D max pooling, as F.max_pool2d: kernel_size, stride (default: kernel_size) and
+    dilation an int or a pair, padding (-inf, never chosen) an int, a pair or (top,
+    bottom, left, right); with return_indices, also each winner's flat index in its plane."""
+    kernel = _pair(kernel_size, "kernel_size")
+    sizes = {"kernel": kernel, "stride": kernel if stride is None else _pair(stride, "stride"),
+             "padding": _padding4(padding), "dilation": _pair(dilation, "dilation")}
+    out, arg = kernels.max_pool2d(x.data, **sizes)
+    y = record(R["MaxPool2d"], out, (x,), arg=arg, **sizes, x_shape=x.shape)
+    if not return_indices:
+        return y
+    return y, Tensor._make(kernels.max_pool2d_indices(arg, **sizes, x_shape=x.shape))
 
 
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):

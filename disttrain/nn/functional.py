@@ -19,13 +19,24 @@ def linear(input, weight, bias=None):
     return ops.linear(input, weight, bias)
 
 
-def _single(value, name: str) -> int:
-    """An int from an int or a square pair; the engine's kernels take one size for both axes."""
+def _conv_pair(value, name: str) -> tuple:
+    """(height, width) from an int or a pair, with torch's conv2d text for anything else."""
     if isinstance(value, (tuple, list)):
-        if len(set(value)) != 1:
-            raise NotImplementedError(f"{name}={tuple(value)}: only equal sizes are supported")
-        return int(value[0])
-    return int(value)
+        if len(value) != 2:
+            raise RuntimeError(f"expected {name} to be a single integer value or a list of 2 "
+                               "values to match the convolution dimensions, but got "
+                               f"{name}={list(value)}")
+        return int(value[0]), int(value[1])
+    return int(value), int(value)
+
+
+def _pool_pair(value, name: str, verb: str = "must either be") -> tuple:
+    """(height, width) from an int or a pair, with torch's max_pool2d text otherwise."""
+    if isinstance(value, (tuple, list)):
+        if len(value) not in (1, 2):
+            raise RuntimeError(f"max_pool2d: {name} {verb} a single int, or a tuple of two ints")
+        return int(value[0]), int(value[-1])
+    return int(value), int(value)
 
 
 def _sizes(shape) -> str:
@@ -39,16 +50,33 @@ def _batched(op, input, *args):
     return op(input, *args)
 
 
-def conv2d(input, weight, bias=None, stride=1, padding=0):
-    """2-D cross-correlation of (N, C, H, W) or (C, H, W) input with (out, in, kh, kw) weight."""
-    stride, padding = _single(stride, "stride"), _single(padding, "padding")
+def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """2-D cross-correlation of (N, C, H, W) or (C, H, W) input with (out, in, kh, kw) weight.
+    stride and dilation: an int or a (height, width) pair; padding: an int, a pair, or
+    "valid" (none) or "same" (the output as large as the input, stride 1 only; an even
+    kernel's odd pixel goes to the bottom and right, as torch's)."""
+    if groups != 1:
+        raise NotImplementedError(f"conv2d: groups={groups} is not supported, only groups=1")
+    stride = _conv_pair(stride, "stride")
+    dilation = _conv_pair(dilation, "dilation")
     # torch's checks and texts, before numpy would fail deep inside im2col with its own
+    if min(stride) <= 0:
+        raise RuntimeError("non-positive stride is not supported")
+    if min(dilation) <= 0:  # torch names the values only when none is negative
+        raise RuntimeError("dilation should be greater than zero" + (
+            f", but got {list(dilation)}" if min(dilation) == 0 else ""))
     if input.ndim not in (3, 4):
         raise RuntimeError("Expected 3D (unbatched) or 4D (batched) input to conv2d, but got "
                            f"input of size: [{_sizes(input.shape)}]")
     if weight.ndim != 4:
         raise RuntimeError(f"conv2d: weight of size [{_sizes(weight.shape)}] must be 4-D "
                            "(out_channels, in_channels, kernel height, kernel width)")
+    padding = _conv_padding(padding, stride, dilation, weight.shape[2:])
+    if min(padding) < 0:
+        raise RuntimeError("negative padding is not supported")
+    if min(weight.shape[2:]) <= 0:
+        raise RuntimeError("kernel size should be greater than zero, but got kernel_height: "
+                           f"{weight.shape[2]} kernel_width: {weight.shape[3]}")
     batched = input.shape if input.ndim == 4 else (1, *input.shape)
     if batched[1] != weight.shape[1]:
         raise RuntimeError(
@@ -60,29 +88,89 @@ def conv2d(input, weight, bias=None, stride=1, padding=0):
             f"Given weight of size [{_sizes(weight.shape)}], expected bias to be 1-dimensional "
             f"with {weight.shape[0]} elements, but got bias of size [{_sizes(bias.shape)}] "
             "instead")
-    height, width = batched[2] + 2 * padding, batched[3] + 2 * padding
-    if weight.shape[2] > height or weight.shape[3] > width:
+    height, width = batched[2] + padding[0] + padding[1], batched[3] + padding[2] + padding[3]
+    kernel_h, kernel_w = (d * (k - 1) + 1 for d, k in zip(dilation, weight.shape[2:]))
+    if kernel_h > height or kernel_w > width:
         raise RuntimeError(
             f"Calculated padded input size per channel: ({height} x {width}). Kernel size: "
-            f"({weight.shape[2]} x {weight.shape[3]}). Kernel size can't be greater than "
+            f"({kernel_h} x {kernel_w}). Kernel size can't be greater than "
             "actual input size")
-    return _batched(ops.conv2d, input, weight, bias, stride, padding)
+    return _batched(ops.conv2d, input, weight, bias, stride, padding, dilation)
 
 
-def max_pool2d(input, kernel_size, stride=None):
-    """Max over kernel_size windows of a (N, C, H, W) or (C, H, W) input; stride defaults to
-    kernel_size."""
-    kernel_size = _single(kernel_size, "kernel_size")
-    stride = kernel_size if stride is None else _single(stride, "stride")
+def _conv_padding(padding, stride, dilation, kernel) -> tuple:
+    """(top, bottom, left, right) from conv2d's padding argument."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return 0, 0, 0, 0
+        if padding != "same":
+            raise RuntimeError(f"Invalid padding string: '{padding}'")
+        if stride != (1, 1):
+            raise RuntimeError("padding='same' is not supported for strided convolutions")
+        total = [d * (k - 1) for d, k in zip(dilation, kernel)]
+        return total[0] // 2, total[0] - total[0] // 2, total[1] // 2, total[1] - total[1] // 2
+    ph, pw = _conv_pair(padding, "padding")
+    return ph, ph, pw, pw
+
+
+def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+               return_indices=False):
+    """Max over kernel_size windows of a (N, C, H, W) or (C, H, W) input, as torch's: sizes
+    an int or a (height, width) pair, stride defaulting to kernel_size, padding (never
+    chosen) at most half the dilated kernel, ceil_mode for windows that run off the end;
+    return_indices adds each maximum's flat index in its (H, W) plane."""
+    kernel = _pool_pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None or stride == [] else _pool_pair(
+        stride, "stride", "must either be omitted,")
+    pad = _pool_pair(padding, "padding")
+    dilation = _pool_pair(dilation, "dilation", "must be either")
+    if 0 in stride:
+        raise RuntimeError("stride should not be zero")
+    if min(kernel) <= 0:
+        raise RuntimeError(f"kernel size should be greater than zero, but got kH: {kernel[0]} "
+                           f"kW: {kernel[1]}")
+    if min(stride) < 0:
+        raise RuntimeError(f"stride should be greater than zero, but got dH: {stride[0]} "
+                           f"dW: {stride[1]}")
+    if min(dilation) <= 0:
+        raise RuntimeError("dilation should be greater than zero, but got dilationH: "
+                           f"{dilation[0]} dilationW: {dilation[1]}")
+    if min(pad) < 0:
+        raise RuntimeError(f"pad must be non-negative, but got pad: {min(pad)}")
+    for p, k, d in zip(pad, kernel, dilation):
+        if p > (d * (k - 1) + 1) // 2:
+            raise RuntimeError("pad should be at most half of effective kernel size, but got "
+                               f"pad={p}, kernel_size={k} and dilation={d}")
     if input.ndim not in (3, 4) or input.data.size == 0:
         raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
     channels, height, width = input.shape[-3:]
-    out_h, out_w = (height - kernel_size) // stride + 1, (width - kernel_size) // stride + 1
+    out_h, out_w = (_pool_out_size(size, k, s, p, d, ceil_mode) for size, k, s, p, d
+                    in zip((height, width), kernel, stride, pad, dilation))
     if out_h < 1 or out_w < 1:
         raise RuntimeError(
             f"Given input size: ({channels}x{height}x{width}). Calculated output size: "
             f"({channels}x{max(out_h, 0)}x{max(out_w, 0)}). Output size is too small")
-    return _batched(ops.max_pool2d, input, kernel_size, stride)
+    # ceil_mode's last windows may run past the bottom/right padding: pad them as well
+    extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)) for o, s, d, k, size, p
+             in zip((out_h, out_w), stride, dilation, kernel, (height, width), pad)]
+    padding4 = (pad[0], pad[0] + extra[0], pad[1], pad[1] + extra[1])
+    if not return_indices:
+        return _batched(ops.max_pool2d, input, kernel, stride, padding4, dilation)
+    if input.ndim == 3:
+        out, indices = ops.max_pool2d(ops.unsqueeze(input, 0), kernel, stride, padding4,
+                                      dilation, True)
+        return ops.squeeze(out, 0), ops.squeeze(indices, 0)
+    return ops.max_pool2d(input, kernel, stride, padding4, dilation, True)
+
+
+def _pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:
+    """torch's pooling_output_shape: with ceil_mode, a last window must start inside the
+    input or its left padding."""
+    span = size + 2 * p - d * (k - 1) - 1
+    out = (-(-span // s) if ceil_mode else span // s) + 1
+    if ceil_mode and (out - 1) * s >= size + p:
+        out -= 1
+    return out
 
 
 def flatten(input, start_dim: int = 0, end_dim: int = -1):

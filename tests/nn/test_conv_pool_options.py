@@ -1,0 +1,223 @@
+"""Conv2d and MaxPool2d with torch's other options, against torch: (height, width) pairs
+for every size, dilation, padding="same"/"valid", max-pool padding, ceil_mode and
+return_indices; their error texts; the modules' arguments and reprs. Values and
+gradients go through helper_test_op (every conv path forced in turn, as in
+tests/autograd/test_ops.py); finite differences in tests/autograd/test_gradcheck.py."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as torch_F
+
+import disttrain
+import disttrain.nn.functional as F
+from disttrain import nn
+from disttrain.autograd import kernels
+
+from ..autograd.helpers import helper_test_op
+
+DTYPES = [np.float32, np.float64]
+
+# (x shape, w shape, bias, stride, padding, dilation)
+CONV = [
+    ((2, 3, 9, 8), (4, 3, 3, 3), True, (2, 1), 0, 1),
+    ((1, 2, 7, 10), (3, 2, 3, 5), False, (1, 3), (1, 2), 1),
+    ((2, 2, 8, 8), (3, 2, 3, 3), True, 1, (0, 2), 1),
+    ((2, 2, 9, 9), (3, 2, 3, 3), True, 1, 1, 2),
+    ((1, 3, 11, 9), (2, 3, 3, 2), False, (2, 1), (2, 1), (2, 3)),
+    ((2, 2, 6, 7), (3, 2, 2, 4), True, 1, "same", 1),  # even kernel: odd pixel bottom/right
+    ((1, 2, 9, 9), (2, 2, 3, 3), True, 1, "same", (2, 1)),
+    ((2, 2, 6, 5), (3, 2, 3, 2), False, (2, 1), "valid", 1),
+    ((2, 1, 5, 5), (2, 1, 5, 5), True, 1, "same", 1),
+]
+CONV_PATHS = ["chosen", "channels-first col2im", "batch-last col2im", "channels-first wide",
+              "batch-last wide"]
+
+
+def _force_conv_paths(paths, monkeypatch):
+    if paths == "chosen":
+        return
+    layout, grad_input = paths.split()
+    monkeypatch.setattr(kernels, "_SHORT_ROW", 0 if layout == "channels-first" else 10_000)
+    monkeypatch.setattr(kernels, "_WIDE_WASTE", 0 if grad_input == "col2im" else 10_000)
+
+
+def _lib(t):
+    return torch_F if isinstance(t, torch.Tensor) else F
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, bias, stride, padding, dilation", CONV, ids=str)
+@pytest.mark.parametrize("paths", CONV_PATHS, ids=str)
+def test_conv2d_options_as_torch(x_shape, w_shape, bias, stride, padding, dilation, dtype,
+                                 paths, monkeypatch):
+    _force_conv_paths(paths, monkeypatch)
+    shapes = [x_shape, w_shape] + ([(w_shape[0],)] if bias else [])
+
+    def fn(x, w, b=None):
+        return _lib(x).conv2d(x, w, b, stride=stride, padding=padding, dilation=dilation)
+
+    helper_test_op(shapes, fn, dtype=dtype)
+
+
+# (x shape, kernel, stride, padding, dilation, ceil_mode)
+POOL = [
+    ((2, 3, 6, 9), (2, 3), None, 0, 1, False),
+    ((1, 2, 7, 8), (3, 2), (2, 1), 0, 1, False),
+    ((1, 2, 7, 7), 3, 2, 1, 1, False),
+    ((2, 2, 6, 6), 3, 2, 1, 1, True),
+    ((1, 2, 5, 7), 2, None, 0, 1, True),
+    ((1, 1, 9, 8), 2, 1, 0, 2, False),
+    ((1, 2, 10, 9), (3, 2), (2, 3), (1, 1), (2, 1), True),
+    ((2, 1, 5, 5), 4, 3, 2, 1, True),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOL, ids=str)
+def test_max_pool2d_options_as_torch(shape, kernel, stride, padding, dilation, ceil_mode, dtype):
+    def fn(x):
+        return _lib(x).max_pool2d(x, kernel, stride, padding, dilation, ceil_mode=ceil_mode)
+
+    helper_test_op([shape], fn, dtype=dtype)
+
+
+@pytest.mark.parametrize("shape, kernel, stride, padding, dilation, ceil_mode", POOL, ids=str)
+def test_max_pool2d_return_indices_as_torch(shape, kernel, stride, padding, dilation,
+                                            ceil_mode):
+    x = np.random.default_rng(1).standard_normal(shape)
+    ours, our_idx = F.max_pool2d(disttrain.tensor(x), kernel, stride, padding, dilation,
+                                 ceil_mode=ceil_mode, return_indices=True)
+    theirs, their_idx = torch_F.max_pool2d(torch.from_numpy(x), kernel, stride, padding,
+                                           dilation, ceil_mode=ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+    np.testing.assert_array_equal(our_idx.numpy(), their_idx.numpy())
+    assert our_idx.dtype == np.int64
+
+
+def test_max_pool2d_unbatched_return_indices_as_torch():
+    x = np.random.default_rng(2).standard_normal((2, 5, 6))
+    ours = F.max_pool2d(disttrain.tensor(x), 2, 1, 1, return_indices=True)
+    theirs = torch_F.max_pool2d(torch.from_numpy(x), 2, 1, 1, return_indices=True)
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("fill", [-np.inf, np.nan], ids=["-inf", "nan"])
+def test_max_pool2d_padding_never_wins_as_torch(fill):
+    """Windows of -inf (or NaN) beside the padding: torch's kernel never looks at the
+    padding, so the winner (and where the gradient goes) is an input element."""
+    x = np.random.default_rng(3).standard_normal((1, 2, 5, 6))
+    x[0, 0, :2, :] = fill
+    x[0, 1, :, :3] = -np.inf
+    x[0, 1, 4, 1] = np.nan
+
+    def fn(t):
+        return _lib(t).max_pool2d(t, 3, 2, 1, ceil_mode=True)
+
+    helper_test_op(None, fn, arrays=[x])
+    ours = F.max_pool2d(disttrain.tensor(x), 3, 2, 1, ceil_mode=True, return_indices=True)[1]
+    theirs = torch_F.max_pool2d(torch.from_numpy(x), 3, 2, 1, ceil_mode=True,
+                                return_indices=True)[1]
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+def _torch_error(fn_torch):
+    with pytest.raises(RuntimeError) as caught:
+        fn_torch()
+    return str(caught.value).splitlines()[0]
+
+
+X, W = np.zeros((1, 2, 5, 5)), np.zeros((3, 2, 3, 3))
+CONV_ERRORS = [
+    {"stride": 2, "padding": "same"}, {"padding": "foo"}, {"padding": -1}, {"stride": 0},
+    {"stride": -1}, {"dilation": 0}, {"dilation": 3}, {"stride": (1, 2, 3)},
+    {"padding": (1, 1, 1)},
+]
+
+
+@pytest.mark.parametrize("kwargs", CONV_ERRORS, ids=str)
+def test_conv2d_bad_arguments_raise_torchs_text(kwargs):
+    expected = _torch_error(lambda: torch_F.conv2d(torch.from_numpy(X), torch.from_numpy(W),
+                                                   **kwargs))
+    with pytest.raises(RuntimeError) as caught:
+        F.conv2d(disttrain.tensor(X), disttrain.tensor(W), **kwargs)
+    assert str(caught.value) == expected
+
+
+POOL_ERRORS = [
+    {"kernel_size": 2, "padding": 2}, {"kernel_size": 2, "padding": -1},
+    {"kernel_size": 2, "stride": 0}, {"kernel_size": 2, "dilation": 0},
+    {"kernel_size": 0}, {"kernel_size": 0, "stride": 1}, {"kernel_size": 3, "dilation": 3},
+    {"kernel_size": 2, "stride": -1}, {"kernel_size": (2, 2, 2)},
+    {"kernel_size": 2, "stride": (1, 1, 1)}, {"kernel_size": 2, "padding": (1, 1, 1)},
+    {"kernel_size": 2, "dilation": (1, 1, 1)}, {"kernel_size": (3, 2), "padding": (1, 2)},
+]
+
+
+@pytest.mark.parametrize("kwargs", POOL_ERRORS, ids=str)
+def test_max_pool2d_bad_arguments_raise_torchs_text(kwargs):
+    expected = _torch_error(lambda: torch_F.max_pool2d(torch.from_numpy(X), **kwargs))
+    with pytest.raises(RuntimeError) as caught:
+        F.max_pool2d(disttrain.tensor(X), **kwargs)
+    assert str(caught.value) == expected
+
+
+MODULES = [
+    lambda lib: lib.Conv2d(2, 3, (3, 5), stride=(1, 2), padding=(1, 2), bias=False),
+    lambda lib: lib.Conv2d(2, 3, 3, padding="same", dilation=2),
+    lambda lib: lib.Conv2d(2, 3, 2, padding="valid"),
+    lambda lib: lib.MaxPool2d((2, 3), padding=1, ceil_mode=True),
+    lambda lib: lib.MaxPool2d(3, stride=1, dilation=2),
+]
+
+
+@pytest.mark.parametrize("make", MODULES)
+def test_modules_take_torchs_arguments_and_print_as_torch(make):
+    ours, theirs = make(nn), make(torch.nn)
+    assert repr(ours) == repr(theirs)
+    x = np.random.default_rng(4).standard_normal((2, 2, 9, 10)).astype(np.float32)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            p.copy_(torch.from_numpy(getattr(ours, name).detach().numpy()))
+        expected = theirs(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ours(disttrain.tensor(x)).detach().numpy(), expected, rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_max_pool2d_module_return_indices_as_torch():
+    x = np.random.default_rng(5).standard_normal((1, 2, 6, 6))
+    ours = nn.MaxPool2d(2, return_indices=True)(disttrain.tensor(x))
+    theirs = torch.nn.MaxPool2d(2, return_indices=True)(torch.from_numpy(x))
+    for a, b in zip(ours, theirs):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_conv2d_module_same_padding_with_stride_raises_torchs_value_error():
+    with pytest.raises(ValueError) as expected:
+        torch.nn.Conv2d(1, 2, 3, padding="same", stride=2)
+    with pytest.raises(ValueError) as caught:
+        nn.Conv2d(1, 2, 3, padding="same", stride=2)
+    assert str(caught.value) == str(expected.value)
+
+
+# torch prints the choices as a Python set, in no fixed order: compare what they name
+@pytest.mark.parametrize("kwargs, pattern", [
+    ({"padding": "foo"}, r"Invalid padding string 'foo', should be one of \{'(valid|same)', "
+                         r"'(valid|same)'\}"),
+    ({"padding_mode": "foo"}, r"padding_mode must be one of \{.*'zeros'.*\}, but got "
+                              r"padding_mode='foo'"),
+], ids=str)
+def test_conv2d_module_bad_strings_raise_torchs_value_error(kwargs, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        torch.nn.Conv2d(1, 2, 3, **kwargs)
+    with pytest.raises(ValueError, match=pattern):
+        nn.Conv2d(1, 2, 3, **kwargs)
+
+
+@pytest.mark.parametrize("kwargs", [{"groups": 2}, {"padding_mode": "reflect"}], ids=str)
+def test_conv2d_unsupported_options_are_named(kwargs):
+    with pytest.raises(NotImplementedError, match=next(iter(kwargs))):
+        nn.Conv2d(2, 2, 3, **kwargs)
