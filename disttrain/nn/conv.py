@@ -13,8 +13,9 @@ def _pair(value) -> tuple:
 
 class Conv2d(Module):
     """2-D convolution (cross-correlation) over (N, C, H, W) input, as torch.nn.Conv2d.
-    padding is an int, a pair, "valid" or "same"; groups and padding modes other than
-    zeros are not supported (a NotImplementedError names them)."""
+    padding is an int, a pair, "valid" or "same"; padding_mode "zeros", "reflect",
+    "replicate" or "circular" (F.pad's modes); groups splits the channels into groups
+    convolved apart (groups = in_channels: depthwise)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0,
                  dilation=1, groups: int = 1, bias: bool = True, padding_mode: str = "zeros",
@@ -29,11 +30,12 @@ class Conv2d(Module):
         if padding_mode not in ("zeros", "replicate", "reflect", "circular"):
             raise ValueError("padding_mode must be one of {'zeros', 'replicate', 'reflect', "
                              f"'circular'}}, but got padding_mode={padding_mode!r}")
-        if padding_mode != "zeros":
-            raise NotImplementedError(f"Conv2d: padding_mode={padding_mode!r} is not "
-                                      "supported, only 'zeros'")
-        if groups != 1:
-            raise NotImplementedError(f"Conv2d: groups={groups} is not supported, only 1")
+        if not isinstance(groups, int) or groups <= 0:
+            raise ValueError("groups must be a positive integer")
+        if in_channels % groups:
+            raise ValueError("in_channels must be divisible by groups")
+        if out_channels % groups:
+            raise ValueError("out_channels must be divisible by groups")
         self.in_channels = in_channels
         self.out_channels = out_channels
         self.kernel_size = _pair(kernel_size)
@@ -42,7 +44,7 @@ class Conv2d(Module):
         self.dilation = _pair(dilation)
         self.groups = groups
         self.padding_mode = padding_mode
-        self.weight = _empty((out_channels, in_channels) + self.kernel_size, dtype)
+        self.weight = _empty((out_channels, in_channels // groups) + self.kernel_size, dtype)
         if bias:
             self.bias = _empty((out_channels,), dtype)
         else:
@@ -54,8 +56,15 @@ class Conv2d(Module):
         _init_weight_and_bias(self.weight, self.bias)
 
     def forward(self, input):
-        return F.conv2d(input, self.weight, self.bias, self.stride, self.padding,
-                        self.dilation)
+        if self.padding_mode == "zeros":
+            return F.conv2d(input, self.weight, self.bias, self.stride, self.padding,
+                            self.dilation, self.groups)
+        # as torch's: pad in that mode first, then convolve with no padding
+        top, bottom, left, right = F._conv_padding(self.padding, self.stride, self.dilation,
+                                                   self.kernel_size)
+        padded = F.pad(input, (left, right, top, bottom), mode=self.padding_mode)
+        return F.conv2d(padded, self.weight, self.bias, self.stride, 0, self.dilation,
+                        self.groups)
 
     def extra_repr(self) -> str:
         text = (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -64,7 +73,13 @@ class Conv2d(Module):
             text += f", padding={self.padding}"
         if self.dilation != (1, 1):
             text += f", dilation={self.dilation}"
-        return text if self.bias is not None else text + ", bias=False"
+        if self.groups != 1:
+            text += f", groups={self.groups}"
+        if self.bias is None:
+            text += ", bias=False"
+        if self.padding_mode != "zeros":
+            text += f", padding_mode={self.padding_mode}"
+        return text
 
 
 class MaxPool2d(Module):

@@ -54,9 +54,8 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """2-D cross-correlation of (N, C, H, W) or (C, H, W) input with (out, in, kh, kw) weight.
     stride and dilation: an int or a (height, width) pair; padding: an int, a pair, or
     "valid" (none) or "same" (the output as large as the input, stride 1 only; an even
-    kernel's odd pixel goes to the bottom and right, as torch's)."""
-    if groups != 1:
-        raise NotImplementedError(f"conv2d: groups={groups} is not supported, only groups=1")
+    kernel's odd pixel goes to the bottom and right, as torch's). groups splits the
+    channels: weight is (out, in / groups, kh, kw), group g's outputs see its inputs only."""
     stride = _conv_pair(stride, "stride")
     dilation = _conv_pair(dilation, "dilation")
     # torch's checks and texts, before numpy would fail deep inside im2col with its own
@@ -74,15 +73,21 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     padding = _conv_padding(padding, stride, dilation, weight.shape[2:])
     if min(padding) < 0:
         raise RuntimeError("negative padding is not supported")
+    if groups <= 0:
+        raise RuntimeError("non-positive groups is not supported")
+    if weight.shape[0] % groups:
+        raise RuntimeError(f"Given groups={groups}, expected weight to be divisible by {groups} "
+                           f"at dimension 0, but got weight of size [[{_sizes(weight.shape)}]] "
+                           "instead")
     if min(weight.shape[2:]) <= 0:
         raise RuntimeError("kernel size should be greater than zero, but got kernel_height: "
                            f"{weight.shape[2]} kernel_width: {weight.shape[3]}")
     batched = input.shape if input.ndim == 4 else (1, *input.shape)
-    if batched[1] != weight.shape[1]:
+    if batched[1] != weight.shape[1] * groups:
         raise RuntimeError(
-            f"Given groups=1, weight of size [{_sizes(weight.shape)}], expected input"
-            f"[{_sizes(batched)}] to have {weight.shape[1]} channels, but got {batched[1]} "
-            "channels instead")
+            f"Given groups={groups}, weight of size [{_sizes(weight.shape)}], expected input"
+            f"[{_sizes(batched)}] to have {weight.shape[1] * groups} channels, but got "
+            f"{batched[1]} channels instead")
     if bias is not None and tuple(bias.shape) != tuple(weight.shape[:1]):
         raise RuntimeError(
             f"Given weight of size [{_sizes(weight.shape)}], expected bias to be 1-dimensional "
@@ -95,7 +100,19 @@ def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
             f"Calculated padded input size per channel: ({height} x {width}). Kernel size: "
             f"({kernel_h} x {kernel_w}). Kernel size can't be greater than "
             "actual input size")
-    return _batched(ops.conv2d, input, weight, bias, stride, padding, dilation)
+    if groups == 1:
+        return _batched(ops.conv2d, input, weight, bias, stride, padding, dilation)
+    # one convolution per group on its slice of the channels, joined: the slices' and
+    # cat's gradients route each group's back where it came from
+    ins, outs = weight.shape[1], weight.shape[0] // groups
+    axis = input.ndim - 3
+    parts = [_batched(ops.conv2d, ops.getitem(input, (slice(None),) * axis
+                                             + (slice(g * ins, (g + 1) * ins),)),
+                      ops.getitem(weight, slice(g * outs, (g + 1) * outs)),
+                      None if bias is None else ops.getitem(bias, slice(g * outs, (g + 1) * outs)),
+                      stride, padding, dilation)
+             for g in range(groups)]
+    return ops.cat(parts, axis)
 
 
 def _conv_padding(padding, stride, dilation, kernel) -> tuple:
@@ -377,12 +394,38 @@ _PAD_MODES = ("constant", "reflect", "replicate", "circular")
 
 def pad(input, pad, mode: str = "constant", value=None):
     """Pad (or, with negative sizes, crop) the last len(pad) // 2 dims: pad is (left, right)
-    of the last dim, then of the one before, and so on. Only mode="constant" is supported."""
+    of the last dim, then of the one before, and so on. mode "constant" fills with value;
+    "reflect", "replicate" and "circular" (as torch's: 1 to 3 dims of an input with one
+    or two more) gather from the input, so the gradient adds back where each came from."""
     _check_pad(input, pad, mode, value)
+    if mode != "constant":
+        return _pad_gathered(input, pad, mode)
     out = input
     for k in range(len(pad) // 2):
         out = _pad_dim(out, input.ndim - 1 - k, pad[2 * k], pad[2 * k + 1], value or 0)
     return ops.clone(input) if out is input else out  # always a new tensor, as torch's
+
+
+def _pad_gathered(input, pad, mode: str):
+    """reflect / replicate / circular: one integer-index gather per padded dim."""
+    out = input
+    for k in range(len(pad) // 2):
+        dim, (left, right) = input.ndim - 1 - k, pad[2 * k:2 * k + 2]
+        size = out.shape[dim]
+        if mode == "circular":  # torch wraps what is left after cropping
+            kept = slice(max(-left, 0), size - max(-right, 0))
+            out = ops.getitem(out, (slice(None),) * dim + (kept,))
+            size, left, right = out.shape[dim], max(left, 0), max(right, 0)
+        source = np.arange(-left, size + right)
+        if mode == "reflect":
+            source = np.abs(source)
+            source = np.where(source >= size, 2 * (size - 1) - source, source)
+        elif mode == "replicate":
+            source = np.clip(source, 0, size - 1)
+        else:
+            source = source % size
+        out = ops.getitem(out, (slice(None),) * dim + (source,))
+    return out
 
 
 def _check_pad(input, pad, mode, value) -> None:
@@ -398,14 +441,42 @@ def _check_pad(input, pad, mode, value) -> None:
                         f"{type(value).__name__}")
     if mode not in _PAD_MODES:
         raise NotImplementedError(f"Unrecognised padding mode {mode}")
-    if mode != "constant":
-        raise NotImplementedError(f"pad: mode={mode!r} is not supported, only 'constant'")
     if len(pad) % 2:
         raise RuntimeError("Padding length must be divisible by 2")
-    if len(pad) // 2 > input.ndim:
+    if mode != "constant":
+        _check_gathered_pad(input, pad, mode, value)
+    elif len(pad) // 2 > input.ndim:
         raise RuntimeError(
             "Padding length should be less than or equal to two times the input dimension but "
             f"got padding length {len(pad)} and input of dimension {input.ndim}")
+
+
+def _check_gathered_pad(input, pad, mode, value) -> None:
+    """torch's checks and texts for the reflect, replicate and circular modes."""
+    if value is not None:
+        raise RuntimeError(f'Padding mode "{mode}" doesn\'t take in value argument')
+    dims = len(pad) // 2
+    if not 1 <= dims <= 3 or input.ndim not in (dims + 1, dims + 2):
+        raise NotImplementedError(
+            f"Padding size {len(pad)} is not supported for {input.ndim}D input tensor.\n"
+            "Supported combinations for non-constant padding:\n"
+            "  - 2D or 3D input: padding size = 2 (pads last dimension)\n"
+            "  - 3D or 4D input: padding size = 4 (pads last 2 dimensions)\n"
+            "  - 4D or 5D input: padding size = 6 (pads last 3 dimensions)")
+    if 0 in input.shape[input.ndim - dims - 1:]:  # all but a batch dim
+        raise RuntimeError(f"Expected {dims + 1}D or {dims + 2}D (batch mode) tensor with "
+                           "possibly 0 batch size and other non-zero dimensions for input, but "
+                           f"got: [{_sizes(input.shape)}]")
+    for k in range(dims):
+        dim, (left, right) = input.ndim - 1 - k, pad[2 * k:2 * k + 2]
+        size = input.shape[dim]
+        if mode == "reflect" and (left >= size or right >= size):
+            raise RuntimeError(
+                f"Argument #{4 + 2 * k}: Padding size should be less than the corresponding "
+                f"input dimension, but got: padding ({left}, {right}) at dimension {dim} of "
+                f"input [{_sizes(input.shape)}]")
+        if mode == "circular" and (left > size or right > size):
+            raise RuntimeError("Padding value causes wrapping around more than once.")
 
 
 def _pad_dim(x, dim: int, left: int, right: int, value):

@@ -246,10 +246,58 @@ def test_pad_errors_match_torch(sizes, kwargs, error):
                 lambda: TF.pad(torch.ones(2, 3), sizes, **kwargs), error)
 
 
-@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
-def test_pad_refuses_the_modes_it_lacks_by_name(mode):
-    with pytest.raises(NotImplementedError, match=f"mode='{mode}'"):
-        F.pad(disttrain.ones(1, 2, 3), (1, 1), mode=mode)
+GATHERED_PADS = [  # (input shape, pad): 1, 2 and 3 padded dims, with and without batch
+    ((3, 5), (2, 1)), ((2, 3, 5), (0, 4)), ((2, 3, 5), (-1, 2)), ((2, 4, 5), (1, 2, 3, 0)),
+    ((1, 2, 4, 5), (4, 4, 3, 3)), ((2, 3, 4, 5), (2, -1, 0, 1)), ((2, 3, 4, 5), (1, 1, 1, 2, 3, 0)),
+    ((1, 2, 3, 4, 5), (2, 2, 1, 1, 1, 1)),
+]
+
+
+# reflect needs pads smaller than the dim (the errors are tested below); torch's own
+# circular pad fails on negative sizes (an overlap error), so there is nothing to match
+GATHERED_CASES = [(shape, sizes, mode) for shape, sizes in GATHERED_PADS
+                  for mode in ("reflect", "replicate", "circular")
+                  if not (mode == "reflect" and max(sizes) >= min(shape[-(len(sizes) // 2):]))
+                  and not (mode == "circular" and min(sizes) < 0)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,sizes,mode", GATHERED_CASES, ids=str)
+def test_pad_modes_match_torch(shape, sizes, mode, dtype):
+    """Values and gradients (each output element's gradient goes back to its source)."""
+    x = np.random.default_rng(5).normal(size=shape)
+    compare(lambda t: F.pad(t, sizes, mode=mode), lambda t: TF.pad(t, sizes, mode=mode), x,
+            dtype)
+
+
+def test_pad_modes_keep_integer_dtypes_as_torch():
+    x = np.arange(12, dtype=np.int64).reshape(1, 3, 4)
+    for mode in ("reflect", "replicate", "circular"):
+        ours = F.pad(disttrain.tensor(x), (1, 2), mode=mode)
+        assert ours.dtype == np.int64
+        np.testing.assert_array_equal(ours.data, TF.pad(torch.from_numpy(x), (1, 2),
+                                                        mode=mode).numpy())
+
+
+@pytest.mark.parametrize("shape,sizes,kwargs,error", [
+    ((2, 3), (1, 1), {"mode": "reflect", "value": 1.0}, RuntimeError),
+    ((3,), (1, 1), {"mode": "reflect"}, NotImplementedError),
+    ((3, 3), (1, 1, 1, 1), {"mode": "replicate"}, NotImplementedError),
+    ((1, 1, 1, 3, 3), (1, 1, 1, 1), {"mode": "circular"}, NotImplementedError),
+    ((1, 1, 2, 3, 4), (1, 1, 1, 1, 1, 1, 1, 1), {"mode": "reflect"}, NotImplementedError),
+    ((1, 3, 4), (4, 0), {"mode": "reflect"}, RuntimeError),
+    ((1, 2, 3, 4), (1, 1, 3, 0), {"mode": "reflect"}, RuntimeError),
+    ((1, 2, 3, 4), (4, 0, 3, 0), {"mode": "reflect"}, RuntimeError),
+    ((1, 1, 2, 3, 4), (0, 0, 0, 0, 2, 0), {"mode": "reflect"}, RuntimeError),
+    ((1, 3, 4), (5, 0), {"mode": "circular"}, RuntimeError),
+    ((1, 2, 3, 4), (1, 1, 4, 0), {"mode": "circular"}, RuntimeError),
+    ((1, 0, 3), (1, 1), {"mode": "reflect"}, RuntimeError),
+    ((1, 1, 0), (1, 1), {"mode": "replicate"}, RuntimeError),
+    ((2, 0, 3, 3), (1, 1, 1, 1), {"mode": "replicate"}, RuntimeError),
+], ids=str)
+def test_pad_mode_errors_match_torch(shape, sizes, kwargs, error):
+    same_error(lambda: F.pad(disttrain.zeros(*shape), sizes, **kwargs),
+                lambda: TF.pad(torch.zeros(*shape), sizes, **kwargs), error)
 
 
 # -- normalize --------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Conv2d and MaxPool2d with torch's other options, against torch: (height, width) pairs
-for every size, dilation, padding="same"/"valid", max-pool padding, ceil_mode and
-return_indices; their error texts; the modules' arguments and reprs. Values and
+for every size, dilation, padding="same"/"valid", padding modes, groups, max-pool
+padding, ceil_mode and return_indices; their error texts; the modules' arguments, reprs,
+outputs and gradients. Values and
 gradients go through helper_test_op (every conv path forced in turn, as in
 tests/autograd/test_ops.py); finite differences in tests/autograd/test_gradcheck.py."""
 
@@ -171,20 +172,35 @@ MODULES = [
     lambda lib: lib.Conv2d(2, 3, 2, padding="valid"),
     lambda lib: lib.MaxPool2d((2, 3), padding=1, ceil_mode=True),
     lambda lib: lib.MaxPool2d(3, stride=1, dilation=2),
+    lambda lib: lib.Conv2d(2, 3, 3, padding=1, padding_mode="reflect"),
+    lambda lib: lib.Conv2d(2, 3, (2, 4), padding="same", padding_mode="circular", bias=False),
+    lambda lib: lib.Conv2d(2, 3, 3, stride=2, padding=(1, 2), padding_mode="replicate"),
+    lambda lib: lib.Conv2d(2, 4, 3, groups=2, padding="same", padding_mode="reflect"),
+    lambda lib: lib.Conv2d(2, 2, (3, 1), groups=2, bias=False),
 ]
 
 
 @pytest.mark.parametrize("make", MODULES)
 def test_modules_take_torchs_arguments_and_print_as_torch(make):
+    """Same repr; same output, input gradient and parameter gradients from torch's weights."""
     ours, theirs = make(nn), make(torch.nn)
     assert repr(ours) == repr(theirs)
-    x = np.random.default_rng(4).standard_normal((2, 2, 9, 10)).astype(np.float32)
+    x = np.random.default_rng(4).standard_normal((2, 2, 9, 10))
+    ours.double(), theirs.double()
     with torch.no_grad():
         for name, p in theirs.named_parameters():
             p.copy_(torch.from_numpy(getattr(ours, name).detach().numpy()))
-        expected = theirs(torch.from_numpy(x)).numpy()
-    np.testing.assert_allclose(ours(disttrain.tensor(x)).detach().numpy(), expected, rtol=1e-5,
-                               atol=1e-5)
+    x_ours = disttrain.tensor(x, requires_grad=True)
+    x_theirs = torch.from_numpy(x).requires_grad_()
+    out_ours, out_theirs = ours(x_ours), theirs(x_theirs)
+    g = np.random.default_rng(6).standard_normal(out_theirs.shape)
+    out_ours.backward(disttrain.tensor(g))
+    out_theirs.backward(torch.from_numpy(g))
+    pairs = [(out_ours, out_theirs), (x_ours.grad, x_theirs.grad)] + [
+        (getattr(ours, name).grad, p.grad) for name, p in theirs.named_parameters()]
+    for a, b in pairs:
+        np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10,
+                                   atol=1e-10)
 
 
 def test_max_pool2d_module_return_indices_as_torch():
@@ -217,7 +233,45 @@ def test_conv2d_module_bad_strings_raise_torchs_value_error(kwargs, pattern):
         nn.Conv2d(1, 2, 3, **kwargs)
 
 
-@pytest.mark.parametrize("kwargs", [{"groups": 2}, {"padding_mode": "reflect"}], ids=str)
-def test_conv2d_unsupported_options_are_named(kwargs):
-    with pytest.raises(NotImplementedError, match=next(iter(kwargs))):
-        nn.Conv2d(2, 2, 3, **kwargs)
+# (x shape, w shape, bias, groups, stride, padding): two groups, depthwise (groups = C, two
+# outputs each), grouped with stride and "same" padding, and an unbatched input
+GROUPED = [
+    ((2, 4, 7, 6), (6, 2, 3, 3), True, 2, 1, 0),
+    ((2, 3, 6, 6), (6, 1, 3, 3), False, 3, 1, 1),
+    ((1, 6, 9, 8), (3, 2, 3, 2), True, 3, 1, "same"),
+    ((4, 7, 7), (4, 2, 3, 3), True, 2, 2, 1),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("x_shape, w_shape, bias, groups, stride, padding", GROUPED, ids=str)
+def test_conv2d_groups_as_torch(x_shape, w_shape, bias, groups, stride, padding, dtype):
+    shapes = [x_shape, w_shape] + ([(w_shape[0],)] if bias else [])
+
+    def fn(x, w, b=None):
+        return _lib(x).conv2d(x, w, b, stride=stride, padding=padding, groups=groups)
+
+    helper_test_op(shapes, fn, dtype=dtype)
+
+
+@pytest.mark.parametrize("x_shape, w_shape, groups", [
+    ((1, 4, 5, 5), (3, 2, 3, 3), 2), ((1, 3, 5, 5), (4, 1, 3, 3), 2),
+    ((1, 3, 5, 5), (4, 1, 3, 3), 0), ((1, 3, 5, 5), (4, 1, 3, 3), -1),
+], ids=str)
+def test_conv2d_bad_groups_raise_torchs_text(x_shape, w_shape, groups):
+    x, w = np.zeros(x_shape), np.zeros(w_shape)
+    expected = _torch_error(lambda: torch_F.conv2d(torch.from_numpy(x), torch.from_numpy(w),
+                                                   groups=groups))
+    with pytest.raises(RuntimeError) as caught:
+        F.conv2d(disttrain.tensor(x), disttrain.tensor(w), groups=groups)
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("args, kwargs", [((3, 4, 3), {"groups": 2}), ((4, 3, 3), {"groups": 2}),
+                                          ((4, 4, 3), {"groups": 0})], ids=str)
+def test_conv2d_module_bad_groups_raise_torchs_value_error(args, kwargs):
+    with pytest.raises(ValueError) as expected:
+        torch.nn.Conv2d(*args, **kwargs)
+    with pytest.raises(ValueError) as caught:
+        nn.Conv2d(*args, **kwargs)
+    assert str(caught.value) == str(expected.value)
