@@ -464,3 +464,54 @@ def max_pool2d_indices(arg, kernel, stride, padding, dilation, x_shape) -> np.nd
     rows = np.arange(oh)[:, None] * stride[0] + i * dilation[0] - padding[0]
     cols = np.arange(ow)[None, :] * stride[1] + j * dilation[1] - padding[2]
     return rows * x_shape[3] + cols
+
+
+def avg_pool_divisors(x_shape, kernel, stride, padding, out_hw, count_include_pad: bool,
+                      divisor_override=None) -> np.ndarray:
+    """(H', W'): what torch's avg_pool2d divides each window's sum by. A window is cut at
+    the far side of the padding (ceil_mode's last ones); count_include_pad counts the
+    padding it still covers, else only the input it covers. padding is (height, width)."""
+    if divisor_override is not None:
+        return np.full(out_hw, divisor_override, dtype=np.int64)
+    factors = []
+    for axis in (0, 1):
+        size, k, s, p = x_shape[2 + axis], kernel[axis], stride[axis], padding[axis]
+        start = np.arange(out_hw[axis]) * s - p
+        end = np.minimum(start + k, size + p)
+        factors.append(end - start if count_include_pad
+                       else np.minimum(end, size) - np.maximum(start, 0))
+    return factors[0][:, None] * factors[1][None, :]
+
+
+def avg_pool2d(x: np.ndarray, kernel: tuple, stride: tuple, padding: tuple,
+               divisor: np.ndarray) -> np.ndarray:
+    """Each window's sum over the zero-padded input (padding (top, bottom, left, right)),
+    taps added in torch's order, divided by divisor (H', W'); integers truncate, as C++."""
+    oh, ow = divisor.shape
+    if any(padding):
+        # the border stays zero from the buffer's creation: the key must fix where it is
+        padded = _scratch(f"avg_pool_input_pad{padding}",
+                          (*x.shape[:2], *_padded_dims(x.shape, padding)), x.dtype)
+        padded[_inner((0, 1, 2, 3), x.shape, padding)] = x
+        x = padded
+    views = [x[:, :, rows, cols] for _, _, (rows, cols) in _taps(kernel, stride, (1, 1), oh, ow)]
+    out = np.array(views[0], dtype=x.dtype if x.dtype.kind == "f" else np.int64)
+    for v in views[1:]:
+        out += v
+    if x.dtype.kind == "f":
+        out /= divisor
+        return out
+    return (np.sign(out) * (np.abs(out) // divisor)).astype(x.dtype)
+
+
+def avg_pool2d_grad(g, *, kernel, stride, padding, divisor, x_shape):
+    """Each window's gradient over its divisor, added to every element it covered."""
+    oh, ow = g.shape[2], g.shape[3]
+    share = g / divisor
+    grad = _reusable("avg_pool_grad", (*x_shape[:2], *_padded_dims(x_shape, padding)), g.dtype)
+    grad.fill(0)
+    for _, _, (rows, cols) in _taps(kernel, stride, (1, 1), oh, ow):
+        grad[:, :, rows, cols] += share
+    if any(padding):
+        return _result("avg_pool_grad_inner", grad[_inner((0, 1, 2, 3), x_shape, padding)])
+    return grad

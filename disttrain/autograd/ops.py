@@ -820,6 +820,23 @@ def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, return_indice
     return y, Tensor._make(kernels.max_pool2d_indices(arg, **sizes, x_shape=x.shape))
 
 
+def avg_pool2d(x, kernel_size, stride=None, padding=0, ceil_extra=(0, 0),
+               count_include_pad=True, divisor_override=None):
+    """2-D average pooling, as F.avg_pool2d: sizes an int or a (height, width) pair, zero
+    padding on both sides plus ceil_extra (ceil_mode's) at the bottom and right."""
+    kernel = _pair(kernel_size, "kernel_size")
+    stride = kernel if stride is None else _pair(stride, "stride")
+    ph, pw = _pair(padding, "padding")
+    padding4 = (ph, ph + ceil_extra[0], pw, pw + ceil_extra[1])
+    out_hw = tuple((x.shape[2 + a] + padding4[2 * a] + padding4[2 * a + 1] - kernel[a])
+                   // stride[a] + 1 for a in (0, 1))
+    divisor = kernels.avg_pool_divisors(x.shape, kernel, stride, (ph, pw), out_hw,
+                                        count_include_pad, divisor_override)
+    out = kernels.avg_pool2d(x.data, kernel, stride, padding4, divisor)
+    return record(R["AvgPool2d"], out, (x,), kernel=kernel, stride=stride, padding=padding4,
+                  divisor=divisor, x_shape=x.shape)
+
+
 def layer_norm(x, normalized_shape, weight=None, bias=None, eps=1e-5):
     """Normalise over the trailing normalized_shape dims (biased var), as F.layer_norm."""
     if isinstance(normalized_shape, int):

@@ -330,6 +330,7 @@ RULES = {r.name: r for r in (
          into=(None, lambda d, g, o, x, w, b, **p: kernels.conv2d_grad_weight_into(d, g, w, **p),
                lambda d, g, o, x, w, b, **p: _sum_channels_into(d, g))),
     rule("MaxPool2d", kernels.max_pool2d_grad),
+    rule("AvgPool2d", kernels.avg_pool2d_grad),
     rule("BinaryCrossEntropy", _bce_input_vjp, _bce_target_vjp, None, uses="x"),
     rule("BinaryCrossEntropyWithLogits", _bce_logits_input_vjp, _bce_logits_target_vjp, None,
          None, uses="x"),

@@ -18,7 +18,7 @@ from .activation import (
     Tanh,
 )
 from .containers import ModuleDict, ModuleList, Sequential
-from .conv import Conv2d, MaxPool2d
+from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
 from .dropout import Dropout
 from .embedding import Embedding
 from .flatten import Flatten, Unflatten
@@ -41,7 +41,8 @@ from .parameter import Parameter
 
 __all__ = [
     "functional", "init", "utils", "Module", "Parameter", "Sequential", "ModuleList", "ModuleDict",
-    "Linear", "Identity", "Conv2d", "MaxPool2d", "Flatten", "Unflatten", "ReLU", "Tanh",
+    "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
+    "Unflatten", "ReLU", "Tanh",
     "Sigmoid", "GELU", "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm",
     "Embedding", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
     "BCELoss", "BCEWithLogitsLoss", "SiLU", "Softplus", "ELU", "Hardtanh", "LogSigmoid",

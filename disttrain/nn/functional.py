@@ -30,11 +30,11 @@ def _conv_pair(value, name: str) -> tuple:
     return int(value), int(value)
 
 
-def _pool_pair(value, name: str, verb: str = "must either be") -> tuple:
-    """(height, width) from an int or a pair, with torch's max_pool2d text otherwise."""
+def _pool_pair(op: str, value, name: str, verb: str = "must either be") -> tuple:
+    """(height, width) from an int or a pair, with torch's pooling text otherwise."""
     if isinstance(value, (tuple, list)):
         if len(value) not in (1, 2):
-            raise RuntimeError(f"max_pool2d: {name} {verb} a single int, or a tuple of two ints")
+            raise RuntimeError(f"{op}: {name} {verb} a single int, or a tuple of two ints")
         return int(value[0]), int(value[-1])
     return int(value), int(value)
 
@@ -136,11 +136,84 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
     an int or a (height, width) pair, stride defaulting to kernel_size, padding (never
     chosen) at most half the dilated kernel, ceil_mode for windows that run off the end;
     return_indices adds each maximum's flat index in its (H, W) plane."""
-    kernel = _pool_pair(kernel_size, "kernel_size")
+    sizes = _pool_sizes("max_pool2d", kernel_size, stride, padding, dilation)
+    if input.ndim not in (3, 4) or input.data.size == 0:
+        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
+    kernel, stride, pad, dilation = sizes
+    extra = _pool_ceil_extra(input.shape, *sizes, ceil_mode)
+    padding4 = (pad[0], pad[0] + extra[0], pad[1], pad[1] + extra[1])
+    if not return_indices:
+        return _batched(ops.max_pool2d, input, kernel, stride, padding4, dilation)
+    if input.ndim == 3:
+        out, indices = ops.max_pool2d(ops.unsqueeze(input, 0), kernel, stride, padding4,
+                                      dilation, True)
+        return ops.squeeze(out, 0), ops.squeeze(indices, 0)
+    return ops.max_pool2d(input, kernel, stride, padding4, dilation, True)
+
+
+def avg_pool2d(input, kernel_size, stride=None, padding=0, ceil_mode=False,
+               count_include_pad=True, divisor_override=None):
+    """Mean over kernel_size windows of a (N, C, H, W) or (C, H, W) input, as torch's: zero
+    padding (counted in the divisor with count_include_pad), ceil_mode's windows cut at
+    the padding's far side, or every window divided by divisor_override."""
+    sizes = _pool_sizes("avg_pool2d", kernel_size, stride, padding, 1)
+    if input.ndim not in (3, 4) or 0 in input.shape[-3:]:
+        raise RuntimeError("Expected 3D or 4D (batch mode) tensor with optional 0 dim batch "
+                           f"size for input, but got:[{_sizes(input.shape)}]")
+    if divisor_override is not None and divisor_override == 0:
+        raise RuntimeError("divisor must be not zero")
+    extra = _pool_ceil_extra(input.shape, *sizes, ceil_mode)
+    return _batched(ops.avg_pool2d, input, sizes[0], sizes[1], sizes[2], extra,
+                    count_include_pad, divisor_override)
+
+
+def adaptive_avg_pool2d(input, output_size):
+    """Means over the windows torch's adaptive pooling picks for output_size (an int, or a
+    pair whose None keeps that input size): rows floor(i*H/H') to ceil((i+1)*H/H')."""
+    sizes = tuple(output_size) if isinstance(output_size, (tuple, list)) else (output_size,) * 2
+    if len(sizes) != 2:
+        raise RuntimeError("adaptive_avg_pool2d: output_size must be 2")
+    if input.ndim not in (3, 4):
+        raise RuntimeError(f"adaptive_avg_pool2d(): Expected 3D or 4D tensor, but got "
+                           f"[{_sizes(input.shape)}]")
+    if input.dtype.kind != "f":
+        name = TORCH_DTYPE_NAMES.get(input.dtype.name, input.dtype.name)
+        raise NotImplementedError(f'"adaptive_avg_pool2d" not implemented for \'{name}\'')
+    for dim in range(input.ndim - 3, input.ndim):
+        if input.shape[dim] == 0:
+            raise RuntimeError("adaptive_avg_pool2d(): Expected input to have non-zero size for "
+                               f"non-batch dimensions, but input has sizes [{_sizes(input.shape)}] "
+                               f"with dimension {dim} being empty")
+    height, width = input.shape[-2:]
+    out_h, out_w = (size if n is None else int(n) for n, size in zip(sizes, (height, width)))
+    if min(out_h, out_w) < 0:
+        raise RuntimeError("adaptive_avg_pool2d: elements of output_size must be greater than "
+                           f"or equal to 0 but received {{{out_h}, {out_w}}}")
+    if out_h and out_w and height % out_h == 0 and width % out_w == 0:
+        # even windows: plain average pooling, the same sums in the same order as torch
+        kernel = (height // out_h, width // out_w)
+        return avg_pool2d(input, kernel, kernel)
+    rows = Tensor._make(_adaptive_weights(height, out_h, input.dtype))
+    columns = Tensor._make(_adaptive_weights(width, out_w, input.dtype).T)
+    return ops.matmul(ops.matmul(rows, input), columns)
+
+
+def _adaptive_weights(size: int, out: int, dtype) -> np.ndarray:
+    """(out, size): row i averages torch's adaptive window i of an axis of `size`."""
+    weights = np.zeros((out, size), dtype=dtype)
+    for i in range(out):
+        start, end = (i * size) // out, -(-((i + 1) * size) // out)
+        weights[i, start:end] = 1 / (end - start)
+    return weights
+
+
+def _pool_sizes(op: str, kernel_size, stride, padding, dilation) -> tuple:
+    """(kernel, stride, padding, dilation) as (height, width) pairs, with torch's checks."""
+    kernel = _pool_pair(op, kernel_size, "kernel_size")
     stride = kernel if stride is None or stride == [] else _pool_pair(
-        stride, "stride", "must either be omitted,")
-    pad = _pool_pair(padding, "padding")
-    dilation = _pool_pair(dilation, "dilation", "must be either")
+        op, stride, "stride", "must either be omitted,")
+    pad = _pool_pair(op, padding, "padding")
+    dilation = _pool_pair(op, dilation, "dilation", "must be either")
     if 0 in stride:
         raise RuntimeError("stride should not be zero")
     if min(kernel) <= 0:
@@ -158,26 +231,21 @@ def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode
         if p > (d * (k - 1) + 1) // 2:
             raise RuntimeError("pad should be at most half of effective kernel size, but got "
                                f"pad={p}, kernel_size={k} and dilation={d}")
-    if input.ndim not in (3, 4) or input.data.size == 0:
-        raise RuntimeError("non-empty 3D or 4D (batch mode) tensor expected for input")
-    channels, height, width = input.shape[-3:]
+    return kernel, stride, pad, dilation
+
+
+def _pool_ceil_extra(shape, kernel, stride, pad, dilation, ceil_mode) -> list:
+    """What ceil_mode's last windows need beyond the bottom and right padding (zero
+    without it); raises torch's error when a side has no window at all."""
+    channels, height, width = shape[-3:]
     out_h, out_w = (_pool_out_size(size, k, s, p, d, ceil_mode) for size, k, s, p, d
                     in zip((height, width), kernel, stride, pad, dilation))
     if out_h < 1 or out_w < 1:
         raise RuntimeError(
             f"Given input size: ({channels}x{height}x{width}). Calculated output size: "
             f"({channels}x{max(out_h, 0)}x{max(out_w, 0)}). Output size is too small")
-    # ceil_mode's last windows may run past the bottom/right padding: pad them as well
-    extra = [max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)) for o, s, d, k, size, p
-             in zip((out_h, out_w), stride, dilation, kernel, (height, width), pad)]
-    padding4 = (pad[0], pad[0] + extra[0], pad[1], pad[1] + extra[1])
-    if not return_indices:
-        return _batched(ops.max_pool2d, input, kernel, stride, padding4, dilation)
-    if input.ndim == 3:
-        out, indices = ops.max_pool2d(ops.unsqueeze(input, 0), kernel, stride, padding4,
-                                      dilation, True)
-        return ops.squeeze(out, 0), ops.squeeze(indices, 0)
-    return ops.max_pool2d(input, kernel, stride, padding4, dilation, True)
+    return [max(0, (o - 1) * s + d * (k - 1) + 1 - (size + 2 * p)) for o, s, d, k, size, p
+            in zip((out_h, out_w), stride, dilation, kernel, (height, width), pad)]
 
 
 def _pool_out_size(size: int, k: int, s: int, p: int, d: int, ceil_mode: bool) -> int:

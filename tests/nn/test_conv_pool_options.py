@@ -187,9 +187,10 @@ def test_modules_take_torchs_arguments_and_print_as_torch(make):
     assert repr(ours) == repr(theirs)
     x = np.random.default_rng(4).standard_normal((2, 2, 9, 10))
     ours.double(), theirs.double()
+    our_params = dict(ours.named_parameters())
     with torch.no_grad():
         for name, p in theirs.named_parameters():
-            p.copy_(torch.from_numpy(getattr(ours, name).detach().numpy()))
+            p.copy_(torch.from_numpy(our_params[name].detach().numpy()))
     x_ours = disttrain.tensor(x, requires_grad=True)
     x_theirs = torch.from_numpy(x).requires_grad_()
     out_ours, out_theirs = ours(x_ours), theirs(x_theirs)
@@ -197,7 +198,7 @@ def test_modules_take_torchs_arguments_and_print_as_torch(make):
     out_ours.backward(disttrain.tensor(g))
     out_theirs.backward(torch.from_numpy(g))
     pairs = [(out_ours, out_theirs), (x_ours.grad, x_theirs.grad)] + [
-        (getattr(ours, name).grad, p.grad) for name, p in theirs.named_parameters()]
+        (our_params[name].grad, p.grad) for name, p in theirs.named_parameters()]
     for a, b in pairs:
         np.testing.assert_allclose(a.detach().numpy(), b.detach().numpy(), rtol=1e-10,
                                    atol=1e-10)
@@ -275,3 +276,95 @@ def test_conv2d_module_bad_groups_raise_torchs_value_error(args, kwargs):
     with pytest.raises(ValueError) as caught:
         nn.Conv2d(*args, **kwargs)
     assert str(caught.value) == str(expected.value)
+
+
+# -- average pooling ---------------------------------------------------------------------
+# (x shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor_override)
+AVG_POOL = [
+    ((2, 3, 6, 8), 2, None, 0, False, True, None),
+    ((1, 2, 7, 8), (3, 2), (2, 1), 0, False, True, None),
+    ((1, 2, 7, 7), 3, 2, 1, False, True, None),
+    ((1, 2, 7, 7), 3, 2, 1, False, False, None),
+    ((2, 2, 6, 6), 3, 2, 1, True, True, None),
+    ((2, 2, 6, 6), 3, 2, 1, True, False, None),
+    ((1, 2, 5, 7), 2, None, 0, True, True, None),
+    ((1, 1, 9, 8), (4, 3), (3, 2), (2, 1), True, False, None),
+    ((2, 2, 6, 5), 3, 1, 1, False, True, 4),
+    ((3, 6, 5), 2, 1, 1, True, False, None),
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, kernel, stride, padding, ceil_mode, count_include_pad, divisor",
+                         AVG_POOL, ids=str)
+def test_avg_pool2d_as_torch(shape, kernel, stride, padding, ceil_mode, count_include_pad,
+                             divisor, dtype):
+    def fn(x):
+        return _lib(x).avg_pool2d(x, kernel, stride, padding, ceil_mode, count_include_pad,
+                                  divisor)
+
+    helper_test_op([shape], fn, dtype=dtype)
+
+
+def test_avg_pool2d_of_integers_truncates_as_torch():
+    x = np.random.default_rng(7).integers(-50, 50, (1, 2, 5, 5))
+    ours = F.avg_pool2d(disttrain.tensor(x), 3, 2, 1, ceil_mode=True)
+    theirs = torch_F.avg_pool2d(torch.from_numpy(x), 3, 2, 1, ceil_mode=True)
+    assert ours.dtype == np.int64
+    np.testing.assert_array_equal(ours.numpy(), theirs.numpy())
+
+
+@pytest.mark.parametrize("shape, output_size", [
+    ((2, 3, 8, 6), 1), ((2, 3, 8, 6), (4, 3)), ((1, 2, 7, 5), (3, 2)), ((1, 2, 5, 7), (None, 3)),
+    ((2, 4, 6), (4, 4)), ((1, 1, 5, 5), (7, 9)),
+], ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_adaptive_avg_pool2d_as_torch(shape, output_size, dtype):
+    helper_test_op([shape], lambda x: _lib(x).adaptive_avg_pool2d(x, output_size), dtype=dtype)
+
+
+def test_adaptive_avg_pool2d_to_nothing_as_torch():
+    # torch's backward refuses an empty output, so only the forward is compared
+    helper_test_op([(1, 2, 5, 4)], lambda x: _lib(x).adaptive_avg_pool2d(x, 0), grad=False)
+
+
+AVG_ERRORS = [
+    ("avg_pool2d", {"kernel_size": 2, "padding": 2}),
+    ("avg_pool2d", {"kernel_size": 2, "padding": -1}),
+    ("avg_pool2d", {"kernel_size": 2, "stride": 0}), ("avg_pool2d", {"kernel_size": 0}),
+    ("avg_pool2d", {"kernel_size": 0, "stride": 1}), ("avg_pool2d", {"kernel_size": 6}),
+    ("avg_pool2d", {"kernel_size": 2, "divisor_override": 0}),
+    ("avg_pool2d", {"kernel_size": (2, 2, 2)}), ("avg_pool2d", {"kernel_size": 2, "stride": -1}),
+    ("avg_pool2d", {"kernel_size": 2, "stride": (1, 1, 1)}),
+    ("avg_pool2d", {"kernel_size": 2, "padding": (1, 1, 1)}),
+    ("adaptive_avg_pool2d", {"output_size": (1, 2, 3)}),
+    ("adaptive_avg_pool2d", {"output_size": -1}),
+]
+
+
+@pytest.mark.parametrize("op, kwargs", AVG_ERRORS, ids=str)
+def test_avg_pools_bad_arguments_raise_torchs_text(op, kwargs):
+    expected = _torch_error(lambda: getattr(torch_F, op)(torch.from_numpy(X), **kwargs))
+    with pytest.raises(RuntimeError) as caught:
+        getattr(F, op)(disttrain.tensor(X), **kwargs)
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("op, shape", [("avg_pool2d", (1, 0, 3, 3)),
+                                       ("adaptive_avg_pool2d", (3, 3)),
+                                       ("adaptive_avg_pool2d", (1, 2, 0, 3))], ids=str)
+def test_avg_pools_bad_inputs_raise_torchs_text(op, shape):
+    expected = _torch_error(lambda: getattr(torch_F, op)(torch.zeros(shape), 2))
+    with pytest.raises(RuntimeError) as caught:
+        getattr(F, op)(disttrain.zeros(*shape), 2)
+    assert str(caught.value) == expected
+
+
+@pytest.mark.parametrize("make", [
+    lambda lib: lib.AvgPool2d(2), lambda lib: lib.AvgPool2d((2, 3), 1, 1, True, False, 3),
+    lambda lib: lib.AdaptiveAvgPool2d((None, 3)), lambda lib: lib.AdaptiveAvgPool2d(1),
+    lambda lib: lib.Sequential(lib.Conv2d(2, 4, 3, padding=1), lib.ReLU(),
+                               lib.AdaptiveAvgPool2d((1, 1)), lib.Flatten(), lib.Linear(4, 3)),
+])
+def test_avg_pool_modules_as_torch(make):
+    test_modules_take_torchs_arguments_and_print_as_torch(make)
