@@ -477,8 +477,9 @@ _NORMS = {
 
 
 def norm(x, p="fro", dim=None, keepdim=False):
-    """The vector p-norm over dim (int or tuple; None: all elements), p = 1, 2, inf, -inf
-    or "fro" (the 2-norm), as torch.norm; the 2-norm's gradient at 0 is 0, as torch's."""
+    """The vector p-norm over dim (int or tuple; None: all elements), any real p (0 counts
+    the nonzero entries, +-inf the largest/smallest |x|) or "fro" (the 2-norm), as
+    torch.norm; the gradient where the norm is 0 is 0, as torch's."""
     if x.dtype.kind != "f":
         raise RuntimeError("linalg.vector_norm: Expected a floating point or complex tensor "
                            f"as input. Got {TORCH_DTYPE_NAMES[x.dtype.name]}")
@@ -487,10 +488,17 @@ def norm(x, p="fro", dim=None, keepdim=False):
             raise RuntimeError("linalg.matrix_norm: dim must be a 2-tuple. Got "
                                + " ".join(map(str, dim)))
         p = 2
-    if p not in _NORMS:
-        raise NotImplementedError(f"disttrain's norm takes p = 1, 2, inf, -inf or 'fro', not {p!r}")
+    if isinstance(p, str) or not isinstance(p, (int, float, np.number)):
+        raise NotImplementedError(f"disttrain's norm takes a real p or 'fro', not {p!r}")
     d = _checked_dims(dim, x.ndim)
-    out = _NORMS[p](np.abs(x.data), d, keepdim)
+    a = np.abs(x.data)
+    if p in _NORMS:
+        out = _NORMS[p](a, d, keepdim)
+    elif p == 0:  # how many entries are not zero, in x's dtype
+        out = np.sum(a != 0, axis=d, keepdims=keepdim).astype(x.dtype)
+    else:
+        with np.errstate(divide="ignore"):  # 0 ** negative p: inf, as torch's
+            out = np.sum(a ** x.dtype.type(p), axis=d, keepdims=keepdim) ** x.dtype.type(1 / p)
     return record(R["LinalgVectorNorm"], np.asarray(out), (x,), p=p, dim=d, keepdim=keepdim)
 
 

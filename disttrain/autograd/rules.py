@@ -138,18 +138,34 @@ def _logsumexp_vjp(g, out, x, dim, keepdim):
 
 
 def _vector_norm_vjp(g, out, x, p, dim, keepdim):
-    """torch's norm_backward for p = 1, 2 and +-inf."""
+    """torch's norm_backward: its cases for p = 0, 1, 2, +-inf, below 1, below 2 and above."""
     g, out = _unreduce(g, x.shape, dim, keepdim), _unreduce(out, x.shape, dim, keepdim)
+    if p == 0:  # a count: no gradient
+        return np.zeros_like(x)
     if p == 1:
         return g * kernels.sgn(x)
     if p == 2:  # x / norm, but 0 where the norm is 0 (a zero vector), not NaN
         with np.errstate(divide="ignore", invalid="ignore"):
             return np.where(out == 0, 0, g * (x / out))
+    if not math.isinf(p):
+        return _p_norm_vjp(g, out, x, x.dtype.type(p))
     # +-inf: the entries whose |x| is the norm share g evenly. A NaN makes the norm NaN and
     # is then the only entry in the mask, and its sgn is 0: no entry gets gradient, as torch.
     mask = (np.abs(x) == out) | np.isnan(x)
     count = mask.sum(axis=dim, keepdims=True).astype(g.dtype)  # int64 would promote g
     return kernels.sgn(x) * mask * (g / count)
+
+
+def _p_norm_vjp(g, out, x, p):
+    """d/dx (sum |x|^p)^(1/p) = sgn(x) |x|^(p-1) / norm^(p-1), with torch's masks: below 1,
+    0 where x is 0 (times norm^(1-p)); else 0 where the norm is 0."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        a = np.abs(x)
+        if p < 1:
+            scaled = np.where(x == 0, 0, kernels.sgn(x) * a ** (p - 1))
+            return scaled * g * out ** (1 - p)
+        scaled = kernels.sgn(x) * a ** (p - 1) if p < 2 else x * a ** (p - 2)
+        return scaled * np.where(out == 0, 0, g / out ** (p - 1))
 
 
 def _cumsum_vjp(g, dim):

@@ -140,6 +140,9 @@ CASES = [
          (2, 3, 4)),
     case("norm-inf", lambda a: a.norm(p=float("inf"), dim=0), (3, 4)),
     case("norm-minus-inf", lambda a: a.norm(p=float("-inf")), (3, 4)),
+    case("norm-3-dim", lambda a: disttrain.norm(a, p=3, dim=1), (3, 4)),
+    case("norm-1.5", lambda a: a.norm(p=1.5), (3, 4)),
+    case("norm-half", lambda a: a.norm(p=0.5, dim=0), (3, 4)),
     case("cumsum", lambda a: a.cumsum(1), (3, 4)),
     case("cumsum-neg-dim", lambda a: disttrain.cumsum(a, -3), (2, 3, 2)),
     # Composites of the rules above, where their indexing could go wrong.

@@ -159,7 +159,8 @@ def test_logsumexp_infinities_as_torch(dtype):
 
 NORMS = [("fro", None, False), (2, None, True), (2, 1, False), (1, -1, True), (1, None, False),
          (INF, 0, False), (INF, (0, 1), True), (-INF, -1, False), ("fro", (1, 2), False),
-         (2.0, (0, -1), False)]
+         (2.0, (0, -1), False), (3, None, False), (1.5, 1, True), (0.5, -1, False),
+         (4, (0, 2), False), (-2, 1, False), (0, None, False), (0, 1, True)]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -171,7 +172,7 @@ def test_norm(p, dim, keepdim, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("p", [2, "fro", 1, INF, -INF])
+@pytest.mark.parametrize("p", [2, "fro", 1, INF, -INF, 3, 1.5, 0.5, 0])
 def test_norm_of_zeros_has_torchs_zero_gradient(p, dtype):
     # sqrt(sum x^2) would give 0 * inf = NaN at 0; torch masks the 2-norm's gradient to 0
     x = np.zeros((2, 3), dtype=dtype)
@@ -181,7 +182,7 @@ def test_norm_of_zeros_has_torchs_zero_gradient(p, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("p", [2, 1, INF])
+@pytest.mark.parametrize("p", [2, 1, INF, 3, 1.5])
 def test_norm_at_nan_inf_and_ties(p, dtype):
     # ties at the inf-norm share the gradient; a NaN makes the norm NaN (inf norm: no
     # gradient anywhere in torch); an inf entry makes it inf
@@ -190,10 +191,10 @@ def test_norm_at_nan_inf_and_ties(p, dtype):
     helper_test_op(None, lambda a: M(a).norm(a, p, dim=-1), dtype=dtype, arrays=[x])
 
 
-def test_norm_with_another_p_is_refused_not_wrong():
-    # torch takes any p; disttrain only the p models use, and says so for the rest
-    with pytest.raises(NotImplementedError, match="p = 1, 2, inf, -inf or 'fro', not 3"):
-        disttrain.ones(3).norm(p=3)
+def test_norm_with_a_matrix_norm_name_is_refused_not_wrong():
+    # torch's "nuc" is a matrix norm (singular values): disttrain has vector norms only
+    with pytest.raises(NotImplementedError, match="a real p or 'fro', not 'nuc'"):
+        disttrain.ones(3, 3).norm(p="nuc")
 
 
 CUMSUM = [0, 1, -1, -3]
