@@ -42,7 +42,7 @@ import time
 
 import numpy as np
 
-from ..autograd import engine
+from ..autograd import engine, grad_mode
 from ..autograd.tensor import Tensor
 from .buckets import assign_buckets, restore_param_views, share_param_buffer
 from .comm import CollectiveError, CollectiveTimeout, Communicator, chunk_bounds
@@ -68,6 +68,9 @@ class DistributedDataParallel:
         self.grad_norm: float | None = None
         named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
         _check_same_model(comm, named)
+        # buffers to broadcast from rank 0 before each forward that will sync gradients
+        self._buffers = ([b for _, b in module.named_buffers()]
+                         if broadcast_buffers and comm.world_size > 1 else [])
         _broadcast_state(comm, module, broadcast_buffers)
         # One rank has nothing to average: backward stays plain, with no thread hand-off.
         self.buckets = (assign_buckets(named, bucket_cap_mb, getattr(comm, "bucket_buffers", None))
@@ -90,6 +93,10 @@ class DistributedDataParallel:
         return self.forward(*args, **kwargs)
 
     def forward(self, *args, **kwargs):
+        if self._buffers and self.require_backward_grad_sync and grad_mode.is_grad_enabled():
+            # as torch's DDP (broadcast_buffers): every rank runs on rank 0's buffers (BatchNorm's
+            # running statistics), so the replicas stay the same; no_sync and no_grad skip it
+            _broadcast_tensors(self.comm, self._buffers)
         return self.module(*args, **kwargs)
 
     def __getattr__(self, name):
@@ -302,6 +309,11 @@ def _broadcast_state(comm: Communicator, module, broadcast_buffers: bool) -> Non
     tensors = [p for _, p in module.named_parameters()]
     if broadcast_buffers and hasattr(module, "named_buffers"):
         tensors += [b for _, b in module.named_buffers()]
+    _broadcast_tensors(comm, tensors)
+
+
+def _broadcast_tensors(comm: Communicator, tensors: list) -> None:
+    """Overwrite each tensor's data with rank 0's, in place: one broadcast per dtype."""
     by_dtype: dict = {}
     for t in tensors:
         by_dtype.setdefault(t.data.dtype, []).append(t)

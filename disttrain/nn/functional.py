@@ -263,6 +263,48 @@ def flatten(input, start_dim: int = 0, end_dim: int = -1):
     return ops.flatten(input, start_dim, end_dim)
 
 
+def batch_norm(input, running_mean, running_var, weight=None, bias=None,
+               training: bool = False, momentum: float = 0.1, eps: float = 1e-5):
+    """Normalise each channel (dim 1) of an (N, C, ...) input, as torch's batch_norm: by
+    the batch's mean and biased variance when training (then running_mean and running_var,
+    if given, move toward them by momentum, the variance unbiased), else by the running
+    ones; then scale by weight and shift by bias."""
+    if input.dtype.kind != "f":
+        name = TORCH_DTYPE_NAMES.get(input.dtype.name, input.dtype.name)
+        raise NotImplementedError(f'"batch_norm" not implemented for \'{name}\'')
+    channels = input.shape[1] if input.ndim > 1 else 0
+    for name, t in (("running_mean", running_mean), ("running_var", running_var),
+                    ("weight", weight), ("bias", bias)):
+        if t is not None and t.data.size != channels:
+            raise RuntimeError(f"{name} should contain {channels} elements not {t.data.size}")
+    per_channel = input.data.size // max(channels, 1)
+    if training and per_channel <= 1:
+        raise ValueError("Expected more than 1 value per channel when training, got input "
+                         f"size torch.Size([{_sizes(input.shape)}])")
+    if not training and running_mean is None:
+        raise RuntimeError("running_mean must be defined in evaluation mode")
+    dims = (0, *range(2, input.ndim))
+    shape = (1, channels) + (1,) * (input.ndim - 2)
+    if training:
+        mean = ops.mean(input, dims, keepdim=True)
+        centered = ops.sub(input, mean)
+        var = ops.mean(ops.mul(centered, centered), dims, keepdim=True)
+        if running_mean is not None:  # torch's update, outside the graph
+            batch_mean = mean.data.reshape(channels)
+            unbiased = var.data.reshape(channels) * (per_channel / (per_channel - 1))
+            running_mean.data[...] = momentum * batch_mean + (1 - momentum) * running_mean.data
+            running_var.data[...] = momentum * unbiased + (1 - momentum) * running_var.data
+    else:
+        centered = ops.sub(input, ops.reshape(running_mean, shape))
+        var = ops.reshape(running_var, shape)
+    out = ops.div(centered, ops.sqrt(ops.add(var, eps)))
+    if weight is not None:
+        out = ops.mul(out, ops.reshape(weight, shape))
+    if bias is not None:
+        out = ops.add(out, ops.reshape(bias, shape))
+    return out
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     """Normalise over the trailing normalized_shape dims with the biased variance."""
     if isinstance(normalized_shape, int):

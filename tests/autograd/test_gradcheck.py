@@ -123,6 +123,8 @@ CASES = [
     case("max-pool2d-rect-pad-dilation-ceil",
          lambda x: F.max_pool2d(x, (3, 2), (2, 1), 1, (1, 2), ceil_mode=True), (1, 2, 8, 7)),
     case("layer-norm", lambda x, w, b: ops.layer_norm(x, 4, w, b), (3, 4), (4,), (4,)),
+    case("batch-norm-training", lambda x, w, b: F.batch_norm(x, None, None, w, b, True),
+         (4, 3, 2, 2), (3,), (3,)),
     case("to-float64-and-clone", lambda a: a.to(disttrain.float64).clone() * 2, (3,)),
     case("log1p", lambda a: a.log1p(), (2, 3), low=-0.8),
     case("expm1", lambda a: disttrain.expm1(a), (2, 3)),

@@ -92,3 +92,37 @@ class _null:
 
     def __exit__(self, *exc):
         return False
+
+
+class BatchNormRank:
+    """A Linear -> BatchNorm1d model under DDP, for the buffer-broadcast test: each rank
+    starts with its own running statistics, which rank 0's must overwrite."""
+
+    def build(self, backend, rank, world_size, coordinator, secret):
+        from disttrain.distributed import DistributedDataParallel
+        from disttrain.workers.comm import make_communicator
+
+        self.comm = make_communicator(backend, rank=rank, world_size=world_size,
+                                      coordinator=coordinator, secret=secret, timeout_s=20)
+        disttrain.manual_seed(rank)
+        self.model = nn.Sequential(nn.Linear(FEATURES, 4, dtype=np.float64),
+                                   nn.BatchNorm1d(4, dtype=np.float64))
+        self.model[1].running_mean.data[...] = rank + 1.0
+        self.ddp = DistributedDataParallel(self.model, self.comm)
+        return self.state()
+
+    def state(self) -> dict:
+        return {k: v.data.copy() for k, v in self.model.state_dict().items()}
+
+    def train_step(self, x) -> dict:
+        self.ddp(disttrain.tensor(x)).sum().backward()
+        return self.state()
+
+    def eval_output(self, x):
+        self.model.eval()
+        with disttrain.no_grad():
+            return self.ddp(disttrain.tensor(x)).data.copy()
+
+    def close(self):
+        self.ddp.close()
+        self.comm.close()

@@ -158,3 +158,52 @@ def test_ranks_with_different_models_fail_at_start_naming_the_parameter(ranks):
     for result in results:
         assert result.startswith("CollectiveError"), result
         assert "body.weight" in result and "rank 1" in result
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("backend", ["coordinator", "ring"])
+def test_batchnorm_buffers_are_rank0s_before_every_training_forward(backend, ray_session):
+    """As torch's DDP (broadcast_buffers=True): each training forward starts from rank 0's
+    running statistics, which each rank then moves by its own batch; eval forwards under
+    no_grad run no collective."""
+    import secrets
+
+    from disttrain.workers.coordinator import create_coordinator
+
+    from .helpers import BatchNormRank
+
+    ray = ray_session
+    coordinator = create_coordinator(world_size=2, timeout_s=20)
+    actors = [ray.remote(num_cpus=0)(BatchNormRank).remote() for _ in range(2)]
+    secret = secrets.token_hex(16)
+    try:
+        start = ray.get([a.build.remote(backend, r, 2, coordinator, secret)
+                         for r, a in enumerate(actors)], timeout=60)
+        for key in start[0]:
+            np.testing.assert_array_equal(start[0][key], start[1][key])
+        assert start[0]["1.running_mean"].tolist() == [1.0] * 4  # rank 0's, not rank 1's 2.0
+
+        def torch_after(state, x):
+            """torch's BatchNorm state after one training forward of x from state."""
+            model = torch.nn.Sequential(torch.nn.Linear(6, 4, dtype=torch.float64),
+                                        torch.nn.BatchNorm1d(4, dtype=torch.float64))
+            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in state.items()})
+            model(torch.from_numpy(x))
+            return {k: v.detach().numpy() for k, v in model.state_dict().items()}
+
+        xs = [[batch(700 + 10 * step + r)[0] for r in range(2)] for step in range(2)]
+        rank0 = start[0]
+        for step in range(2):
+            after = ray.get([a.train_step.remote(xs[step][r]) for r, a in enumerate(actors)],
+                            timeout=60)
+            for r in range(2):  # both moved rank 0's statistics by their own batch
+                want = torch_after(rank0, xs[step][r])
+                for key in ("1.running_mean", "1.running_var", "1.num_batches_tracked"):
+                    np.testing.assert_allclose(after[r][key], want[key], rtol=1e-12, atol=1e-12)
+            rank0 = after[0]
+        outputs = ray.get([a.eval_output.remote(xs[0][0]) for a in actors], timeout=60)
+        assert not np.array_equal(outputs[0], outputs[1])  # each its own statistics: no sync
+    finally:
+        for a in actors:
+            ray.kill(a)
+        ray.kill(coordinator)
