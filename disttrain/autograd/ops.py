@@ -213,6 +213,19 @@ def relu(x):
     return record(R["Relu"], np.maximum(d, 0, out=kernels.reusable_like(d, "relu")), (x,))
 
 
+def hardsigmoid(x):
+    """relu6(x + 3) / 6, as torch.nn.functional.hardsigmoid."""
+    d = x.data
+    return record(R["Hardsigmoid"], np.clip(d + 3, 0, 6) / 6, (x,))
+
+
+def hardswish(x):
+    """x * relu6(x + 3) / 6, as torch.nn.functional.hardswish."""
+    d = x.data
+    with np.errstate(invalid="ignore", over="ignore"):  # -inf * 0: NaN, as torch's
+        return record(R["Hardswish"], d * np.clip(d + 3, 0, 6) / 6, (x,))
+
+
 def gelu(x, approximate: str = "none"):
     """GELU, exact (erf) or approximate="tanh", as torch.nn.functional.gelu."""
     d = x.data

@@ -168,6 +168,11 @@ def _p_norm_vjp(g, out, x, p):
         return scaled * np.where(out == 0, 0, g / out ** (p - 1))
 
 
+def _hardswish_vjp(g, o, x):
+    with np.errstate(invalid="ignore"):
+        return g * np.where(x <= -3, 0, np.where(x < 3, x / 3 + 0.5, 1)).astype(g.dtype)
+
+
 def _cumsum_vjp(g, dim):
     # Input i feeds every output from i on, so its gradient is g summed from the end.
     return np.flip(np.cumsum(np.flip(g, dim), axis=dim), dim)
@@ -306,6 +311,11 @@ RULES = {r.name: r for r in (
     rule("Tanh", lambda g, o, x: g * (1 - o * o), uses="o"),
     rule("Sigmoid", lambda g, o, x: g * o * (1 - o), uses="o"),
     rule("Relu", lambda g, o, x: _relu_vjp(g, o), uses="o"),
+    # torch's kernels: hardsigmoid's slope is 1/6 rounded to float32 (in float64 too),
+    # strictly inside (-3, 3); hardswish's is x / 3 + 1/2 there, 0 up to -3, 1 from 3 on
+    rule("Hardsigmoid", lambda g, o, x: g * np.where((x > -3) & (x < 3), np.float32(1 / 6),
+                                                     0).astype(g.dtype), uses="x"),
+    rule("Hardswish", _hardswish_vjp, uses="x"),
     rule("Gelu", lambda g, o, x, approximate: _gelu_vjp(g, o, x, approximate), uses="x"),
     rule("Clamp", lambda g, o, x, lo, hi: np.where(kernels.inside(x, lo, hi), g, 0), uses="x"),
     rule("Where", None, lambda g, o, c, a, b: np.where(c, g, 0),

@@ -2,20 +2,32 @@
 
 from . import functional, init, utils
 from .activation import (
+    CELU,
     ELU,
     GELU,
+    GLU,
+    SELU,
+    Hardshrink,
+    Hardsigmoid,
+    Hardswish,
     Hardtanh,
     LeakyReLU,
     LogSigmoid,
     LogSoftmax,
     Mish,
+    PReLU,
     ReLU,
+    ReLU6,
     Sigmoid,
     SiLU,
     Softmax,
+    Softmin,
     Softplus,
+    Softshrink,
     Softsign,
     Tanh,
+    Tanhshrink,
+    Threshold,
 )
 from .containers import ModuleDict, ModuleList, Sequential
 from .conv import AdaptiveAvgPool2d, AvgPool2d, Conv2d, MaxPool2d
@@ -47,5 +59,7 @@ __all__ = [
     "BatchNorm2d",
     "Embedding", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
     "BCELoss", "BCEWithLogitsLoss", "SiLU", "Softplus", "ELU", "Hardtanh", "LogSigmoid",
-    "Mish", "Softsign", "SmoothL1Loss", "KLDivLoss", "SoftMarginLoss",
+    "Mish", "Softsign", "SmoothL1Loss", "KLDivLoss", "SoftMarginLoss", "ReLU6", "Hardsigmoid",
+    "Hardswish", "SELU", "CELU", "PReLU", "Threshold", "Tanhshrink", "Softshrink", "Hardshrink",
+    "GLU", "Softmin",
 ]

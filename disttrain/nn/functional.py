@@ -435,6 +435,96 @@ def softsign(input):
     return ops.div(input, ops.add(ops.abs(input), 1))
 
 
+def relu6(input, inplace: bool = False):
+    """x clamped to [0, 6]: hardtanh's, so the gradient is 0 at 0 and 6, as torch's."""
+    return hardtanh(input, 0.0, 6.0)
+
+
+def hardsigmoid(input, inplace: bool = False):
+    """relu6(x + 3) / 6, with torch's gradient (see the Hardsigmoid rule)."""
+    return ops.hardsigmoid(input)
+
+
+def hardswish(input, inplace: bool = False):
+    """x * relu6(x + 3) / 6, with torch's gradient (see the Hardswish rule)."""
+    return ops.hardswish(input)
+
+
+_SELU_ALPHA = 1.6732632423543772848170429916717
+_SELU_SCALE = 1.0507009873554804934193349852946
+
+
+def selu(input, inplace: bool = False):
+    """scale * elu(x, alpha) with torch's constants."""
+    return ops.mul(elu(input, _SELU_ALPHA), _SELU_SCALE)
+
+
+def celu(input, alpha: float = 1.0, inplace: bool = False):
+    """alpha * (exp(x / alpha) - 1) where x <= 0, else x."""
+    if alpha == 0:
+        raise RuntimeError("ZeroDivisionError: alpha cannot be 0 for CELU")
+    negative = ops.mul(_expm1(ops.div(ops.clamp(input, max=0.0), alpha)), alpha)
+    return ops.where(input.data <= 0, negative, input)
+
+
+def prelu(input, weight):
+    """x where x > 0, else weight * x, weight per channel (dim 1) or one for all."""
+    channels = input.shape[1] if input.ndim >= 2 else 1
+    if weight.data.size not in (1, channels) or (weight.data.size > 1 and input.ndim < 2):
+        raise RuntimeError("Mismatch of parameter numbers and input channel size. Found "
+                           f"parameter numbers = {weight.data.size} and channel size = "
+                           f"{channels}.")
+    slope = weight if weight.data.size == 1 or input.ndim < 2 else ops.reshape(
+        weight, (1, channels) + (1,) * (input.ndim - 2))
+    return ops.where(input.data > 0, input, ops.mul(input, slope))
+
+
+def threshold(input, threshold: float, value: float, inplace: bool = False):
+    """x where x > threshold, else value."""
+    return ops.where(input.data > threshold, input, ops.mul(input.detach(), 0.0) + value)
+
+
+def tanhshrink(input):
+    """x - tanh(x)."""
+    return ops.sub(input, ops.tanh(input))
+
+
+def softshrink(input, lambd: float = 0.5):
+    """x - lambd above lambd, x + lambd below -lambd, else 0."""
+    if lambd < 0:
+        name = TORCH_DTYPE_NAMES.get(input.dtype.name, input.dtype.name).capitalize()
+        raise RuntimeError(f"lambda must be in range [0, 3.40282e+38] for input dtype {name}, "
+                           f"but found {lambd:g}")
+    x = input.data
+    return ops.where(x > lambd, ops.sub(input, lambd),
+                     ops.where(x < -lambd, ops.add(input, lambd), ops.mul(input, 0.0)))
+
+
+def hardshrink(input, lambd: float = 0.5):
+    """x where |x| > lambd, else 0."""
+    x = input.data
+    return ops.where((x > lambd) | (x < -lambd), input, ops.mul(input, 0.0))
+
+
+def glu(input, dim: int = -1):
+    """a * sigmoid(b), a and b the two halves of input along dim."""
+    if input.ndim == 0:
+        raise RuntimeError("glu does not support scalars because halving size must be even")
+    dim = dim % input.ndim
+    if input.shape[dim] % 2:
+        raise RuntimeError(f"Halving dimension must be even, but dimension {dim} is size "
+                           f"{input.shape[dim]}")
+    half = input.shape[dim] // 2
+    a = ops.getitem(input, (slice(None),) * dim + (slice(0, half),))
+    b = ops.getitem(input, (slice(None),) * dim + (slice(half, None),))
+    return ops.mul(a, ops.sigmoid(b))
+
+
+def softmin(input, dim=None):
+    """softmax(-x) along dim."""
+    return ops.softmax(ops.neg(input), _softmax_dim(input.ndim, dim, "softmin"))
+
+
 def _softmax_dim(ndim: int, dim, name: str) -> int:
     if dim is not None:
         return dim
