@@ -48,7 +48,7 @@ from .loss import (
     SoftMarginLoss,
 )
 from .module import Module
-from .normalization import BatchNorm1d, BatchNorm2d, LayerNorm
+from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
 from .parameter import Parameter
 
 __all__ = [
@@ -56,7 +56,7 @@ __all__ = [
     "Linear", "Identity", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Flatten",
     "Unflatten", "ReLU", "Tanh",
     "Sigmoid", "GELU", "LeakyReLU", "Softmax", "LogSoftmax", "Dropout", "LayerNorm", "BatchNorm1d",
-    "BatchNorm2d",
+    "BatchNorm2d", "GroupNorm",
     "Embedding", "MSELoss", "L1Loss", "HuberLoss", "CrossEntropyLoss", "NLLLoss",
     "BCELoss", "BCEWithLogitsLoss", "SiLU", "Softplus", "ELU", "Hardtanh", "LogSigmoid",
     "Mish", "Softsign", "SmoothL1Loss", "KLDivLoss", "SoftMarginLoss", "ReLU6", "Hardsigmoid",

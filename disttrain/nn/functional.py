@@ -305,6 +305,35 @@ def batch_norm(input, running_mean, running_var, weight=None, bias=None,
     return out
 
 
+def group_norm(input, num_groups: int, weight=None, bias=None, eps: float = 1e-5):
+    """Normalise each sample's channels (dim 1) in num_groups groups by the group's mean
+    and biased variance, then scale and shift per channel, as torch's group_norm."""
+    if input.ndim < 2:
+        raise RuntimeError("Expected at least 2 dimensions for input tensor but received "
+                           f"{input.ndim}")
+    n, channels = input.shape[:2]
+    if channels % num_groups:
+        raise RuntimeError("Expected number of channels in input to be divisible by "
+                           f"num_groups, but got input of shape [{_sizes(input.shape)}] and "
+                           f"num_groups={num_groups}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is not None and (t.ndim != 1 or t.shape[0] != channels):
+            raise RuntimeError(f"Expected {name} to be a vector of size equal to the number of "
+                               f"channels in input, but got {name} of shape "
+                               f"[{_sizes(t.shape)}] and input of shape "
+                               f"[{_sizes(input.shape)}]")
+    grouped = ops.reshape(input, (n, num_groups, -1))
+    centered = ops.sub(grouped, ops.mean(grouped, 2, keepdim=True))
+    var = ops.mean(ops.mul(centered, centered), 2, keepdim=True)
+    out = ops.reshape(ops.div(centered, ops.sqrt(ops.add(var, eps))), input.shape)
+    shape = (1, channels) + (1,) * (input.ndim - 2)
+    if weight is not None:
+        out = ops.mul(out, ops.reshape(weight, shape))
+    if bias is not None:
+        out = ops.add(out, ops.reshape(bias, shape))
+    return out
+
+
 def layer_norm(input, normalized_shape, weight=None, bias=None, eps: float = 1e-5):
     """Normalise over the trailing normalized_shape dims with the biased variance."""
     if isinstance(normalized_shape, int):

@@ -126,6 +126,7 @@ CASES = [
     # seeded points miss the kinks at -3 and 3
     case("hardsigmoid", lambda a: ops.hardsigmoid(a), (4, 5), low=-5.0, high=5.0),
     case("hardswish", lambda a: ops.hardswish(a), (4, 5), low=-5.0, high=5.0),
+    case("group-norm", lambda x, w, b: F.group_norm(x, 2, w, b), (2, 4, 3), (4,), (4,)),
     case("batch-norm-training", lambda x, w, b: F.batch_norm(x, None, None, w, b, True),
          (4, 3, 2, 2), (3,), (3,)),
     case("to-float64-and-clone", lambda a: a.to(disttrain.float64).clone() * 2, (3,)),

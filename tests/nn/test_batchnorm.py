@@ -1,4 +1,4 @@
-"""BatchNorm1d, BatchNorm2d and F.batch_norm against torch: outputs, input and parameter
+"""BatchNorm1d, BatchNorm2d, F.batch_norm and GroupNorm against torch: outputs, input and parameter
 gradients, running statistics step by step (momentum, cumulative averages, none), eval
 mode, state_dict and repr, error texts. Finite differences in tests/autograd/test_gradcheck.py;
 DDP's per-forward broadcast of the statistics in tests/distributed/test_ddp.py."""
@@ -137,3 +137,51 @@ def test_batchnorm_in_eval_takes_one_sample_as_torch():
     x = np.random.default_rng(3).standard_normal((1, 3)).astype(np.float32)
     np.testing.assert_allclose(ours(disttrain.tensor(x)).data,
                                theirs(torch.from_numpy(x)).detach().numpy(), rtol=1e-6)
+
+
+# -- GroupNorm -------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("groups, shape, kwargs", [
+    (2, (3, 4, 5, 5), {}), (1, (2, 6, 3), {"eps": 1e-3}), (6, (2, 6, 2, 3), {}),
+    (3, (4, 6), {"affine": False}), (2, (2, 4, 3, 3), {"bias": False}),
+], ids=str)
+def test_group_norm_as_torch(groups, shape, kwargs, dtype):
+    ours, theirs = nn.GroupNorm(groups, shape[1], **kwargs, dtype=dtype), torch.nn.GroupNorm(
+        groups, shape[1], **kwargs, dtype=torch.float64 if dtype == np.float64 else torch.float32)
+    assert repr(ours) == repr(theirs)
+    rng = np.random.default_rng(8)
+    with torch.no_grad():
+        for name, p in theirs.named_parameters():
+            value = rng.uniform(0.5, 1.5, p.shape).astype(dtype)
+            p.copy_(torch.from_numpy(value))
+            dict(ours.named_parameters())[name].data[...] = value
+    x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    x_ours, x_theirs = disttrain.tensor(x, requires_grad=True), torch.from_numpy(x)
+    x_theirs.requires_grad_()
+    out_ours, out_theirs = ours(x_ours), theirs(x_theirs)
+    out_ours.backward(disttrain.tensor(g))
+    out_theirs.backward(torch.from_numpy(g))
+    _close(out_ours.data, out_theirs.detach().numpy(), dtype, "output")
+    _close(x_ours.grad.data, x_theirs.grad.numpy(), dtype, "input grad")
+    for name, p in theirs.named_parameters():
+        _close(dict(ours.named_parameters())[name].grad.data, p.grad.numpy(), dtype, name)
+
+
+def test_group_norm_module_error_as_torch():
+    with pytest.raises(ValueError) as theirs:
+        torch.nn.GroupNorm(3, 4)
+    with pytest.raises(ValueError) as ours:
+        nn.GroupNorm(3, 4)
+    assert str(ours.value) == str(theirs.value)
+
+
+@pytest.mark.parametrize("shape, groups, weight", [((2, 3, 4), 2, None), ((2, 4, 4), 2, (3,)),
+                                                   ((2,), 2, None)], ids=str)
+def test_group_norm_errors_as_torch(shape, groups, weight):
+    _same_error(
+        lambda: F.group_norm(disttrain.zeros(*shape), groups,
+                             None if weight is None else disttrain.zeros(*weight)),
+        lambda: torch_F.group_norm(torch.zeros(shape), groups,
+                                   None if weight is None else torch.zeros(weight)),
+        RuntimeError)
