@@ -23,7 +23,10 @@ from ..data.rows import Rows, RowsDataset
 from ..nn import functional as F
 from .spec import MAX_PARAMETERS, NEEDS_TENSORBOARDX, JobSpec, SpecError
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU}
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid, "gelu": nn.GELU,
+               "silu": nn.SiLU, "leaky_relu": nn.LeakyReLU, "elu": nn.ELU, "selu": nn.SELU,
+               "mish": nn.Mish, "hardswish": nn.Hardswish, "relu6": nn.ReLU6,
+               "softplus": nn.Softplus}
 # [job] loss: torch's functions with their defaults (reduction="mean"); huber's delta is
 # [job] huber_delta (build_loss).
 LOSSES = {"cross_entropy": F.cross_entropy, "nll": F.nll_loss, "mse": F.mse_loss,

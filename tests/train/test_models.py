@@ -19,7 +19,10 @@ from disttrain.train.builders import build_model, check_job
 from disttrain.train.spec import SpecError, dump_job, spec_from_dict
 from tests.train.helpers import small_job
 
-TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU"}
+TORCH_ACTIVATIONS = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU",
+                     "silu": "SiLU", "leaky_relu": "LeakyReLU", "elu": "ELU", "selu": "SELU",
+                     "mish": "Mish", "hardswish": "Hardswish", "relu6": "ReLU6",
+                     "softplus": "Softplus"}
 
 
 def cnn_job(shape, n_classes=4, **model) -> dict:
@@ -63,6 +66,9 @@ CNNS = {
         [2, 5, 5], dict(channels=[3, 3], pool=1, hidden=[8, 8], activation="gelu")),
     "pool 3 over an odd size": ([1, 11, 7], dict(channels=[4], pool=3, hidden=[12],
                                                  activation="sigmoid")),
+    **{f"activation {name}": ([1, 6, 6], dict(channels=[3], hidden=[8], activation=name))
+       for name in ("silu", "leaky_relu", "elu", "selu", "mish", "hardswish", "relu6",
+                    "softplus")},
 }
 
 
