@@ -316,6 +316,14 @@ def build_optimizer(spec: JobSpec, params):
     if o.name == "adagrad":
         return optim.Adagrad(params, lr=o.lr, lr_decay=o.lr_decay, weight_decay=o.weight_decay,
                              initial_accumulator_value=o.initial_accumulator_value, **eps)
+    betas = {"lr": o.lr, "betas": tuple(o.betas), "weight_decay": o.weight_decay, **eps}
+    if o.name == "adamax":
+        return optim.Adamax(params, **betas)
+    if o.name == "nadam":
+        return optim.NAdam(params, **betas, momentum_decay=o.momentum_decay,
+                           decoupled_weight_decay=o.decoupled_weight_decay)
+    if o.name == "radam":
+        return optim.RAdam(params, **betas, decoupled_weight_decay=o.decoupled_weight_decay)
     cls = optim.Adam if o.name == "adam" else optim.AdamW
     kwargs = dict(lr=o.lr, betas=tuple(o.betas), **eps)
     if o.name == "adam" or o.weight_decay:

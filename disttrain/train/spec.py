@@ -111,10 +111,11 @@ class DataSection:
 
 @dataclass
 class OptimizerSection:
-    """The [optimizer] table: SGD, Adam, AdamW, RMSprop or Adagrad and their hyperparameters
+    """The [optimizer] table: SGD, Adam, AdamW, RMSprop, Adagrad, Adamax, NAdam or RAdam and their
+    hyperparameters
     (torch's names and meanings); keys the chosen optimizer does not take are unused, so
     `--set optimizer.name=adam` works on a job file written for SGD with momentum."""
-    name: str = "sgd"  # sgd | adam | adamw | rmsprop | adagrad
+    name: str = "sgd"  # sgd | adam | adamw | rmsprop | adagrad | adamax | nadam | radam
     lr: float = 0.1
     momentum: float = 0.0
     dampening: float = 0.0
@@ -126,6 +127,8 @@ class OptimizerSection:
     centered: bool = False  # rmsprop
     lr_decay: float = 0.0  # adagrad
     initial_accumulator_value: float = 0.0  # adagrad
+    momentum_decay: float = 4e-3  # nadam
+    decoupled_weight_decay: bool = False  # nadam, radam: weight decay as AdamW's
     # every optimizer: clip the averaged gradients' 2-norm to this before each step, as
     # torch.nn.utils.clip_grad_norm_ (0: no clipping)
     max_grad_norm: float = 0.0
@@ -206,7 +209,8 @@ CHOICES = {
                               "selu", "mish", "hardswish", "relu6", "softplus"),
     ("model", "padding"): ("same", "valid"),
     ("data", "name"): ("digits", "synthetic"),
-    ("optimizer", "name"): ("sgd", "adam", "adamw", "rmsprop", "adagrad"),
+    ("optimizer", "name"): ("sgd", "adam", "adamw", "rmsprop", "adagrad", "adamax", "nadam",
+                            "radam"),
     ("scheduler", "name"): ("none", "step", "multistep", "exponential", "cosine", "linear"),
     ("distributed", "backend"): ("coordinator", "ring", "mpi", "local"),
     ("distributed", "placement"): ("auto", "PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"),
@@ -263,6 +267,7 @@ RANGES = {
     ("optimizer", "alpha"): Range(0),
     ("optimizer", "lr_decay"): Range(0),
     ("optimizer", "initial_accumulator_value"): Range(0),
+    ("optimizer", "momentum_decay"): Range(0),
     ("optimizer", "max_grad_norm"): Range(0),
     ("scheduler", "step_size"): Range(1),
     ("scheduler", "gamma"): Range(0, 1, low_open=True),

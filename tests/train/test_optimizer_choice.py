@@ -20,7 +20,8 @@ from .helpers import final_params, run_local, small_job
 from .test_sharded import assert_equivalent
 
 TORCH = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW,
-         "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad}
+         "rmsprop": torch.optim.RMSprop, "adagrad": torch.optim.Adagrad,
+         "adamax": torch.optim.Adamax, "nadam": torch.optim.NAdam, "radam": torch.optim.RAdam}
 
 # (job keys, the torch keyword arguments they mean)
 CASES = {
@@ -38,6 +39,17 @@ CASES = {
                      "eps": 1e-8, "weight_decay": 1e-3},
                     {"lr": 0.01, "lr_decay": 0.01, "initial_accumulator_value": 0.1,
                      "eps": 1e-8, "weight_decay": 1e-3}),
+    "adamax": ({"lr": 0.002}, {"lr": 0.002}),
+    "adamax-all": ({"lr": 0.002, "betas": [0.8, 0.99], "eps": 1e-6, "weight_decay": 1e-3},
+                   {"lr": 0.002, "betas": (0.8, 0.99), "eps": 1e-6, "weight_decay": 1e-3}),
+    "nadam": ({"lr": 0.002}, {"lr": 0.002}),
+    "nadam-all": ({"lr": 0.002, "momentum_decay": 0.01, "decoupled_weight_decay": True,
+                   "weight_decay": 0.01, "eps": 1e-6},
+                  {"lr": 0.002, "momentum_decay": 0.01, "decoupled_weight_decay": True,
+                   "weight_decay": 0.01, "eps": 1e-6}),
+    "radam": ({"lr": 0.003}, {"lr": 0.003}),
+    "radam-all": ({"lr": 0.003, "decoupled_weight_decay": True, "weight_decay": 0.01},
+                  {"lr": 0.003, "decoupled_weight_decay": True, "weight_decay": 0.01}),
 }
 
 
@@ -60,10 +72,12 @@ def test_the_job_files_optimizer_is_torchs(case):
 
 
 @pytest.mark.parametrize("key, value", [("alpha", -0.5), ("lr_decay", -1.0),
-                                        ("initial_accumulator_value", -0.1), ("eps", -1e-8)])
+                                        ("initial_accumulator_value", -0.1), ("eps", -1e-8),
+                                        ("momentum_decay", -0.1)])
 def test_negative_values_name_their_key(key, value):
+    name = {"alpha": "rmsprop", "eps": "rmsprop", "momentum_decay": "nadam"}.get(key, "adagrad")
     with pytest.raises(SpecError, match=rf"\[optimizer\] {key}"):
-        _spec("rmsprop" if key in ("alpha", "eps") else "adagrad", {key: value})
+        _spec(name, {key: value})
 
 
 def test_an_unknown_optimizer_lists_the_names():
@@ -71,7 +85,7 @@ def test_an_unknown_optimizer_lists_the_names():
         _spec("lbfgs", {})
 
 
-@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad", "adamax", "nadam", "radam"])
 def test_a_job_trains_with_it(tmp_path, name):
     job = small_job(**{"optimizer.name": name, "optimizer.lr": 0.01})
     trained = run_local(job, tmp_path / name)
@@ -82,7 +96,7 @@ def test_a_job_trains_with_it(tmp_path, name):
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize("name", ["rmsprop", "adagrad"])
+@pytest.mark.parametrize("name", ["rmsprop", "adagrad", "nadam", "radam"])
 def test_sharded_equals_unsharded_for_it(ray_session, tmp_path, name, monkeypatch):
     from . import test_sharded
     monkeypatch.setitem(test_sharded.OPTIMIZERS, name, {"optimizer.name": name,
