@@ -20,9 +20,10 @@ One step:
                whose grad is None is skipped, as torch skips such a parameter
   all-gather   each bucket's parameter buffer: every rank holds every parameter again
 
-SGD (momentum, dampening, Nesterov, weight decay), Adam and AdamW are elementwise, so
-stepping a parameter in pieces gives the same numbers as stepping it whole: a sharded
-run equals the unsharded one. The param_groups a scheduler or user sets are this
+SGD (momentum, dampening, Nesterov, weight decay), Adam, AdamW, Adamax, NAdam, RAdam,
+RMSprop and Adagrad are elementwise (their per-parameter numbers, step and NAdam's
+mu_product, are the same in every piece), so stepping a parameter in pieces gives the
+same numbers as stepping it whole: a sharded run equals the unsharded one. The param_groups a scheduler or user sets are this
 wrapper's; step() copies their hyperparameters to the inner optimizer.
 
 Checkpoints keep the unsharded format: state_dict() is a collective (every rank must
