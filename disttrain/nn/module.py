@@ -287,11 +287,12 @@ class Module:
         return destination
 
     def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
-        """Copy values into the existing arrays, so optimizers and gradient buckets stay valid."""
+        """Copy values into the existing arrays, so optimizers and gradient buckets stay
+        valid; with assign=True, as torch's, put the state_dict's tensors in their place
+        instead (their dtype and storage; a parameter keeps the module's requires_grad), so
+        an optimizer built before holds the old ones."""
         if not isinstance(state_dict, Mapping):
             raise TypeError(f"Expected state_dict to be dict-like, got {type(state_dict)}.")
-        if assign:
-            raise NotImplementedError("load_state_dict(assign=True) is not supported")
         own = self.state_dict(keep_vars=True)
         missing = [k for k in own if k not in state_dict]
         unexpected = [k for k in state_dict if k not in own]
@@ -308,6 +309,9 @@ class Module:
                         f"from checkpoint, the shape in current model is {target.shape}."
                     )
                     continue
+                if assign:
+                    self._assign(key, target, value)
+                    continue
                 np.copyto(target.data, array, casting="unsafe")
                 target._version[0] += 1
         if strict:
@@ -323,6 +327,19 @@ class Module:
                 + "\n\t".join(errors)
             )
         return _IncompatibleKeys(missing, unexpected)
+
+    def _assign(self, key: str, target, value) -> None:
+        """load_state_dict(assign=True) for one key: value takes target's place."""
+        path, _, name = key.rpartition(".")
+        owner = self.get_submodule(path) if path else self
+        if name in owner._parameters:
+            param = value if isinstance(value, Parameter) else Parameter(
+                value if isinstance(value, Tensor) else np.asarray(value))
+            param.requires_grad_(target.requires_grad)
+            owner._parameters[name] = param
+        else:
+            owner._buffers[name] = value if isinstance(value, Tensor) else Tensor._make(
+                np.asarray(value))
 
     # -- modes, gradients, dtypes ---------------------------------------------------------
     def train(self, mode: bool = True) -> Module:
