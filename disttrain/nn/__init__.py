@@ -38,14 +38,24 @@ from .linear import Identity, Linear
 from .loss import (
     BCELoss,
     BCEWithLogitsLoss,
+    CosineEmbeddingLoss,
+    CosineSimilarity,
     CrossEntropyLoss,
+    GaussianNLLLoss,
+    HingeEmbeddingLoss,
     HuberLoss,
     KLDivLoss,
     L1Loss,
+    MarginRankingLoss,
     MSELoss,
+    MultiLabelSoftMarginLoss,
+    MultiMarginLoss,
     NLLLoss,
+    PairwiseDistance,
+    PoissonNLLLoss,
     SmoothL1Loss,
     SoftMarginLoss,
+    TripletMarginLoss,
 )
 from .module import Module
 from .normalization import BatchNorm1d, BatchNorm2d, GroupNorm, LayerNorm
@@ -61,5 +71,7 @@ __all__ = [
     "BCELoss", "BCEWithLogitsLoss", "SiLU", "Softplus", "ELU", "Hardtanh", "LogSigmoid",
     "Mish", "Softsign", "SmoothL1Loss", "KLDivLoss", "SoftMarginLoss", "ReLU6", "Hardsigmoid",
     "Hardswish", "SELU", "CELU", "PReLU", "Threshold", "Tanhshrink", "Softshrink", "Hardshrink",
-    "GLU", "Softmin",
+    "GLU", "Softmin", "MarginRankingLoss", "HingeEmbeddingLoss", "CosineEmbeddingLoss",
+    "TripletMarginLoss", "PoissonNLLLoss", "GaussianNLLLoss", "MultiLabelSoftMarginLoss",
+    "MultiMarginLoss", "CosineSimilarity", "PairwiseDistance",
 ]

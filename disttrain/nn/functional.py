@@ -1030,3 +1030,307 @@ def soft_margin_loss(input, target, reduction: str = "mean"):
         raise RuntimeError(f"output with shape [{_sizes(input.shape)}] doesn't match the "
                            f"broadcast shape [{_sizes(margin.shape)}]")
     return _reduce(_log1p_exp(margin), reduction)
+
+
+# -- ranking, embedding and likelihood losses ---------------------------------------------
+def _tensor(x):
+    """x as a Tensor: targets may come as arrays or lists, as for the losses above."""
+    return x if isinstance(x, Tensor) else Tensor._make(np.asarray(x))
+
+
+def _broadcast_shape(*shapes) -> tuple:
+    """The shape shapes broadcast to, joined left to right as torch's where() joins its
+    operands; a clash raises torch's text for the shape so far (a) and the next (b)."""
+    from ..autograd import shape_errors
+
+    out = ()
+    for shape in shapes:
+        try:
+            out = np.broadcast_shapes(out, tuple(shape))
+        except ValueError:
+            raise RuntimeError(shape_errors.broadcast(out, tuple(shape))) from None
+    return out
+
+
+def _where(condition, a, b):
+    """ops.where with torch's broadcasting error (numpy's would name no sizes)."""
+    _broadcast_shape(np.shape(condition), np.shape(_array(a)), np.shape(_array(b)))
+    return ops.where(condition, a, b)
+
+
+def _floor_in_value(x, low: float):
+    """x raised to low where it is below, in value only: the gradient is x's own everywhere,
+    as torch's clamp_min_ under no_grad gives (cosine_similarity's norms, gaussian_nll_loss's
+    var). x - x.detach() is exactly 0, so the floored entries are exactly low."""
+    below = x.data < low
+    if not below.any():
+        return x
+    return ops.where(below, ops.add(ops.sub(x, x.detach()), low), x)
+
+
+def margin_ranking_loss(input1, input2, target, margin: float = 0, reduction: str = "mean"):
+    """max(0, -target * (input1 - input2) + margin) per element, targets +1 (input1 should
+    rank higher) or -1; input1, input2 and target broadcast, each with the same ndim."""
+    _check_reduction(reduction)
+    target = _tensor(target)
+    if not input1.ndim == input2.ndim == target.ndim:
+        raise RuntimeError(
+            "margin_ranking_loss : All input tensors should have same dimension but got sizes: "
+            f"input1: torch.Size([{_sizes(input1.shape)}]), input2: "
+            f"torch.Size([{_sizes(input2.shape)}]), target: torch.Size([{_sizes(target.shape)}]) ")
+    unclamped = ops.add(ops.mul(ops.neg(target), ops.sub(input1, input2)), margin)
+    return _reduce(ops.clamp(unclamped, min=0), reduction)
+
+
+def hinge_embedding_loss(input, target, margin: float = 1.0, reduction: str = "mean"):
+    """input where target is 1, max(0, margin - input) where it is -1, as torch's: any other
+    target value gets both terms. The target only chooses, so it gets no gradient."""
+    _check_reduction(reduction)
+    t = _array(target)
+    margin_clamp = ops.clamp(ops.sub(margin, input), min=0)
+    output_margin = _where(t != 1, margin_clamp, 0.0)
+    output_self = _where(t != -1, input, 0.0)
+    return _reduce(ops.add(output_margin, output_self), reduction)
+
+
+# torch's cosine_embedding_loss adds it to each squared magnitude; its C++ constant is a
+# float, so the double it adds is 1e-12 rounded to float32 (it shows beside a zero input)
+_COSINE_EPSILON = float(np.float32(1e-12))
+
+
+def cosine_embedding_loss(input1, input2, target, margin: float = 0,
+                          reduction: str = "mean"):
+    """1 - cos(input1, input2) where target is 1, max(0, cos - margin) where it is -1, cos
+    along the last dim of (N, D) inputs with an (N,) target, or of (D,) ones with a 0-d."""
+    _check_reduction(reduction)
+    t = _array(target)
+    if t.ndim > 1:
+        raise RuntimeError("0D or 1D target tensor expected, multi-target not supported")
+    expected = 2 if t.ndim == 1 else 1
+    if input1.ndim != expected or input2.ndim != expected:
+        raise RuntimeError(
+            f"{t.ndim}D target tensor expects {expected}D input tensors, but found inputs "
+            f"with sizes [{_sizes(input1.shape)}] and [{_sizes(input2.shape)}].")
+    dim = t.ndim
+    # torch's formula: the product over the root of both squared magnitudes (not normalize)
+    prod_sum = ops.sum(ops.mul(input1, input2), dim)
+    mag_square1 = ops.add(ops.sum(ops.mul(input1, input1), dim), _COSINE_EPSILON)
+    mag_square2 = ops.add(ops.sum(ops.mul(input2, input2), dim), _COSINE_EPSILON)
+    cos = ops.div(prod_sum, ops.sqrt(ops.mul(mag_square1, mag_square2)))
+    pos = ops.sub(1.0, cos)
+    neg = ops.clamp(ops.sub(cos, margin), min=0)
+    output = ops.add(_where(t == 1, pos, 0.0), _where(t == -1, neg, 0.0))
+    return _reduce(output, reduction)
+
+
+def pairwise_distance(x1, x2, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False):
+    """||x1 - x2 + eps||_p along the last dim of the broadcast inputs, as torch's (eps keeps
+    the norm's gradient finite where x1 == x2)."""
+    innermost_dim = max(x1.ndim, x2.ndim) - 1
+    return ops.norm(ops.add(ops.sub(x1, x2), eps), p, innermost_dim, keepdim)
+
+
+def cosine_similarity(x1, x2, dim: int = 1, eps: float = 1e-8):
+    """sum(x1 / max(||x1||, eps) * x2 / max(||x2||, eps)) along dim of the broadcast inputs,
+    as torch's: normalising first keeps the result in [-1, 1], and the eps floors are in
+    value only, so a norm below eps still passes its gradient."""
+    x1, x2 = _floating_pair(x1, x2)
+    shape = _broadcast_shape(x1.shape, x2.shape)
+    x1 = x1 if x1.shape == shape else ops.expand(x1, shape)
+    x2 = x2 if x2.shape == shape else ops.expand(x2, shape)
+    x1_norm = _floor_in_value(ops.norm(x1, 2, dim, keepdim=True), eps)
+    x2_norm = _floor_in_value(ops.norm(x2, 2, dim, keepdim=True), eps)
+    return ops.sum(ops.mul(ops.div(x1, x1_norm), ops.div(x2, x2_norm)), dim)
+
+
+def _floating_pair(x1, x2):
+    """x1 and x2 with integer (and bool) ones cast to the other's floating dtype, as
+    torch's cosine_similarity; two integer ones are refused with torch's text."""
+    floats = [x.dtype for x in (x1, x2) if x.dtype.kind == "f"]
+    if not floats:
+        common = np.result_type(x1.dtype, x2.dtype).name
+        raise RuntimeError("expected common dtype to be floating point, yet common dtype is "
+                           f"{TORCH_DTYPE_NAMES.get(common, common)}")
+    return tuple(x if x.dtype.kind == "f" else ops.to(x, floats[0]) for x in (x1, x2))
+
+
+def triplet_margin_loss(anchor, positive, negative, margin: float = 1.0, p: float = 2,
+                        eps: float = 1e-6, swap: bool = False, reduction: str = "mean"):
+    """max(0, margin + d(anchor, positive) - d(anchor, negative)), d the pairwise_distance;
+    with swap, d(positive, negative) replaces the negative distance where it is smaller."""
+    _check_reduction(reduction)
+    if margin <= 0:
+        raise ValueError(f"margin must be greater than 0, got {margin}")
+    if not anchor.ndim == positive.ndim == negative.ndim:
+        raise RuntimeError(
+            "The anchor, positive, and negative tensors are expected to have the same number "
+            f"of dimensions, but got: anchor {anchor.ndim}D, positive {positive.ndim}D, and "
+            f"negative {negative.ndim}D inputs")
+    dist_pos = pairwise_distance(anchor, positive, p, eps)
+    dist_neg = pairwise_distance(anchor, negative, p, eps)
+    if swap:
+        dist_neg = ops.minimum(dist_neg, pairwise_distance(positive, negative, p, eps))
+    return _reduce(ops.clamp(ops.sub(ops.add(dist_pos, margin), dist_neg), min=0), reduction)
+
+
+def poisson_nll_loss(input, target, log_input: bool = True, full: bool = False,
+                     eps: float = 1e-8, reduction: str = "mean"):
+    """exp(input) - target * input (input a log-rate), or input - target * log(input + eps)
+    for log_input=False; full adds Stirling's target * log(target) - target
+    + log(2 pi target) / 2 where target > 1."""
+    _check_reduction(reduction)
+    target = _tensor(target)
+    if log_input:
+        loss = ops.sub(ops.exp(input), ops.mul(target, input))
+    else:
+        loss = ops.sub(input, ops.mul(target, ops.log(ops.add(input, eps))))
+    if full:
+        loss = ops.add(loss, _stirling(target))
+    return _reduce(loss, reduction)
+
+
+def _stirling(target):
+    """torch's Stirling term, masked to 0 where target <= 1. The mask is a where() over the
+    whole term, as torch's masked_fill, so a target of 0 that requires grad gets torch's
+    NaN (0 * log 0 in the masked branch's backward)."""
+    with np.errstate(divide="ignore", invalid="ignore"):  # log of 0 and below: masked out
+        term = ops.add(ops.sub(ops.mul(target, ops.log(target)), target),
+                       ops.mul(ops.log(ops.mul(target, 2 * math.pi)), 0.5))
+    return ops.where(target.data <= 1, 0.0, term)
+
+
+def gaussian_nll_loss(input, target, var, full: bool = False, eps: float = 1e-6,
+                      reduction: str = "mean"):
+    """(log(var) + (input - target)**2 / var) / 2, plus log(2 pi) / 2 with full. var is a
+    float, or a tensor of input's shape, or one with a single dim of size 1 (or without
+    input's last dim), shared across it; it is floored at eps in value only, as torch's."""
+    var = _checked_var(input, var)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not valid")
+    var = _floor_in_value(var, eps)
+    loss = ops.mul(ops.add(ops.log(var), ops.div(ops.pow(ops.sub(input, target), 2), var)), 0.5)
+    if full:
+        loss = ops.add(loss, 0.5 * math.log(2 * math.pi))
+    return _reduce(loss, reduction)
+
+
+_ANY_OF_BOOL = (
+    "any() received an invalid combination of arguments - got (bool), but expected one of:\n"
+    " * (Tensor input, *, Tensor out = None)\n"
+    " * (Tensor input, tuple of ints dim = None, bool keepdim = False, *, Tensor out = None)\n"
+    " * (Tensor input, int dim, bool keepdim = False, *, Tensor out = None)\n"
+)
+
+
+def _checked_var(input, var):
+    """gaussian_nll_loss's var as a tensor that broadcasts against input, with torch's
+    checks in torch's order: negative entries, then the shape."""
+    if isinstance(var, float):
+        if var < 0:
+            raise ValueError("var has negative entry/entries")
+        return Tensor._make(np.full(input.shape, var, dtype=input.dtype))
+    if isinstance(var, int):  # torch.any(var < 0) of a Python int's bool
+        raise TypeError(_ANY_OF_BOOL)
+    var = _tensor(var)
+    if np.any(var.data < 0):
+        raise ValueError("var has negative entry/entries")
+    if var.shape == input.shape:
+        return var
+    if input.shape[:-1] == var.shape:  # one variance per row: share it along the last dim
+        return ops.unsqueeze(var, -1)
+    # one dim of size 1 to broadcast (torch sums the var sizes where the shapes differ)
+    if var.ndim == input.ndim and sum(v for i, v in zip(input.shape, var.shape) if i != v) == 1:
+        return var
+    raise ValueError("var is of incorrect size")
+
+
+def _check_python_reduction(reduction: str) -> None:
+    """The reduction check, in the text of torch's losses written in Python
+    (gaussian_nll_loss, multilabel_soft_margin_loss)."""
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"{reduction} is not valid")
+
+
+def multilabel_soft_margin_loss(input, target, weight=None, reduction: str = "mean"):
+    """-(target * log sigmoid(input) + (1 - target) * log sigmoid(-input)), weighted per
+    class, averaged over the classes (the last dim), then reduced over the samples."""
+    target = _tensor(target)
+    loss = ops.neg(ops.add(ops.mul(target, logsigmoid(input)),
+                           ops.mul(ops.sub(1, target), logsigmoid(ops.neg(input)))))
+    if weight is not None:
+        loss = ops.mul(loss, weight)
+    if input.ndim == 0:  # torch's input.size(-1)
+        raise IndexError("Dimension specified as -1 but tensor has no dimensions")
+    class_dim = input.ndim - 1
+    loss = ops.div(ops.sum(loss, class_dim), input.shape[class_dim])
+    # torch checks the reduction last, after the shapes have met
+    _check_python_reduction(reduction)
+    return _reduce(loss, reduction)
+
+
+def multi_margin_loss(input, target, p: int = 1, margin: float = 1.0, weight=None,
+                      reduction: str = "mean"):
+    """Per sample, the sum over the classes d other than the target y of max(0, margin -
+    input[y] + input[d]) ** p (p 1 or 2), times weight[y], over the number of classes."""
+    _check_reduction(reduction)
+    if p != 1 and p != 2:
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and np.ndim(_array(weight)) != 1:
+        raise ValueError("weight must be one-dimensional")
+    if isinstance(weight, Tensor) and weight.requires_grad and grad_mode.is_grad_enabled():
+        raise RuntimeError("The function 'multi_margin_loss' is not differentiable with respect "
+                           "to argument 'weight'. This input cannot have requires_grad True.")
+    t = _array(target)
+    nframe, dim = _multi_margin_sizes(input, t, weight)
+    rows = ops.reshape(input, (nframe, dim))
+    t = t.reshape(nframe)
+    picked = ops.unsqueeze(ops.getitem(rows, (np.arange(nframe), t)), 1)
+    z = ops.add(ops.sub(margin, picked), rows)  # margin - input[y] + input[d], as torch's
+    # only the other classes count, and only where z > 0 (z == 0 passes no gradient)
+    counted = (z.data > 0) & (np.arange(dim) != t[:, None])
+    h = z if p == 1 else ops.mul(z, z)
+    if weight is not None:
+        h = ops.mul(h, _array(weight)[t][:, None])
+    loss = ops.div(ops.sum(ops.where(counted, h, 0.0), 1), dim)
+    if reduction == "none":
+        return loss if np.ndim(_array(target)) else ops.reshape(loss, ())
+    total = ops.sum(loss)
+    if reduction == "sum":
+        return total
+    with np.errstate(invalid="ignore"):  # an empty batch: 0 / 0
+        return ops.div(total, nframe)
+
+
+def _multi_margin_sizes(input, target, weight) -> tuple:
+    """(samples, classes) of multi_margin_loss's input, with torch's checks in its order:
+    shapes, then dtypes, then the target's classes."""
+    if not ((input.ndim == 2 and input.shape[1]) or (input.ndim == 1 and input.shape[0])
+            or input.ndim == 0):
+        raise RuntimeError("Expected non-empty vector or matrix with optional 0-dim batch "
+                           f"size, but got: [{_sizes(input.shape)}]")
+    nframe = input.shape[0] if input.ndim == 2 else 1
+    dim = 1 if input.ndim == 0 else input.shape[-1]
+    if target.ndim > 1 or target.size != nframe:
+        raise RuntimeError(
+            "multi_margin_loss: target tensor should be 1-D with size equal to the number of "
+            f"input samples (batch size). Expected target size [{nframe}], but got "
+            f"[{_sizes(target.shape)}]. Input has shape [{_sizes(input.shape)}].")
+    w = None if weight is None else _array(weight)
+    if w is not None and w.size != dim:
+        raise RuntimeError(f"inconsistent weight size, expected {dim} but got "
+                           f"[{_sizes(w.shape)}]")
+    if input.dtype.kind != "f":
+        raise NotImplementedError('"multi_margin_loss_cpu_kernel" not implemented for '
+                                  f"'{_dtype_name(input.dtype)}'")
+    for expected, found in ((np.dtype(np.int64), target.dtype),
+                            (input.dtype, input.dtype if w is None else w.dtype)):
+        if found != expected:
+            raise RuntimeError(f"expected scalar type {_dtype_name(expected)} but found "
+                               f"{_dtype_name(found)}")
+    if target.size and (target.min() < 0 or target.max() >= dim):
+        raise RuntimeError("target out of range")
+    return nframe, dim
+
+
+def _dtype_name(dtype) -> str:
+    return TORCH_DTYPE_NAMES.get(np.dtype(dtype).name, np.dtype(dtype).name)
