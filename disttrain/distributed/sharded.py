@@ -23,8 +23,9 @@ One step:
 SGD (momentum, dampening, Nesterov, weight decay), Adam, AdamW, Adamax, NAdam, RAdam,
 RMSprop and Adagrad are elementwise (their per-parameter numbers, step and NAdam's
 mu_product, are the same in every piece), so stepping a parameter in pieces gives the
-same numbers as stepping it whole: a sharded run equals the unsharded one. The param_groups a scheduler or user sets are this
-wrapper's; step() copies their hyperparameters to the inner optimizer.
+same numbers as stepping it whole: a sharded run equals the unsharded one. The
+param_groups a scheduler or user sets are this wrapper's; step() copies their
+hyperparameters to the inner optimizer.
 
 Checkpoints keep the unsharded format: state_dict() is a collective (every rank must
 call it) that all-gathers each state array's segments and returns what the unsharded

@@ -11,6 +11,24 @@ from .linear import _empty
 from .module import Module
 
 
+def _affine_parameters(module, shape: tuple, affine: bool, bias: bool, dtype) -> None:
+    """A normalisation's weight and bias of shape, or None where affine (or bias) is off."""
+    module.register_parameter("weight", None)
+    module.register_parameter("bias", None)
+    if affine:
+        module.weight = _empty(shape, dtype)
+        if bias:
+            module.bias = _empty(shape, dtype)
+
+
+def _reset_affine(module) -> None:
+    """Weight to ones, bias to zeros (those there are)."""
+    if module.weight is not None:
+        init.ones_(module.weight)
+    if module.bias is not None:
+        init.zeros_(module.bias)
+
+
 class LayerNorm(Module):
     """Normalise over the trailing normalized_shape dims, then scale and shift."""
 
@@ -22,20 +40,12 @@ class LayerNorm(Module):
         self.normalized_shape = tuple(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if elementwise_affine:
-            self.weight = _empty(self.normalized_shape, dtype)
-            if bias:
-                self.bias = _empty(self.normalized_shape, dtype)
+        _affine_parameters(self, self.normalized_shape, elementwise_affine, bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Weight to ones, bias to zeros."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -59,20 +69,12 @@ class GroupNorm(Module):
         self.num_channels = num_channels
         self.eps = eps
         self.affine = affine
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if affine:
-            self.weight = _empty((num_channels,), dtype)
-            if bias:
-                self.bias = _empty((num_channels,), dtype)
+        _affine_parameters(self, (num_channels,), affine, bias, dtype)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """Weight to ones, bias to zeros."""
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input):
         return F.group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
@@ -98,12 +100,7 @@ class _BatchNorm(Module):
         self.momentum = momentum
         self.affine = affine
         self.track_running_stats = track_running_stats
-        self.register_parameter("weight", None)
-        self.register_parameter("bias", None)
-        if affine:
-            self.weight = _empty((num_features,), dtype)
-            if bias:
-                self.bias = _empty((num_features,), dtype)
+        _affine_parameters(self, (num_features,), affine, bias, dtype)
         if track_running_stats:
             dtype = np.dtype(dtype or _default_dtype)
             self.register_buffer("running_mean", Tensor._make(np.zeros(num_features, dtype)))
@@ -125,10 +122,7 @@ class _BatchNorm(Module):
     def reset_parameters(self) -> None:
         """The running statistics reset; weight to ones, bias to zeros."""
         self.reset_running_stats()
-        if self.weight is not None:
-            init.ones_(self.weight)
-        if self.bias is not None:
-            init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input_dim(self, input) -> None:
         raise NotImplementedError

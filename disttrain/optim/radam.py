@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adam import _lerp_
+from .adam import _lerp_, check_adam_arguments
 from .optimizer import Optimizer, _check_unsupported
 from .workspace import Workspace, descent_grad
 
@@ -22,17 +22,7 @@ class RAdam(Optimizer):
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0,
                  decoupled_weight_decay=False, *, foreach=None, maximize=False,
                  capturable=False, differentiable=False) -> None:
-        # torch's checks, in torch's order (`not 0.0 <= x` also rejects NaN)
-        if not 0.0 <= lr:
-            raise ValueError(f"Invalid learning rate: {lr}")
-        if not 0.0 <= eps:
-            raise ValueError(f"Invalid epsilon value: {eps}")
-        if not 0.0 <= betas[0] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 0: {betas[0]}")
-        if not 0.0 <= betas[1] < 1.0:
-            raise ValueError(f"Invalid beta parameter at index 1: {betas[1]}")
-        if not 0.0 <= weight_decay:
-            raise ValueError(f"Invalid weight_decay value: {weight_decay}")
+        check_adam_arguments(lr, eps, betas, weight_decay)
         _check_unsupported(capturable=capturable, differentiable=differentiable)
         # betas as given (torch keeps a list a list), so the state_dict's groups are torch's
         defaults = {
