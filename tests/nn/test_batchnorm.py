@@ -14,6 +14,8 @@ import disttrain
 import disttrain.nn.functional as F
 from disttrain import nn
 
+from .helpers import same_error
+
 TOL = {np.float64: 1e-10, np.float32: 2e-5}
 
 CONFIGS = [
@@ -27,12 +29,13 @@ CONFIGS = [
 ]
 
 
-def _pair(kind, channels, kwargs, dtype):
-    ours = getattr(nn, kind)(channels, **kwargs, dtype=dtype)
-    theirs = getattr(torch.nn, kind)(channels, **kwargs,
+def _pair(kind, args, kwargs, dtype, seed=0):
+    """The same layer in both libraries, with the same weights away from ones and zeros."""
+    ours = getattr(nn, kind)(*args, **kwargs, dtype=dtype)
+    theirs = getattr(torch.nn, kind)(*args, **kwargs,
                                      dtype=torch.float64 if dtype == np.float64 else torch.float32)
-    rng = np.random.default_rng(0)
-    with torch.no_grad():  # weights away from torch's ones/zeros, the same in both
+    rng = np.random.default_rng(seed)
+    with torch.no_grad():
         for name, p in theirs.named_parameters():
             value = rng.uniform(0.5, 1.5, p.shape).astype(dtype)
             p.copy_(torch.from_numpy(value))
@@ -48,7 +51,7 @@ def _close(a, b, dtype, what):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("kind, shape, kwargs", CONFIGS, ids=str)
 def test_batchnorm_trains_and_evaluates_as_torch(kind, shape, kwargs, dtype):
-    ours, theirs = _pair(kind, shape[1], kwargs, dtype)
+    ours, theirs = _pair(kind, (shape[1],), kwargs, dtype)
     assert repr(ours) == repr(theirs)
     rng = np.random.default_rng(1)
     for step in range(3):  # training: batch statistics, the running ones move
@@ -106,28 +109,20 @@ def test_functional_batch_norm_as_torch(training):
         np.testing.assert_allclose(a.data, t.numpy(), rtol=1e-12, atol=1e-12)
 
 
-def _same_error(ours_fn, theirs_fn, error):
-    with pytest.raises(error) as theirs:
-        theirs_fn()
-    with pytest.raises(error) as ours:
-        ours_fn()
-    assert str(ours.value) == str(theirs.value)
-
-
 @pytest.mark.parametrize("kind, channels, shape, error", [
     ("BatchNorm1d", 3, (1, 3), ValueError), ("BatchNorm1d", 3, (2, 3, 4, 4), ValueError),
     ("BatchNorm2d", 3, (2, 3, 4), ValueError), ("BatchNorm2d", 3, (2, 4, 4, 4), RuntimeError),
     ("BatchNorm1d", 3, (2, 4), RuntimeError),
 ], ids=str)
 def test_batchnorm_bad_inputs_raise_torchs_text(kind, channels, shape, error):
-    _same_error(lambda: getattr(nn, kind)(channels)(disttrain.zeros(*shape)),
+    same_error(lambda: getattr(nn, kind)(channels)(disttrain.zeros(*shape)),
                 lambda: getattr(torch.nn, kind)(channels)(torch.zeros(shape)), error)
 
 
 def test_batch_norm_in_eval_needs_running_stats_and_floats_as_torch():
-    _same_error(lambda: F.batch_norm(disttrain.zeros(4, 3), None, None),
+    same_error(lambda: F.batch_norm(disttrain.zeros(4, 3), None, None),
                 lambda: torch_F.batch_norm(torch.zeros(4, 3), None, None), RuntimeError)
-    _same_error(lambda: nn.BatchNorm1d(2)(disttrain.tensor(np.zeros((3, 2), np.int64))),
+    same_error(lambda: nn.BatchNorm1d(2)(disttrain.tensor(np.zeros((3, 2), np.int64))),
                 lambda: torch.nn.BatchNorm1d(2)(torch.zeros(3, 2, dtype=torch.long)),
                 NotImplementedError)
 
@@ -146,15 +141,9 @@ def test_batchnorm_in_eval_takes_one_sample_as_torch():
     (3, (4, 6), {"affine": False}), (2, (2, 4, 3, 3), {"bias": False}),
 ], ids=str)
 def test_group_norm_as_torch(groups, shape, kwargs, dtype):
-    ours, theirs = nn.GroupNorm(groups, shape[1], **kwargs, dtype=dtype), torch.nn.GroupNorm(
-        groups, shape[1], **kwargs, dtype=torch.float64 if dtype == np.float64 else torch.float32)
+    ours, theirs = _pair("GroupNorm", (groups, shape[1]), kwargs, dtype, seed=8)
     assert repr(ours) == repr(theirs)
-    rng = np.random.default_rng(8)
-    with torch.no_grad():
-        for name, p in theirs.named_parameters():
-            value = rng.uniform(0.5, 1.5, p.shape).astype(dtype)
-            p.copy_(torch.from_numpy(value))
-            dict(ours.named_parameters())[name].data[...] = value
+    rng = np.random.default_rng(9)
     x = (rng.standard_normal(shape) * 3 + 1).astype(dtype)
     g = rng.standard_normal(shape).astype(dtype)
     x_ours, x_theirs = disttrain.tensor(x, requires_grad=True), torch.from_numpy(x)
@@ -179,7 +168,7 @@ def test_group_norm_module_error_as_torch():
 @pytest.mark.parametrize("shape, groups, weight", [((2, 3, 4), 2, None), ((2, 4, 4), 2, (3,)),
                                                    ((2,), 2, None)], ids=str)
 def test_group_norm_errors_as_torch(shape, groups, weight):
-    _same_error(
+    same_error(
         lambda: F.group_norm(disttrain.zeros(*shape), groups,
                              None if weight is None else disttrain.zeros(*weight)),
         lambda: torch_F.group_norm(torch.zeros(shape), groups,

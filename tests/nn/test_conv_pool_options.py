@@ -15,9 +15,9 @@ import torch.nn.functional as torch_F
 import disttrain
 import disttrain.nn.functional as F
 from disttrain import nn
-from disttrain.autograd import kernels
 
 from ..autograd.helpers import helper_test_op
+from ..autograd.test_ops import CONV_PATHS, _force_conv_paths
 
 DTYPES = [np.float32, np.float64]
 
@@ -33,17 +33,6 @@ CONV = [
     ((2, 2, 6, 5), (3, 2, 3, 2), False, (2, 1), "valid", 1),
     ((2, 1, 5, 5), (2, 1, 5, 5), True, 1, "same", 1),
 ]
-CONV_PATHS = ["chosen", "channels-first col2im", "batch-last col2im", "channels-first wide",
-              "batch-last wide"]
-
-
-def _force_conv_paths(paths, monkeypatch):
-    if paths == "chosen":
-        return
-    layout, grad_input = paths.split()
-    monkeypatch.setattr(kernels, "_SHORT_ROW", 0 if layout == "channels-first" else 10_000)
-    monkeypatch.setattr(kernels, "_WIDE_WASTE", 0 if grad_input == "col2im" else 10_000)
-
 
 def _lib(t):
     return torch_F if isinstance(t, torch.Tensor) else F
