@@ -587,6 +587,53 @@ def dropout(input, p: float = 0.5, training: bool = True, inplace: bool = False)
     return ops.mul(input, mask)
 
 
+def _channel_dropout(input, p: float, training: bool, batched: bool):
+    """Zero whole channels with probability p (one draw per sample and channel, broadcast
+    over the rest) and scale the others by 1/(1-p), when training."""
+    if p < 0.0 or p > 1.0:
+        raise ValueError(f"dropout probability has to be between 0 and 1, but got {p}")
+    if not training or p == 0.0:
+        return input
+    lead = 2 if batched else 1
+    shape = input.shape[:lead] + (1,) * (input.ndim - lead)
+    if p == 1.0:
+        return ops.mul(input, np.zeros(shape, dtype=input.dtype))
+    keep = random.generator().random(shape) >= p
+    return ops.mul(input, keep.astype(input.dtype) * input.dtype.type(1.0 / (1.0 - p)))
+
+
+def dropout1d(input, p: float = 0.5, training: bool = True, inplace: bool = False):
+    """Channel-wise dropout of (N, C, L) or (C, L) input, as torch's dropout1d."""
+    if input.ndim not in (2, 3):
+        raise RuntimeError(
+            f"dropout1d: Expected 2D or 3D input, but received a {input.ndim}D input. Note that "
+            "dropout1d exists to provide channel-wise dropout on inputs with 1 spatial "
+            "dimension, a channel dimension, and an optional batch dimension (i.e. 2D or 3D "
+            "inputs).")
+    return _channel_dropout(input, p, training, batched=input.ndim == 3)
+
+
+def dropout2d(input, p: float = 0.5, training: bool = True, inplace: bool = False):
+    """Channel-wise dropout of (N, C, H, W) input, as torch's dropout2d: with torch's
+    warnings, a 3-D input is taken as (N, C, L) and other ranks as (N, C, ...)."""
+    if input.ndim not in (3, 4):
+        warnings.warn(
+            f"dropout2d: Received a {input.ndim}-D input to dropout2d, which is deprecated and "
+            "will result in an error in a future release. To retain the behavior and silence "
+            "this warning, please use dropout instead. Note that dropout2d exists to provide "
+            "channel-wise dropout on inputs with 2 spatial dimensions, a channel dimension, and "
+            "an optional batch dimension (i.e. 3D or 4D inputs).", UserWarning, stacklevel=2)
+    if input.ndim == 3:
+        warnings.warn(
+            "dropout2d: Received a 3D input to dropout2d and assuming that channel-wise 1D "
+            "dropout behavior is desired - input is interpreted as shape (N, C, L), where C is "
+            "the channel dim. This behavior will change in a future release to interpret the "
+            "input as one without a batch dimension, i.e. shape (C, H, W). To maintain the 1D "
+            "channel-wise dropout behavior, please switch to using dropout1d instead.",
+            UserWarning, stacklevel=2)
+    return _channel_dropout(input, p, training, batched=input.ndim >= 2)
+
+
 # -- tensor utilities -----------------------------------------------------------------
 def one_hot(tensor, num_classes: int = -1):
     """(*, num_classes) int64 tensor with a 1 at each index; num_classes=-1 infers max + 1."""
