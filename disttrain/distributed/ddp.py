@@ -70,7 +70,8 @@ class DistributedDataParallel:
         _check_same_model(comm, named)
         # buffers to broadcast from rank 0 before each forward that will sync gradients
         self._buffers = ([b for _, b in module.named_buffers()]
-                         if broadcast_buffers and comm.world_size > 1 else [])
+                         if broadcast_buffers and comm.world_size > 1
+                         and hasattr(module, "named_buffers") else [])
         _broadcast_state(comm, module, broadcast_buffers)
         # One rank has nothing to average: backward stays plain, with no thread hand-off.
         self.buckets = (assign_buckets(named, bucket_cap_mb, getattr(comm, "bucket_buffers", None))
