@@ -1,6 +1,8 @@
-"""The autograd engine: Tensor, the gradient rules, backward, grad mode, gradcheck."""
+"""The autograd engine: Tensor, the gradient rules, backward, grad mode, gradcheck.
+ops_compare (comparisons, sorting, logic, dtype methods, sampling) binds its Tensor
+methods when imported, as ops does."""
 
-from . import ops
+from . import ops, ops_compare
 from .engine import queue_callback, sum_to
 from .factories import (
     arange,
@@ -76,6 +78,7 @@ from .ops import (
     var,
     where,
 )
+from .ops_compare import *  # noqa: F403 - its __all__, added to this one below
 from .random import get_rng_state, manual_seed, set_rng_state
 from .tensor import RemovableHandle, Tensor, bool_, float32, float64, int64, tensor
 
@@ -92,3 +95,4 @@ __all__ = [
     "logsumexp", "masked_fill", "mm", "norm", "numel", "outer", "rand_like", "randn_like",
     "reciprocal", "rsqrt", "sign", "sin", "split", "square", "std", "tril", "triu",
 ]
+__all__ += ops_compare.__all__
