@@ -1,8 +1,9 @@
 """The autograd engine: Tensor, the gradient rules, backward, grad mode, gradcheck.
-ops_compare (comparisons, sorting, logic, dtype methods, sampling) binds its Tensor
-methods when imported, as ops does."""
+ops_compare (comparisons, sorting, logic, dtype methods, sampling) and ops_shape (more
+differentiable ops: indexing, shapes, reductions, elementwise math, einsum) bind their
+Tensor methods when imported, as ops does."""
 
-from . import ops, ops_compare
+from . import ops, ops_compare, ops_shape
 from .engine import queue_callback, sum_to
 from .factories import (
     arange,
@@ -79,6 +80,7 @@ from .ops import (
     where,
 )
 from .ops_compare import *  # noqa: F403 - its __all__, added to this one below
+from .ops_shape import *  # noqa: F403 - its __all__, added to this one below
 from .random import get_rng_state, manual_seed, set_rng_state
 from .tensor import RemovableHandle, Tensor, bool_, float32, float64, int64, tensor
 
@@ -95,4 +97,4 @@ __all__ = [
     "logsumexp", "masked_fill", "mm", "norm", "numel", "outer", "rand_like", "randn_like",
     "reciprocal", "rsqrt", "sign", "sin", "split", "square", "std", "tril", "triu",
 ]
-__all__ += ops_compare.__all__
+__all__ += ops_compare.__all__ + ops_shape.__all__

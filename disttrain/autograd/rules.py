@@ -290,6 +290,157 @@ def rule(name: str, *vjps, uses: str = "", reads: tuple | None = None,
     return Rule(name, vjps, "x" in uses, "o" in uses, reads, bool(uses), into)
 
 
+# -- helpers of the rules for ops_shape.py (torch's derivatives.yaml formulas) ------------
+def _exclusive_prod(x, axis):
+    """prod of every element of x along axis but this one: exclusive cumprods from both ends,
+    torch's prod_safe_zeros_backward, exact however many zeros a slice holds."""
+    ones = np.ones_like(np.take(x, [0], axis=axis))
+    before = np.cumprod(np.concatenate([ones, np.delete(x, -1, axis=axis)], axis=axis), axis)
+    after = np.flip(np.cumprod(np.concatenate([ones, np.delete(np.flip(x, axis), -1, axis=axis)],
+                                              axis=axis), axis), axis)
+    return before * after
+
+
+def _prod_vjp(g, out, x, dim, keepdim):
+    # torch's prod_backward: g * out / x when x holds no zero, else the product of the others
+    if x.ndim == 0:
+        return g
+    if dim is None:
+        flat = x.reshape(-1)
+        if not (flat == 0).any():
+            return g * out / x
+        return g * _exclusive_prod(flat, 0).reshape(x.shape) if flat.size else np.zeros_like(x)
+    g, out = _unreduce(g, x.shape, dim, keepdim), _unreduce(out, x.shape, dim, keepdim)
+    if not (x == 0).any() or x.shape[dim] == 0:
+        return g * out / x
+    return g * _exclusive_prod(x, dim)
+
+
+def _cumprod_vjp(g, out, x, dim):
+    """torch's cumprod_backward: the reversed cumsum of g * out, over x, when x has no zero;
+    else the exact sum over i >= k of g_i * prod_{j <= i, j != k} x_j."""
+    if x.size == 0:
+        return np.zeros_like(x)
+    if not (x == 0).any():
+        return _cumsum_vjp(g * out, dim) / x
+    xm, gm = np.moveaxis(x, dim, -1), np.moveaxis(g, dim, -1)
+    n = xm.shape[-1]
+    grad = np.empty_like(xm)
+    for k in range(n):  # only slices with a zero come here; n cumprods of n, as torch's loop
+        others = xm.copy()
+        others[..., k] = 1
+        partial = np.cumprod(others, axis=-1)[..., k:]
+        grad[..., k] = np.sum(gm[..., k:] * partial, axis=-1)
+    return np.moveaxis(grad, -1, dim)
+
+
+def scatter_key(index: np.ndarray, dim: int) -> tuple:
+    """The numpy key of scatter's and gather's places: index along dim, elsewhere its own
+    position (index may be smaller than self off dim, which put_along_axis refuses)."""
+    key = list(np.indices(index.shape, sparse=True))
+    key[dim] = index
+    return tuple(key)
+
+
+def _scatter_self_vjp(g, out, x, src, dim, index):
+    # the places scatter overwrote take no gradient back to self
+    grad = g.copy()
+    grad[scatter_key(index, dim)] = 0
+    return grad
+
+
+def _scattered_src_vjp(g, out, x, src, dim, index):
+    """grad.gather(dim, index), as torch's, placed in src's (maybe larger) shape."""
+    picked = g[scatter_key(index, dim)]
+    if picked.shape == np.shape(src):
+        return picked
+    grad = np.zeros(np.shape(src), dtype=g.dtype)
+    grad[tuple(slice(0, n) for n in index.shape)] = picked
+    return grad
+
+
+def _hypot_vjp(i: int) -> Callable:
+    """g * operand / hypot: NaN where both are 0, as torch's (0 / 0)."""
+    def vjp(g, o, a, b):
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return g * (a, b)[i] / o
+    return vjp
+
+
+def _logit_vjp(g, out, x, eps):
+    # torch's logit_backward: NaN outside [0, 1] without eps; 0 outside [eps, 1 - eps] with it
+    with np.errstate(divide="ignore", invalid="ignore"):
+        grad = g / (x * (1 - x))
+        if eps is None:
+            return np.where((x < 0) | (x > 1), np.nan, grad).astype(g.dtype, copy=False)
+        return np.where((x < eps) | (x > 1 - eps), 0, grad).astype(g.dtype, copy=False)
+
+
+def _einsum_grad(i, g, operands, subs, out_subs, sizes):
+    """The gradient of operand i of einsum(subs -> out_subs) (letters only, no ellipsis):
+    g contracted with the other operands onto operand i's labels. A label only operand i
+    holds (summed away) is broadcast back; a repeated label (a diagonal) is written onto
+    that diagonal of zeros; a size-1 dim that broadcast is summed back to 1."""
+    own = subs[i]
+    labels = "".join(dict.fromkeys(own))  # each label once, in order
+    others = [s for j, s in enumerate(subs) if j != i]
+    known = set(out_subs).union(*others)
+    kept = "".join(c for c in labels if c in known)
+    spec = ",".join([out_subs, *others]) + "->" + kept
+    full = np.einsum(spec, g, *(o for j, o in enumerate(operands) if j != i))
+    full = np.expand_dims(full, [k for k, c in enumerate(labels) if c not in known])
+    full = np.broadcast_to(full, tuple(sizes[c] for c in labels))
+    grad = np.zeros(tuple(sizes[c] for c in own), dtype=g.dtype)
+    np.einsum(f"{own}->{labels}", grad)[...] = full  # a writable view, the diagonal if repeated
+    shape = np.shape(operands[i])
+    stretched = tuple(k for k, n in enumerate(shape) if n == 1 and grad.shape[k] != 1)
+    return grad.sum(axis=stretched, keepdims=True) if stretched else grad
+
+
+class EinsumVjps:
+    """vjps of einsum, one per operand: the output gradient contracted with the others."""
+
+    def __getitem__(self, i: int) -> Callable:
+        return lambda g, out, *operands, **params: _einsum_grad(i, g, operands, **params)
+
+
+def _in_dtype(fn):
+    """vjp(g, o, x) in g's dtype: numpy constants (ln 2, 2/sqrt(pi)) would stay float64."""
+    return lambda g, o, *x, **p: np.asarray(fn(g, o, *x, **p)).astype(g.dtype, copy=False)
+
+
+_SHAPE_RULES = (
+    rule("Log2", _in_dtype(lambda g, o, x: g / (x * math.log(2))), uses="x"),
+    rule("Log10", _in_dtype(lambda g, o, x: g / (x * math.log(10))), uses="x"),
+    rule("Exp2", _in_dtype(lambda g, o, x: g * o * math.log(2)), uses="o"),
+    rule("Sinh", lambda g, o, x: g * np.cosh(x), uses="x"),
+    rule("Cosh", lambda g, o, x: g * np.sinh(x), uses="x"),
+    rule("Asin", lambda g, o, x: g / np.sqrt(1 - x * x), uses="x"),
+    rule("Acos", lambda g, o, x: -g / np.sqrt(1 - x * x), uses="x"),
+    rule("Atan", lambda g, o, x: g / (1 + x * x), uses="x"),
+    rule("Erf", _in_dtype(lambda g, o, x: g * (2 / math.sqrt(math.pi)) * np.exp(-x * x)),
+         uses="x"),
+    rule("Trunc", _zero_vjp),
+    rule("Logit", _logit_vjp, uses="x"),
+    rule("Atan2", lambda g, o, a, b: g * b / (a * a + b * b),
+         lambda g, o, a, b: g * -a / (a * a + b * b), uses="x"),
+    rule("Hypot", _hypot_vjp(0), _hypot_vjp(1), uses="xo"),
+    # torch's: self gets g / (1 + e^(other - self)), other the same with the roles swapped
+    rule("Logaddexp", lambda g, o, a, b: g / (1 + np.exp(b - a)),
+         lambda g, o, a, b: g / (1 + np.exp(a - b)), uses="x"),
+    # remainder/fmod: self gets g; other -g times the quotient rounded as the op rounds
+    rule("Remainder", lambda g, o, a, b: g, lambda g, o, a, b: -g * np.floor_divide(a, b),
+         uses="x"),
+    rule("Fmod", lambda g, o, a, b: g, lambda g, o, a, b: -g * np.trunc(np.true_divide(a, b)),
+         uses="x"),
+    rule("Prod", _prod_vjp, uses="xo"),
+    rule("Cumprod", _cumprod_vjp, uses="xo"),
+    rule("Scatter", _scatter_self_vjp, _scattered_src_vjp, uses="x"),
+    rule("ScatterAdd", lambda g, o, x, src, dim, index: g, _scattered_src_vjp, uses="x"),
+    Rule("Einsum", EinsumVjps(), True, False, None, True),
+)
+
+
 RULES = {r.name: r for r in (
     rule("Add", lambda g: g, lambda g: g),
     rule("Sub", lambda g: g, lambda g: -g),
@@ -360,4 +511,6 @@ RULES = {r.name: r for r in (
     rule("BinaryCrossEntropy", _bce_input_vjp, _bce_target_vjp, None, uses="x"),
     rule("BinaryCrossEntropyWithLogits", _bce_logits_input_vjp, _bce_logits_target_vjp, None,
          None, uses="x"),
+    # ops_shape.py's primitives (elementwise math, prod/cumprod, scatter, einsum)
+    *_SHAPE_RULES,
 )}

@@ -7,7 +7,7 @@ import pytest
 
 import disttrain
 import disttrain.nn.functional as F
-from disttrain.autograd import kernels, ops
+from disttrain.autograd import kernels, ops, ops_shape
 from disttrain.autograd.rules import RULES
 
 from .helpers import make_inputs, rules_used
@@ -151,6 +151,43 @@ CASES = [
     case("norm-half", lambda a: a.norm(p=0.5, dim=0), (3, 4)),
     case("cumsum", lambda a: a.cumsum(1), (3, 4)),
     case("cumsum-neg-dim", lambda a: disttrain.cumsum(a, -3), (2, 3, 2)),
+    # ops_shape.py's rules (elementwise math, prod/cumprod with zeros, scatter, einsum)
+    case("log2-log10", lambda a: ops_shape.log2(a) + ops_shape.log10(a), (2, 3), low=0.2),
+    case("exp2", lambda a: ops_shape.exp2(a), (2, 3)),
+    case("sinh-cosh", lambda a: ops_shape.sinh(a) * ops_shape.cosh(a), (2, 3)),
+    case("asin-acos-atan", lambda a: ops_shape.asin(a) + ops_shape.acos(a) * ops_shape.atan(a),
+         (2, 3), low=-0.9, high=0.9),
+    case("erf", lambda a: ops_shape.erf(a), (2, 3)),
+    case("trunc", lambda a: ops_shape.trunc(a) * a, (3, 4), low=-3.0, high=3.0),
+    case("logit", lambda a: ops_shape.logit(a), (2, 3), low=0.05, high=0.95),
+    case("logit-eps", lambda a: ops_shape.logit(a, eps=0.3), (3, 4), low=0.0, high=1.0),
+    case("atan2", lambda a, b: ops_shape.atan2(a, b), (2, 3), (3,)),
+    case("hypot", lambda a, b: ops_shape.hypot(a, b), (2, 3), (2, 1)),
+    case("logaddexp", lambda a, b: ops_shape.logaddexp(a, b), (2, 3), (3,)),
+    case("remainder", lambda a, b: ops_shape.remainder(a, b), (2, 3), (3,), low=0.3),
+    case("fmod-negative", lambda a, b: ops_shape.fmod(a, b), (3, 4), (4,), low=-3.0, high=-0.3),
+    case("prod-all", lambda a: ops_shape.prod(a), (2, 3), low=0.5),
+    case("prod-dim", lambda a: ops_shape.prod(a, -1, keepdim=True), (2, 3, 4)),
+    case("prod-zeros", lambda a: ops_shape.prod(a, 1),
+         np.array([[0.0, 1.5, -2.0], [0.0, 0.0, 3.0], [0.7, 1.1, 1.3]])),
+    case("prod-all-one-zero", lambda a: ops_shape.prod(a), np.array([[0.5, 0.0], [1.5, -2.0]])),
+    case("cumprod", lambda a: ops_shape.cumprod(a, 0), (3, 4)),
+    case("cumprod-zeros", lambda a: ops_shape.cumprod(a, -1),
+         np.array([[0.5, 0.0, 2.0, 0.0], [1.1, 0.9, 0.0, 1.3]])),
+    case("scatter", lambda a, s: ops_shape.scatter(
+        a, 1, disttrain.tensor([[2, 0], [1, 3], [0, 1]]), s), (3, 4), (3, 3)),
+    case("scatter-add-repeated", lambda a, s: ops_shape.scatter_add(
+        a, 0, disttrain.tensor([[0, 1, 0], [0, 0, 2]]), s), (3, 3), (2, 3)),
+    case("einsum", lambda a, b: ops_shape.einsum("bij,jk->bik", a, b), (2, 3, 4), (4, 2)),
+    case("einsum-diagonal-and-summed", lambda a, b: ops_shape.einsum("ii,ij->j", a, b),
+         (3, 3), (3, 2)),
+    case("einsum-ellipsis-broadcast", lambda a, b: ops_shape.einsum("...i,...i", a, b),
+         (2, 1, 3), (4, 3)),
+    # composites of existing rules, where their indexing could go wrong
+    case("repeat-roll-flip", lambda a: ops_shape.flip(ops_shape.roll(a.repeat(2, 1, 2), (1, -2),
+                                                                      (0, 2)), (1,)), (2, 3)),
+    case("diag-diagonal-median", lambda a: ops_shape.diag(ops_shape.diagonal(a, 1)).sum(0)
+         + ops_shape.median(a, 1).values, (3, 4)),
     # Composites of the rules above, where their indexing could go wrong.
     case("gather-repeated", lambda a: a.gather(1, disttrain.tensor([[0, 0, 2], [1, 1, 1]])),
          (3, 4)),
