@@ -1,8 +1,10 @@
 """PyTorch's non-differentiable tensor operations: comparisons, logic, sorting, searching,
 counting, random sampling and dtype/metadata methods.
 
-None of them enters the graph: every result is built with Tensor._make, so it never requires
-grad, as torch's integer and bool results (and sort/topk values here, returned detached).
+None of them enters the graph but sort's and topk's values, which are a gather of the
+input at the indices (so their gradient goes back to the chosen elements, as torch's);
+every other result is built with Tensor._make and never requires grad, as torch's
+integer and bool results.
 Indices are int64 as torch's. The module binds its Tensor methods at its end, as ops.py does.
 """
 
@@ -14,7 +16,7 @@ import numpy as np
 
 from . import random
 from .factories import _shape
-from .ops import _checked_dims, _data, _wrap_dim, clone, eq, ge, gt, le, lt, ne
+from .ops import _checked_dims, _data, _wrap_dim, clone, eq, gather, ge, gt, le, lt, ne
 from .ops import to as _to
 from .tensor import TORCH_DTYPE_NAMES, Tensor, _default_dtype
 
@@ -173,11 +175,20 @@ def _sort_parts(input, dim, descending):
     return np.take_along_axis(data, order, axis=d), order
 
 
+def _picked(input, dim, values, indices):
+    """The values at indices along dim: in the graph (a gather) when input requires grad."""
+    if not input.requires_grad:
+        return _make(values)
+    if input.ndim == 0:
+        return clone(input)
+    return gather(input, dim, _make(indices))
+
+
 def sort(input, dim=-1, descending=False, *, stable=False):  # noqa: A002
     """(values, indices) of input sorted along dim, as torch.sort; always stable here
-    (torch's stable=False may order ties either way); values are detached."""
+    (torch's stable=False may order ties either way)."""
     values, indices = _sort_parts(input, dim, descending)
-    return sort_result(_make(values), _make(indices))
+    return sort_result(_picked(input, dim, values, indices), _make(indices))
 
 
 def argsort(input, dim=-1, descending=False, *, stable=False):  # noqa: A002
@@ -192,7 +203,7 @@ def msort(input):  # noqa: A002 - torch's argument name
 
 def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002 - torch's names
     """(values, indices) of the k largest (or smallest) along dim, as torch.topk; NaN
-    counts as the largest; values are detached; always in sorted order here."""
+    counts as the largest; always in sorted order here."""
     d = _wrap_dim(dim, input.ndim)
     size = input.shape[d] if input.ndim else 1
     if not 0 <= k <= size:
@@ -200,7 +211,7 @@ def topk(input, k, dim=-1, largest=True, sorted=True):  # noqa: A002 - torch's n
     values, indices = _sort_parts(input, d, descending=largest)
     if input.ndim:
         values, indices = (np.take(a, np.arange(k), axis=d) for a in (values, indices))
-    return topk_result(_make(values), _make(indices))
+    return topk_result(_picked(input, d, values, indices), _make(indices))
 
 
 def unique(input, sorted=True, return_inverse=False, return_counts=False,  # noqa: A002

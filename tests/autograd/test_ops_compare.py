@@ -176,10 +176,26 @@ def test_sort_argsort(array, dim, descending):
     check(lambda a: a.argsort(dim=dim, descending=descending, stable=True), array)
 
 
-def test_sort_returns_named_detached_values():
+@pytest.mark.parametrize("op", [lambda t: t.sort(dim=0, descending=True),
+                                lambda t: t.sort(), lambda t: t.topk(2, dim=0),
+                                lambda t: t.topk(3, largest=False)], ids=["sort0", "sort",
+                                                                          "topk0", "topk-small"])
+def test_sort_and_topk_values_carry_the_gradient_as_torch(op):
+    """Their values are the chosen elements: the gradient goes back to them, as torch's."""
+    x = F.astype(np.float64)  # distinct values: torch's unstable sort orders ties its way
+    x_ours, x_theirs = disttrain.tensor(x, requires_grad=True), torch.tensor(x, requires_grad=True)
+    values_ours, values_theirs = op(x_ours).values, op(x_theirs).values
+    assert values_ours.requires_grad and values_theirs.requires_grad
+    g = RNG.standard_normal(values_theirs.shape)
+    values_ours.backward(disttrain.tensor(g))
+    values_theirs.backward(torch.from_numpy(g))
+    np.testing.assert_array_equal(x_ours.grad.data, x_theirs.grad.numpy())
+
+
+def test_sort_returns_named_values_and_indices():
     x = disttrain.tensor(F, requires_grad=True)
     values, indices = x.sort()
-    assert not values.requires_grad and x.sort().values is not None
+    assert values.requires_grad and not indices.requires_grad
     assert type(x.sort()).__name__ == type(torch.sort(torch.from_numpy(F))).__name__
     same(x.sort(descending=True).indices, torch.from_numpy(F).sort(descending=True).indices)
     check(lambda a: M(a).msort(a), TIES)
