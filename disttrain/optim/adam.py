@@ -7,7 +7,16 @@ import numpy as np
 from .optimizer import Optimizer, _check_unsupported
 from .workspace import Workspace, descent_grad
 
-__all__ = ["Adam", "AdamW", "adam", "check_adam_arguments"]
+__all__ = ["Adam", "AdamW", "adam", "check_adam_arguments", "update_moments"]
+
+
+def update_moments(exp_avg, exp_avg_sq, g, beta1, beta2, scratch) -> None:
+    """The Adam family's moments in place, as torch's: exp_avg.lerp_(g, 1 - beta1) and
+    exp_avg_sq.mul_(beta2).addcmul_(g, g, value=1 - beta2), in torch's order of products."""
+    _lerp_(exp_avg, g, 1 - beta1, scratch)
+    exp_avg_sq *= beta2
+    square = np.multiply(g, 1 - beta2, out=scratch)
+    exp_avg_sq += np.multiply(square, g, out=square)
 
 
 def check_adam_arguments(lr, eps, betas, weight_decay) -> None:
@@ -110,10 +119,7 @@ def adam(params, grads, exp_avgs, exp_avg_sqs, max_exp_avg_sqs, state_steps, *, 
             p *= 1 - lr * weight_decay
         g = descent_grad(p, g, maximize, 0 if decoupled_weight_decay else weight_decay, ws)
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        _lerp_(exp_avg, g, 1 - beta1, ws.like(p, "term"))
-        exp_avg_sq *= beta2
-        square = np.multiply(g, 1 - beta2, out=ws.like(p, "term"))  # torch's addcmul order
-        exp_avg_sq += np.multiply(square, g, out=square)
+        update_moments(exp_avg, exp_avg_sq, g, beta1, beta2, ws.like(p, "term"))
         if amsgrad:
             np.maximum(max_exp_avg_sqs[i], exp_avg_sq, out=max_exp_avg_sqs[i])
             exp_avg_sq = max_exp_avg_sqs[i]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adam import _lerp_, check_adam_arguments
+from .adam import check_adam_arguments, update_moments
 from .optimizer import Optimizer, _check_unsupported
 from .workspace import Workspace, descent_grad
 
@@ -96,10 +96,7 @@ def nadam(params, grads, exp_avgs, exp_avg_sqs, mu_products, state_steps, *, bet
         mu_next = beta1 * (1.0 - 0.5 * (0.96 ** ((step + 1) * momentum_decay)))
         mu_products[i] = mu_product = float(np.float32(mu_products[i]) * np.float32(mu))
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        _lerp_(exp_avg, g, 1 - beta1, ws.like(p, "term"))
-        exp_avg_sq *= beta2
-        square = np.multiply(g, 1 - beta2, out=ws.like(p, "term"))  # torch's addcmul order
-        exp_avg_sq += np.multiply(square, g, out=square)
+        update_moments(exp_avg, exp_avg_sq, g, beta1, beta2, ws.like(p, "term"))
         # sqrt(v / bias_correction2) + eps: torch divides before the root (Adam after)
         denom = np.divide(exp_avg_sq, bias_correction2, out=ws.like(p, "denom"))
         np.sqrt(denom, out=denom)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .adam import _lerp_, check_adam_arguments
+from .adam import check_adam_arguments, update_moments
 from .optimizer import Optimizer, _check_unsupported
 from .workspace import Workspace, descent_grad
 
@@ -73,10 +73,7 @@ def radam(params, grads, exp_avgs, exp_avg_sqs, state_steps, *, beta1, beta2, lr
             p *= 1 - lr * weight_decay
         g = descent_grad(p, g, maximize, 0 if decoupled_weight_decay else weight_decay, ws)
         exp_avg, exp_avg_sq = exp_avgs[i], exp_avg_sqs[i]
-        _lerp_(exp_avg, g, 1 - beta1, ws.like(p, "term"))
-        exp_avg_sq *= beta2
-        square = np.multiply(g, 1 - beta2, out=ws.like(p, "term"))  # torch's addcmul order
-        exp_avg_sq += np.multiply(square, g, out=square)
+        update_moments(exp_avg, exp_avg_sq, g, beta1, beta2, ws.like(p, "term"))
         bias_correction1 = 1 - beta1**step
         bias_correction2 = 1 - beta2**step
         # the length of the approximated simple moving average, and its limit

@@ -191,3 +191,46 @@ def assert_closure_steps_match_torch(make_run) -> None:
     assert results[OURS][:3] == pytest.approx(results[TORCH][:3], abs=1e-12)
     for mine, theirs in zip(results[OURS][3], results[TORCH][3]):
         np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-10)
+
+
+# -- two parameter groups whose second sets any hyperparameters (RMSprop, Adagrad, Adamax,
+# NAdam, RAdam tests) ------------------------------------------------------------------------
+def grid(**axes) -> list[dict]:
+    """Every combination of the axes' values, as keyword dicts."""
+    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
+
+
+@dataclass(frozen=True)
+class GroupCase:
+    """An optimizer, the first group's settings and what the second group sets otherwise."""
+
+    opt_name: str
+    kwargs: dict
+    second: dict
+
+    @property
+    def id(self) -> str:
+        return self.opt_name + "-" + "-".join(f"{k}={v}" for k, v in self.kwargs.items())
+
+
+class GroupRun:
+    """One optimizer over w, b (first group) and c (second group, no grad every 3rd step)."""
+
+    def __init__(self, lib: Lib, case: GroupCase, values=None):
+        self.lib = lib
+        self.params = [lib.leaf(v) for v in (values or initial_values())]
+        groups = [{"params": self.params[:2]}, {"params": self.params[2:], **case.second}]
+        self.opt = getattr(lib.optim, case.opt_name)(groups, **case.kwargs)
+
+    def step(self, k: int) -> None:
+        self.opt.zero_grad()
+        loss(self.lib, self.params, k).backward()
+        self.opt.step()
+
+    def steps(self, start: int, stop: int) -> GroupRun:
+        for k in range(start, stop):
+            self.step(k)
+        return self
+
+    def arrays(self) -> list[np.ndarray]:
+        return [self.lib.numpy(p) for p in self.params]

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
-from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -21,12 +19,13 @@ from .helpers import (
     LARGE_SHAPES,
     OURS,
     TORCH,
-    Lib,
+    GroupCase,
+    GroupRun,
     assert_closure_steps_match_torch,
     assert_same_state_dict,
     assert_state_dict_like_torchs,
+    grid,
     initial_values,
-    loss,
     through_npz,
 )
 
@@ -36,66 +35,32 @@ STEPS, RESUME_AT = 24, 10
 ATOL64 = 1e-12
 
 
-def _grid(**axes) -> list[dict]:
-    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
-@dataclass(frozen=True)
-class Case:
-    """An optimizer, the first group's settings and what the second group sets otherwise."""
-
-    opt_name: str
-    kwargs: dict
-    second: dict
-
-    @property
-    def id(self) -> str:
-        return self.opt_name + "-" + "-".join(f"{k}={v}" for k, v in self.kwargs.items())
 
 
 # the second group has its own lr, betas and eps (and momentum_decay): different numbers
 # through the same code; RAdam's rho_t passes 5 at step 6 (both beta2s), so each run takes
 # the unrectified update first and the rectified one after
 SECOND = {"lr": 0.02, "betas": (0.8, 0.99), "eps": 1e-6}
-ADAMAX = [Case("Adamax", dict(lr=0.05, **s), SECOND)
-          for s in _grid(weight_decay=[0, 1e-2], maximize=[False, True])]
-NADAM = [Case("NAdam", dict(lr=0.05, **s), dict(SECOND, momentum_decay=0.02))
-         for s in _grid(weight_decay=[0, 1e-2], decoupled_weight_decay=[False, True],
+ADAMAX = [GroupCase("Adamax", dict(lr=0.05, **s), SECOND)
+          for s in grid(weight_decay=[0, 1e-2], maximize=[False, True])]
+NADAM = [GroupCase("NAdam", dict(lr=0.05, **s), dict(SECOND, momentum_decay=0.02))
+         for s in grid(weight_decay=[0, 1e-2], decoupled_weight_decay=[False, True],
                         momentum_decay=[4e-3, 0.05], maximize=[False, True])]
-RADAM = [Case("RAdam", dict(lr=0.05, **s), SECOND)
-         for s in _grid(weight_decay=[0, 1e-2], decoupled_weight_decay=[False, True],
+RADAM = [GroupCase("RAdam", dict(lr=0.05, **s), SECOND)
+         for s in grid(weight_decay=[0, 1e-2], decoupled_weight_decay=[False, True],
                         maximize=[False, True])]
 # every constructor default, and foreach=True (torch then runs its multi-tensor code: the
 # same math in another order, so the same numbers to rounding)
-DEFAULTS = [Case(name, {}, {"lr": 0.01}) for name in ("Adamax", "NAdam", "RAdam")]
-FOREACH = [Case(c.opt_name, dict(c.kwargs, foreach=True), c.second)
+DEFAULTS = [GroupCase(name, {}, {"lr": 0.01}) for name in ("Adamax", "NAdam", "RAdam")]
+FOREACH = [GroupCase(c.opt_name, dict(c.kwargs, foreach=True), c.second)
            for c in (ADAMAX[-1], NADAM[-1], RADAM[-1])]
 CASES = ADAMAX + NADAM + RADAM + DEFAULTS + FOREACH
 # for the state_dict tests: every option on, per optimizer
 STATEFUL = [ADAMAX[-1], NADAM[-1], RADAM[-1]]
 
 
-class Run:
-    """One optimizer over w, b (first group) and c (second group, no grad every 3rd step)."""
-
-    def __init__(self, lib: Lib, case: Case, values=None):
-        self.lib = lib
-        self.params = [lib.leaf(v) for v in (values or initial_values())]
-        groups = [{"params": self.params[:2]}, {"params": self.params[2:], **case.second}]
-        self.opt = getattr(lib.optim, case.opt_name)(groups, **case.kwargs)
-
-    def step(self, k: int) -> None:
-        self.opt.zero_grad()
-        loss(self.lib, self.params, k).backward()
-        self.opt.step()
-
-    def steps(self, start: int, stop: int) -> Run:
-        for k in range(start, stop):
-            self.step(k)
-        return self
-
-    def arrays(self) -> list[np.ndarray]:
-        return [self.lib.numpy(p) for p in self.params]
 
 
 def torch_state_as_numpy(sd: dict) -> dict:
@@ -116,8 +81,8 @@ def test_the_grids_cover_every_combination():
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float64_parameters_match_torch_after_every_step(case: Case):
-    ours, ref = Run(OURS, case), Run(TORCH, case)
+def test_float64_parameters_match_torch_after_every_step(case: GroupCase):
+    ours, ref = GroupRun(OURS, case), GroupRun(TORCH, case)
     start_c = ours.arrays()[2]
     for k in range(STEPS):
         ours.step(k)
@@ -135,9 +100,10 @@ def test_float64_parameters_match_torch_after_every_step(case: Case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float32_stays_float32_and_matches_torch(case: Case):
+def test_float32_stays_float32_and_matches_torch(case: GroupCase):
     values = initial_values(np.float32)
-    ours, ref = Run(OURS, case, values).steps(0, STEPS), Run(TORCH, case, values).steps(0, STEPS)
+    ours = GroupRun(OURS, case, values).steps(0, STEPS)
+    ref = GroupRun(TORCH, case, values).steps(0, STEPS)
     for mine, theirs in zip(ours.arrays(), ref.arrays()):
         assert mine.dtype == np.float32
         # torch fuses a + b * c (lerp, add with alpha) where numpy rounds twice
@@ -153,11 +119,11 @@ def test_float32_stays_float32_and_matches_torch(case: Case):
 @pytest.mark.parametrize("case", [c for c in CASES if "foreach" not in c.kwargs and all(
     c.kwargs.get(k) for k in ("weight_decay", "maximize")) and c.kwargs.get(
         "momentum_decay", 4e-3) == 4e-3], ids=lambda c: c.id)
-def test_large_parameters_match_torch(case: Case):
+def test_large_parameters_match_torch(case: GroupCase):
     """Above the workspace's SMALL size, so its reused arrays are exercised (every slot:
     weight decay and maximize on, L2 and decoupled)."""
     values = initial_values(shapes=LARGE_SHAPES)
-    ours, ref = Run(OURS, case, values), Run(TORCH, case, values)
+    ours, ref = GroupRun(OURS, case, values), GroupRun(TORCH, case, values)
     for k in range(8):
         ours.step(k)
         ref.step(k)
@@ -192,15 +158,15 @@ def test_nadam_mu_product_is_torchs_float32_down_to_underflow(dtype):
 @pytest.mark.parametrize("name", ["Adamax", "NAdam", "RAdam"])
 def test_step_runs_the_closure_with_grad_enabled_and_returns_its_loss(name):
     case = next(c for c in CASES if c.opt_name == name)
-    assert_closure_steps_match_torch(lambda lib: Run(lib, case))
+    assert_closure_steps_match_torch(lambda lib: GroupRun(lib, case))
 
 
 # -- state_dict ---------------------------------------------------------------------------
 @pytest.mark.parametrize("steps", [0, 1, RESUME_AT])
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_state_dict_structure_equals_torchs(case: Case, steps):
-    mine = Run(OURS, case).steps(0, steps).opt.state_dict()
-    theirs = Run(TORCH, case).steps(0, steps).opt.state_dict()
+def test_state_dict_structure_equals_torchs(case: GroupCase, steps):
+    mine = GroupRun(OURS, case).steps(0, steps).opt.state_dict()
+    theirs = GroupRun(TORCH, case).steps(0, steps).opt.state_dict()
     assert_state_dict_like_torchs(mine, theirs)
     # no state before the first step; after it, none for c (its grad was None)
     assert list(mine["state"]) == ([] if steps == 0 else [0, 1] if steps == 1 else [0, 1, 2])
@@ -215,13 +181,13 @@ def test_state_dict_structure_equals_torchs(case: Case, steps):
 
 @pytest.mark.parametrize("transport", ["dict", "npz"])
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tmp_path):
-    straight = Run(OURS, case).steps(0, STEPS)
-    first = Run(OURS, case).steps(0, RESUME_AT)
+def test_resume_mid_run_gives_the_identical_trajectory(case: GroupCase, transport, tmp_path):
+    straight = GroupRun(OURS, case).steps(0, STEPS)
+    first = GroupRun(OURS, case).steps(0, RESUME_AT)
     sd = first.opt.state_dict()
     if transport == "npz":
         sd = through_npz(sd, tmp_path)
-    resumed = Run(OURS, case, first.arrays())
+    resumed = GroupRun(OURS, case, first.arrays())
     resumed.opt.load_state_dict(sd)
     resumed.steps(RESUME_AT, STEPS)
     for a, b in zip(straight.arrays(), resumed.arrays()):
@@ -230,9 +196,9 @@ def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tm
 
 
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_loading_torchs_state_dict_continues_torchs_trajectory(case: Case):
-    ref = Run(TORCH, case).steps(0, RESUME_AT)
-    ours = Run(OURS, case, ref.arrays())
+def test_loading_torchs_state_dict_continues_torchs_trajectory(case: GroupCase):
+    ref = GroupRun(TORCH, case).steps(0, RESUME_AT)
+    ours = GroupRun(OURS, case, ref.arrays())
     ours.opt.load_state_dict(torch_state_as_numpy(ref.opt.state_dict()))
     assert_state_dict_like_torchs(ours.opt.state_dict(), ref.opt.state_dict())
     for state in ours.opt.state.values():  # a loaded 0-d array becomes our number at once
@@ -246,17 +212,17 @@ def test_loading_torchs_state_dict_continues_torchs_trajectory(case: Case):
 
 
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_groups_saved_without_later_keys_get_torchs_defaults(case: Case):
+def test_groups_saved_without_later_keys_get_torchs_defaults(case: GroupCase):
     """A state_dict from an older torch lacks the newer options: loading fills them in,
     with torch's values and in torch's order."""
     groups = {}
     for lib in (OURS, TORCH):
-        sd = Run(lib, case).steps(0, 2).opt.state_dict()
+        sd = GroupRun(lib, case).steps(0, 2).opt.state_dict()
         for group in sd["param_groups"]:
             for key in [k for k in group if k not in (
                     "params", "lr", "betas", "eps", "weight_decay", "momentum_decay")]:
                 del group[key]
-        fresh = Run(lib, case)
+        fresh = GroupRun(lib, case)
         fresh.opt.load_state_dict(sd)
         groups[lib] = fresh.opt.state_dict()["param_groups"]
     assert groups[OURS] == groups[TORCH]
@@ -265,8 +231,8 @@ def test_groups_saved_without_later_keys_get_torchs_defaults(case: Case):
 
 
 @pytest.mark.parametrize("case", STATEFUL + DEFAULTS, ids=lambda c: c.id)
-def test_repr_equals_torchs(case: Case):
-    assert repr(Run(OURS, case).opt) == repr(Run(TORCH, case).opt)
+def test_repr_equals_torchs(case: GroupCase):
+    assert repr(GroupRun(OURS, case).opt) == repr(GroupRun(TORCH, case).opt)
 
 
 def test_nadam_state_survives_a_one_rank_sharded_optimizer():

@@ -3,9 +3,6 @@ trajectories, state and state_dict layout, resume, and every constructor error."
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 import numpy as np
 import pytest
 
@@ -13,72 +10,39 @@ from .helpers import (
     LARGE_SHAPES,
     OURS,
     TORCH,
-    Lib,
+    GroupCase,
+    GroupRun,
     assert_closure_steps_match_torch,
     assert_same_state_dict,
     assert_state_dict_like_torchs,
+    grid,
     initial_values,
-    loss,
     through_npz,
 )
 
 STEPS, RESUME_AT = 24, 10
 
 
-def _grid(**axes) -> list[dict]:
-    return [dict(zip(axes, values)) for values in itertools.product(*axes.values())]
 
 
-@dataclass(frozen=True)
-class Case:
-    """An optimizer, the first group's settings and what the second group sets otherwise."""
-
-    opt_name: str
-    kwargs: dict
-    second: dict
-
-    @property
-    def id(self) -> str:
-        return self.opt_name + "-" + "-".join(f"{k}={v}" for k, v in self.kwargs.items())
 
 
 # every option that changes the math, in every combination; the second group changes the
 # numbers only (a group's own initial_accumulator_value is ignored by torch: tested too)
-RMSPROP = [Case("RMSprop", dict(lr=0.01, foreach=False, **s),
+RMSPROP = [GroupCase("RMSprop", dict(lr=0.01, foreach=False, **s),
                 {"lr": 0.004, "alpha": 0.9, "eps": 1e-4})
-           for s in _grid(momentum=[0, 0.9], centered=[False, True], weight_decay=[0, 1e-2],
+           for s in grid(momentum=[0, 0.9], centered=[False, True], weight_decay=[0, 1e-2],
                           maximize=[False, True])]
-ADAGRAD = [Case("Adagrad", dict(lr=0.1, foreach=False, **s),
+ADAGRAD = [GroupCase("Adagrad", dict(lr=0.1, foreach=False, **s),
                 {"lr": 0.05, "eps": 1e-6, "lr_decay": 2 * s["lr_decay"],
                  "initial_accumulator_value": 0.7})
-           for s in _grid(lr_decay=[0, 0.05], weight_decay=[0, 1e-2],
+           for s in grid(lr_decay=[0, 0.05], weight_decay=[0, 1e-2],
                           initial_accumulator_value=[0, 0.1], maximize=[False, True])]
 CASES = RMSPROP + ADAGRAD
 # for the state_dict tests: the most state and the least
 STATEFUL = [RMSPROP[-1], RMSPROP[0], ADAGRAD[-1]]  # every option on; none; every option on
 
 
-class Run:
-    """One optimizer over w, b (first group) and c (second group, no grad every 3rd step)."""
-
-    def __init__(self, lib: Lib, case: Case, values=None):
-        self.lib = lib
-        self.params = [lib.leaf(v) for v in (values or initial_values())]
-        groups = [{"params": self.params[:2]}, {"params": self.params[2:], **case.second}]
-        self.opt = getattr(lib.optim, case.opt_name)(groups, **case.kwargs)
-
-    def step(self, k: int) -> None:
-        self.opt.zero_grad()
-        loss(self.lib, self.params, k).backward()
-        self.opt.step()
-
-    def steps(self, start: int, stop: int) -> Run:
-        for k in range(start, stop):
-            self.step(k)
-        return self
-
-    def arrays(self) -> list[np.ndarray]:
-        return [self.lib.numpy(p) for p in self.params]
 
 
 def test_the_grids_cover_every_combination():
@@ -88,8 +52,8 @@ def test_the_grids_cover_every_combination():
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float64_parameters_match_torch_after_every_step(case: Case):
-    ours, ref = Run(OURS, case), Run(TORCH, case)
+def test_float64_parameters_match_torch_after_every_step(case: GroupCase):
+    ours, ref = GroupRun(OURS, case), GroupRun(TORCH, case)
     start_c = ours.arrays()[2]
     for k in range(STEPS):
         ours.step(k)
@@ -109,9 +73,10 @@ def test_float64_parameters_match_torch_after_every_step(case: Case):
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_float32_stays_float32_and_matches_torch(case: Case):
+def test_float32_stays_float32_and_matches_torch(case: GroupCase):
     values = initial_values(np.float32)
-    ours, ref = Run(OURS, case, values).steps(0, STEPS), Run(TORCH, case, values).steps(0, STEPS)
+    ours = GroupRun(OURS, case, values).steps(0, STEPS)
+    ref = GroupRun(TORCH, case, values).steps(0, STEPS)
     for mine, theirs in zip(ours.arrays(), ref.arrays()):
         assert mine.dtype == np.float32
         # torch fuses a + b * c (add with alpha, addcmul) where numpy rounds twice
@@ -123,10 +88,10 @@ def test_float32_stays_float32_and_matches_torch(case: Case):
 
 @pytest.mark.parametrize("case", [c for c in CASES if c.kwargs["weight_decay"]],
                          ids=lambda c: c.id)
-def test_large_parameters_match_torch(case: Case):
+def test_large_parameters_match_torch(case: GroupCase):
     """Above the workspace's SMALL size, so its reused arrays are exercised."""
     values = initial_values(shapes=LARGE_SHAPES)
-    ours, ref = Run(OURS, case, values), Run(TORCH, case, values)
+    ours, ref = GroupRun(OURS, case, values), GroupRun(TORCH, case, values)
     for k in range(6):
         ours.step(k)
         ref.step(k)
@@ -154,15 +119,15 @@ def test_adagrad_starts_a_late_group_from_the_default_accumulator():
 @pytest.mark.parametrize("name", ["RMSprop", "Adagrad"])
 def test_step_runs_the_closure_with_grad_enabled_and_returns_its_loss(name):
     case = next(c for c in CASES if c.opt_name == name)
-    assert_closure_steps_match_torch(lambda lib: Run(lib, case))
+    assert_closure_steps_match_torch(lambda lib: GroupRun(lib, case))
 
 
 # -- state_dict ---------------------------------------------------------------------------
 @pytest.mark.parametrize("steps", [0, RESUME_AT])
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_state_dict_structure_equals_torchs(case: Case, steps):
-    mine = Run(OURS, case).steps(0, steps).opt.state_dict()
-    theirs = Run(TORCH, case).steps(0, steps).opt.state_dict()
+def test_state_dict_structure_equals_torchs(case: GroupCase, steps):
+    mine = GroupRun(OURS, case).steps(0, steps).opt.state_dict()
+    theirs = GroupRun(TORCH, case).steps(0, steps).opt.state_dict()
     assert_state_dict_like_torchs(mine, theirs)
     assert mine["state"] or (steps == 0 and case.opt_name == "RMSprop")
     for state in mine["state"].values():
@@ -171,13 +136,13 @@ def test_state_dict_structure_equals_torchs(case: Case, steps):
 
 @pytest.mark.parametrize("transport", ["dict", "npz"])
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tmp_path):
-    straight = Run(OURS, case).steps(0, STEPS)
-    first = Run(OURS, case).steps(0, RESUME_AT)
+def test_resume_mid_run_gives_the_identical_trajectory(case: GroupCase, transport, tmp_path):
+    straight = GroupRun(OURS, case).steps(0, STEPS)
+    first = GroupRun(OURS, case).steps(0, RESUME_AT)
     sd = first.opt.state_dict()
     if transport == "npz":
         sd = through_npz(sd, tmp_path)
-    resumed = Run(OURS, case, first.arrays())
+    resumed = GroupRun(OURS, case, first.arrays())
     resumed.opt.load_state_dict(sd)
     resumed.steps(RESUME_AT, STEPS)
     for a, b in zip(straight.arrays(), resumed.arrays()):
@@ -186,8 +151,8 @@ def test_resume_mid_run_gives_the_identical_trajectory(case: Case, transport, tm
 
 
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
-def test_repr_equals_torchs(case: Case):
-    assert repr(Run(OURS, case).opt) == repr(Run(TORCH, case).opt)
+def test_repr_equals_torchs(case: GroupCase):
+    assert repr(GroupRun(OURS, case).opt) == repr(GroupRun(TORCH, case).opt)
 
 
 # -- errors -------------------------------------------------------------------------------
