@@ -234,3 +234,20 @@ class GroupRun:
 
     def arrays(self) -> list[np.ndarray]:
         return [self.lib.numpy(p) for p in self.params]
+
+
+def assert_resume_is_identical(case: GroupCase, transport: str, tmp_path, resume_at: int,
+                               steps: int) -> None:
+    """A run stopped at resume_at and resumed from its state_dict (in memory, or through
+    the npz checkpoint) ends as the run that never stopped: parameters and state."""
+    straight = GroupRun(OURS, case).steps(0, steps)
+    first = GroupRun(OURS, case).steps(0, resume_at)
+    sd = first.opt.state_dict()
+    if transport == "npz":
+        sd = through_npz(sd, tmp_path)
+    resumed = GroupRun(OURS, case, first.arrays())
+    resumed.opt.load_state_dict(sd)
+    resumed.steps(resume_at, steps)
+    for a, b in zip(straight.arrays(), resumed.arrays()):
+        np.testing.assert_array_equal(a, b)
+    assert_same_state_dict(straight.opt.state_dict(), resumed.opt.state_dict())

@@ -22,11 +22,11 @@ from .helpers import (
     GroupCase,
     GroupRun,
     assert_closure_steps_match_torch,
+    assert_resume_is_identical,
     assert_same_state_dict,
     assert_state_dict_like_torchs,
     grid,
     initial_values,
-    through_npz,
 )
 
 STEPS, RESUME_AT = 24, 10
@@ -182,17 +182,7 @@ def test_state_dict_structure_equals_torchs(case: GroupCase, steps):
 @pytest.mark.parametrize("transport", ["dict", "npz"])
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
 def test_resume_mid_run_gives_the_identical_trajectory(case: GroupCase, transport, tmp_path):
-    straight = GroupRun(OURS, case).steps(0, STEPS)
-    first = GroupRun(OURS, case).steps(0, RESUME_AT)
-    sd = first.opt.state_dict()
-    if transport == "npz":
-        sd = through_npz(sd, tmp_path)
-    resumed = GroupRun(OURS, case, first.arrays())
-    resumed.opt.load_state_dict(sd)
-    resumed.steps(RESUME_AT, STEPS)
-    for a, b in zip(straight.arrays(), resumed.arrays()):
-        np.testing.assert_array_equal(a, b)
-    assert_same_state_dict(straight.opt.state_dict(), resumed.opt.state_dict())
+    assert_resume_is_identical(case, transport, tmp_path, RESUME_AT, STEPS)
 
 
 @pytest.mark.parametrize("case", STATEFUL, ids=lambda c: c.id)
